@@ -1,0 +1,33 @@
+"""openmm-herobm: HEroBM backmapping from coarse-grained to all-atom structures, inside OpenMM.
+
+Quick tour::
+
+    import openmm_herobm as hb
+    ms = hb.MappingSet.load("martini3")                      # shipped mapping set
+    cg = hb.map_structure("protein.pdb", ms, output="cg.pdb")  # all-atom -> CG (martinize2 naming)
+    report = hb.evaluate_files("backmapped.pdb", "reference.pdb")
+"""
+
+__version__ = "0.1.0"
+
+from .errors import HeroBMError, MappingError, StructureError
+from .mapping import MappingSet, MoleculeMapping, SystemMapping, available_mapping_sets, load_molecule_mapping
+from .mapping.forward import map_structure
+
+
+def evaluate(*args, **kwargs):
+    """See :func:`openmm_herobm.evaluation.evaluate`."""
+    from .evaluation import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)
+
+
+def evaluate_files(*args, **kwargs):
+    """See :func:`openmm_herobm.evaluation.evaluate_files`."""
+    from .evaluation import evaluate_files as _evaluate_files
+
+    return _evaluate_files(*args, **kwargs)
+
+
+__all__ = ["HeroBMError", "MappingError", "StructureError", "MappingSet", "MoleculeMapping", "SystemMapping",
+           "available_mapping_sets", "load_molecule_mapping", "map_structure", "evaluate", "evaluate_files"]

@@ -1,0 +1,192 @@
+"""The ``herobm`` command.
+
+Every subcommand turns a user-input problem (:class:`HeroBMError`) into one line on
+stderr and exit status 2; outputs are written atomically, so a failed run leaves no
+partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from ..errors import HeroBMError
+
+
+def _cmd_map(args) -> int:
+    from ..mapping.forward import map_structure
+
+    result = map_structure(args.structure, args.mapping, trajectory=args.trajectory, output=args.output,
+                           trajectory_output=args.traj_out, unmapped=args.unmapped,
+                           incomplete="skip" if args.skip_incomplete else "error")
+    system = result.system
+    print(f"mapped {system.n_atoms} atoms in {len(system.residues)} residues to {system.n_beads} beads "
+          f"({result.cg.n_frames} frame(s)) with mapping set {system.mapping_set.name}")
+    if system.incomplete_residues:
+        labels = ", ".join(f"{r.mapping.name} {system.aa_topology.residue(r.aa_residue).resSeq}"
+                           for r in system.incomplete_residues[:10])
+        more = "" if len(system.incomplete_residues) <= 10 else f" and {len(system.incomplete_residues) - 10} more"
+        print(f"warning: {len(system.incomplete_residues)} residue(s) miss heavy atoms; their beads use the atoms "
+              f"present: {labels}{more}", file=sys.stderr)
+    if system.skipped_residues:
+        print(f"warning: left out {len(system.skipped_residues)} residue(s) missing whole beads: "
+              f"{', '.join(system.skipped_residues[:10])}", file=sys.stderr)
+    for path in result.written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_mapping_complete(args) -> int:
+    from ..io import atomic_output
+    from ..mapping.hierarchy import complete_hierarchy
+    from ..mapping.molecule import load_molecule_mapping
+
+    mapping = load_molecule_mapping(args.mapping, require_hierarchy=False)
+    bonds = _bonds_from_structure_file(args.structure, mapping.name) if args.structure else None
+    if bonds is not None and not args.no_bonds_in_output:
+        mapping.bonds = bonds
+    done = complete_hierarchy(mapping, bonds)
+    _write_text(done.to_yaml(), args.output, atomic_output)
+    return 0
+
+
+def _cmd_mapping_import(args) -> int:
+    from ..io import atomic_output
+    from ..mapping.vermouth_import import import_vermouth_map, read_vermouth_map
+
+    bonds = None
+    if args.structure:
+        bonds = _bonds_from_structure_file(args.structure, read_vermouth_map(args.map_file).name)
+    mapping = import_vermouth_map(args.map_file, bonds=bonds, alias_maps=args.alias_map or [])
+    if bonds is not None:
+        mapping.bonds = bonds
+    _write_text(mapping.to_yaml(), args.output, atomic_output)
+    return 0
+
+
+def _cmd_mapping_check(args) -> int:
+    from ..mapping import MappingSet, load_molecule_mapping
+
+    path = Path(args.path)
+    if path.is_file():
+        m = load_molecule_mapping(path)
+        print(f"{path}: molecule {m.name}, beads {m.beads}, {len(m.reconstructed_atoms)} reconstructed atoms, "
+              f"max slots {max(len(m.slots(b)) for b in m.beads)}")
+    else:
+        ms = MappingSet.load(args.path)
+        print(f"{ms!r}: {', '.join(sorted(m.name for m in ms.molecules))}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from ..evaluation import evaluate_files, format_report
+    from ..io import atomic_output
+
+    result = evaluate_files(args.prediction, args.reference, frame=args.frame)
+    if args.json:
+        _write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", args.json, atomic_output, quiet=True)
+    print(format_report(result))
+    return 0
+
+
+def _bonds_from_structure_file(path: str, resname: str) -> list[tuple[str, str]]:
+    from ..io import load_structure
+    from ..mapping.hierarchy import bonds_from_structure
+
+    traj = load_structure(path)
+    residue = next((r for r in traj.topology.residues if r.name == resname), None)
+    if residue is None:
+        raise HeroBMError(f"{path}: no residue named {resname} to take the bond graph from")
+    atoms = [(a.name, a.element.symbol if a.element is not None else a.name[0], traj.xyz[0, a.index])
+             for a in residue.atoms]
+    return bonds_from_structure(atoms)
+
+
+def _write_text(text: str, output: str | None, atomic_output, quiet: bool = False) -> None:
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        return
+    with atomic_output(output) as tmp:
+        Path(tmp).write_text(text)
+    if not quiet:
+        print(f"wrote {output}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herobm", description="HEroBM backmapping: coarse-grained <-> all-atom.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("map", help="forward-map an all-atom structure/trajectory to CG beads",
+                       description="Map an all-atom structure (PDB, GRO, mmCIF) and optional trajectory to CG "
+                                   "beads with martinize2's bead and residue naming.")
+    p.add_argument("structure", help="all-atom structure (PDB, GRO, mmCIF; also .gz)")
+    p.add_argument("-m", "--mapping", default="martini3",
+                   help="mapping set: a shipped name (martini3, ca, martini3_lipids) or a folder of YAML files "
+                        "(default: martini3)")
+    p.add_argument("-o", "--output", help="CG structure out (PDB, GRO, mmCIF): the first frame")
+    p.add_argument("-t", "--trajectory", help="all-atom trajectory (XTC, DCD, TRR) over the structure's topology")
+    p.add_argument("--traj-out", help="CG trajectory out (DCD, XTC): every frame")
+    p.add_argument("--unmapped", choices=["fail", "drop"], default="fail",
+                   help="residues without a mapping: stop with their list (fail, default) or leave them out (drop)")
+    p.add_argument("--skip-incomplete", action="store_true",
+                   help="leave out residues that miss all atoms of a bead instead of failing")
+    p.set_defaults(func=_cmd_map)
+
+    pm = sub.add_parser("mapping", help="write and check mapping files",
+                        description="Tools for mapping YAML files (see docs/mapping-format.md).")
+    msub = pm.add_subparsers(dest="mapping_command", required=True, metavar="SUBCOMMAND")
+    c = msub.add_parser("complete", help="assign the reconstruction hierarchy automatically",
+                        description="Given a YAML that lists atoms per bead, assign every heavy atom a level, "
+                                    "anchor and id (breadth-first from each bead's most central atom along bonds).")
+    c.add_argument("mapping", help="mapping YAML with atoms per bead (hierarchy tokens optional)")
+    c.add_argument("-s", "--structure", help="a structure holding the molecule, for its bond graph "
+                                             "(default: the YAML's bonds: list or OpenMM's residue templates)")
+    c.add_argument("-o", "--output", help="output YAML (default: stdout)")
+    c.add_argument("--no-bonds-in-output", action="store_true", help="do not write the bond list into the YAML")
+    c.set_defaults(func=_cmd_mapping_complete)
+    i = msub.add_parser("import", help="convert a martinize2/vermouth .map file",
+                        description="Convert a vermouth .map file to a mapping YAML with an automatic hierarchy.")
+    i.add_argument("map_file", help="vermouth .map file")
+    i.add_argument("--alias-map", action="append", help="another .map of the same molecule whose atom names "
+                                                         "become aliases (e.g. the CHARMM one); repeatable")
+    i.add_argument("-s", "--structure", help="a structure holding the molecule, for its bond graph "
+                                             "(needed for molecules that are not standard residues)")
+    i.add_argument("-o", "--output", help="output YAML (default: stdout)")
+    i.set_defaults(func=_cmd_mapping_import)
+    k = msub.add_parser("check", help="validate a mapping file or set and summarise it")
+    k.add_argument("path", help="a mapping YAML, a folder of them, or a shipped set name")
+    k.set_defaults(func=_cmd_mapping_check)
+
+    e = sub.add_parser("evaluate", help="compare a backmapped structure with a reference",
+                       description="RMSD (no superposition) over heavy atoms, backbone and side chains, bond and "
+                                   "angle deviations, clashes, chirality errors and cis peptides.")
+    e.add_argument("prediction", help="predicted all-atom structure")
+    e.add_argument("reference", nargs="?", help="reference all-atom structure (optional: geometry checks only)")
+    e.add_argument("--frame", type=int, default=0, help="frame of a multi-model file (default 0)")
+    e.add_argument("--json", help="also write the metrics as JSON to this file")
+    e.set_defaults(func=_cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return args.func(args)
+    except HeroBMError as exc:
+        print(f"herobm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("herobm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `herobm evaluate ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

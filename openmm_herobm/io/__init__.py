@@ -1,0 +1,29 @@
+"""Structure and trajectory input/output."""
+
+from .structure import (
+    STRUCTURE_FORMATS,
+    TRAJECTORY_FORMATS,
+    atom_slice,
+    atomic_output,
+    check_output_path,
+    insertion_code,
+    is_coarse_grained,
+    load_structure,
+    make_whole,
+    save_structure,
+    save_trajectory,
+)
+
+__all__ = [
+    "STRUCTURE_FORMATS",
+    "TRAJECTORY_FORMATS",
+    "atom_slice",
+    "atomic_output",
+    "check_output_path",
+    "insertion_code",
+    "is_coarse_grained",
+    "load_structure",
+    "make_whole",
+    "save_structure",
+    "save_trajectory",
+]
