@@ -92,6 +92,38 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_backmap(args) -> int:
+    from ..backmap import backmap
+
+    result = backmap(args.cg, args.model, trajectory=args.trajectory, output=args.output,
+                     trajectory_output=args.traj_out, unmapped=args.unmapped, chunk=args.chunk)
+    system = result.system
+    print(f"backmapped {system.n_beads} beads in {len(system.residues)} residues to {system.n_atoms} atoms "
+          f"({result.trajectory.n_frames} frame(s)) with model {result.model.path.name}")
+    for path in result.written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from ..training.train import TrainConfig, train
+
+    config = TrainConfig.from_yaml(args.config)
+    if args.max_hours is not None:
+        config.max_hours = args.max_hours
+    best = train(config, resume=args.resume, progress=not args.no_progress)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def _cmd_deploy(args) -> int:
+    from ..model.deploy import deploy
+
+    path = deploy(args.checkpoint, args.output, description=args.description or "")
+    print(f"wrote {path}")
+    return 0
+
+
 def _bonds_from_structure_file(path: str, resname: str) -> list[tuple[str, str]]:
     from ..io import load_structure
     from ..mapping.hierarchy import bonds_from_structure
@@ -159,6 +191,39 @@ def build_parser() -> argparse.ArgumentParser:
     k = msub.add_parser("check", help="validate a mapping file or set and summarise it")
     k.add_argument("path", help="a mapping YAML, a folder of them, or a shipped set name")
     k.set_defaults(func=_cmd_mapping_check)
+
+    b = sub.add_parser("backmap", help="CG structure/trajectory -> all-atom with a HEroBM model",
+                       description="Reconstruct the heavy atoms of a CG structure (martinize2 naming) and "
+                                   "optionally every frame of a trajectory with a HEroBM model.")
+    b.add_argument("cg", help="CG structure (PDB, GRO, mmCIF)")
+    b.add_argument("-o", "--output", help="all-atom structure out (PDB, GRO, mmCIF): the first frame")
+    b.add_argument("--model", help="shipped model name or a deployed .pt file (default: the shipped model that "
+                                   "knows the input's residues)")
+    b.add_argument("-t", "--trajectory", help="CG trajectory (XTC, DCD, TRR) over the structure's topology")
+    b.add_argument("--traj-out", help="all-atom trajectory out (DCD, XTC): every frame")
+    b.add_argument("--unmapped", choices=["fail", "drop"], default="fail",
+                   help="residues the model's mapping does not know: stop with their list, or leave them out")
+    b.add_argument("--chunk", type=float, default=40.0, help="edge of the spatial chunks for big systems (A)")
+    b.set_defaults(func=_cmd_backmap)
+
+    from ..training.cli import add_dataset_parser
+
+    add_dataset_parser(sub)
+    t = sub.add_parser("train", help="train a HEroBM model from a YAML config",
+                       description="Train on patches of a dataset built by `herobm dataset`; validates every "
+                                   "epoch, keeps best.pt and last.pt, logs to log.csv in the output folder.")
+    t.add_argument("config", help="training config YAML (see examples/train_martini3_protein.yaml)")
+    t.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    t.add_argument("--max-hours", type=float, help="stop after this many hours (resumable)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+    d = sub.add_parser("deploy", help="write a training checkpoint as one TorchScript model file",
+                       description="Script model + reconstruction into one file carrying its metadata "
+                                   "(mapping set and hash, bead types, cutoff, training data, metrics).")
+    d.add_argument("checkpoint", help="training checkpoint (best.pt)")
+    d.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
+    d.add_argument("--description", help="free text stored in the metadata")
+    d.set_defaults(func=_cmd_deploy)
 
     e = sub.add_parser("evaluate", help="compare a backmapped structure with a reference",
                        description="RMSD (no superposition) over heavy atoms, backbone and side chains, bond and "

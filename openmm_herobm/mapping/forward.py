@@ -49,7 +49,7 @@ def map_structure(structure: str | Path | mdtraj.Trajectory, mapping: str | Path
     cg = system.cg_trajectory(traj.xyz, unitcell_vectors=traj.unitcell_vectors, time=traj.time)
     result = ForwardMapResult(cg, system)
     if output is not None:
-        save_structure(cg[0], output)
+        save_structure(cg, output, frame=0)
         result.written.append(str(output))
     if trajectory_output is not None:
         save_trajectory(cg, trajectory_output)

@@ -29,9 +29,9 @@ def radius_edges(pos: torch.Tensor, center_index: torch.Tensor, cutoff: float) -
         d = torch.cdist(pos[idx], pos)
         mask = d < cutoff
         mask[torch.arange(idx.shape[0], device=pos.device), idx] = False  # no self edges
-        c, n = torch.nonzero(mask, as_tuple=True)
-        centers.append(c + start)
-        neighbors.append(n)
+        pairs = torch.nonzero(mask)
+        centers.append(pairs[:, 0] + start)
+        neighbors.append(pairs[:, 1])
     return torch.cat(centers), torch.cat(neighbors)
 
 

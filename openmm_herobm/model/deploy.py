@@ -1,0 +1,113 @@
+"""One-file TorchScript models: ``herobm deploy`` writes them, :func:`load_model` reads them.
+
+The file is ``torch.jit.save`` output with a ``metadata.json`` extra file: mapping set
+name and hash of its YAML files, bead-type table, cutoff, slots per bead, training data
+description, validation metrics and package version.  Loading checks the mapping set
+against the hash, so a model is never run with a mapping it was not trained for.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import HeroBMError
+from ..mapping import MappingSet
+from ..resources import models_dir
+
+METADATA = "metadata.json"
+
+
+@dataclass
+class LoadedModel:
+    module: torch.jit.ScriptModule
+    metadata: dict
+    mapping_set: MappingSet
+    path: Path
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.metadata["cutoff"])
+
+
+def deploy(checkpoint: str | Path, output: str | Path, description: str = "") -> Path:
+    """Script the model of a training checkpoint into one file with its metadata."""
+    from .. import __version__
+    from ..io import atomic_output
+    from ..training.train import TrainConfig, build_model
+
+    try:
+        state = torch.load(checkpoint, weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise HeroBMError(f"{checkpoint}: cannot read checkpoint ({exc})") from None
+    config = TrainConfig.from_dict(json.loads(state["config"]))
+    mapping_set = MappingSet.load(config.mapping)
+    if mapping_set.files_hash != state["mapping_hash"]:
+        raise HeroBMError(f"{checkpoint}: trained with a different version of mapping set {config.mapping}")
+    model = build_model(mapping_set, config.model)
+    model.load_state_dict(state["model"])
+    model.eval()
+    scripted = torch.jit.script(model)
+    metadata = {
+        "format": "openmm-herobm-model/1",
+        "package_version": __version__,
+        "mapping_set": mapping_set.name,
+        "mapping_hash": mapping_set.files_hash,
+        "bead_types": [[t.residue, t.bead] for t in mapping_set.bead_types],
+        "molecules": sorted(m.cg_residue_name for m in mapping_set.molecules),
+        "cutoff": config.model.cutoff,
+        "max_slots": mapping_set.max_slots,
+        "model": json.loads(state["config"])["model"],
+        "training": {"train": config.train, "val": config.val, "steps": state["step"],
+                     "hours": round(state["elapsed"] / 3600, 3), "bead_noise": config.bead_noise,
+                     "description": description},
+        "validation": json.loads(state["metrics"]),
+        "units": "Angstrom",
+    }
+    with atomic_output(output) as tmp:
+        torch.jit.save(scripted, tmp, _extra_files={METADATA: json.dumps(metadata, indent=1)})
+    return Path(output)
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = models_dir() / (str(name_or_path) if str(name_or_path).endswith(".pt") else f"{name_or_path}.pt")
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in models_dir().glob("*.pt"))) or "none"
+    raise HeroBMError(f"model {name_or_path!r} is neither a file nor a shipped model (shipped: {names})")
+
+
+def load_model(name_or_path: str | Path, mapping: str | Path | MappingSet | None = None) -> LoadedModel:
+    """Load a deployed model; ``mapping`` defaults to the set it was trained with.
+
+    Raises :class:`HeroBMError` if the mapping set's files differ from those the model
+    was trained on (a mapping/model mismatch would silently misplace atoms).
+    """
+    path = resolve_model_path(name_or_path)
+    extra = {METADATA: ""}
+    try:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except (RuntimeError, ValueError) as exc:
+        raise HeroBMError(f"{path}: not a deployed HEroBM model ({str(exc).splitlines()[0]})") from None
+    if not extra[METADATA]:
+        raise HeroBMError(f"{path}: model file has no metadata; re-create it with `herobm deploy`")
+    metadata = json.loads(extra[METADATA])
+    mapping_set = mapping if isinstance(mapping, MappingSet) else MappingSet.load(mapping or metadata["mapping_set"])
+    if mapping_set.files_hash != metadata["mapping_hash"]:
+        raise HeroBMError(
+            f"{path}: model was trained with mapping set {metadata['mapping_set']} "
+            f"(hash {metadata['mapping_hash'][:12]}), but mapping set {mapping_set.name} "
+            f"(hash {mapping_set.files_hash[:12]}) was given; use the matching mapping set or retrain"
+        )
+    module.eval()
+    return LoadedModel(module, metadata, mapping_set, path)
+
+
+def shipped_models() -> list[Path]:
+    return sorted(models_dir().glob("*.pt"))
