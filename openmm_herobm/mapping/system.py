@@ -206,6 +206,7 @@ class SystemMapping:
         residues: list[MappedResidue] = []
         dropped: dict[str, int] = {}
         cg_atom_order: list[int] = []
+        pending_bonds: list = []
         for chain in cg_topology.chains:
             aa_chain = kept_chain = None
             for residue in chain.residues:
@@ -232,9 +233,14 @@ class SystemMapping:
                 _set_insertion_code(aa_res, residue)
                 _set_insertion_code(kept_res, residue)
                 atoms = np.full(len(mapping.atoms), -1, np.int64)
+                by_name = {}
                 for i in mapping.reconstructed_atoms:
                     a = mapping.atoms[i]
-                    atoms[i] = aa_top.add_atom(a.name, mdtraj.element.get_by_symbol(a.element), aa_res).index
+                    by_name[a.name] = aa_top.add_atom(a.name, mdtraj.element.get_by_symbol(a.element), aa_res)
+                    atoms[i] = by_name[a.name].index
+                # non-standard molecules (lipids, ligands) carry their bonds in the mapping
+                pending_bonds.extend((by_name[x], by_name[y]) for x, y in mapping.bonds
+                                     if x in by_name and y in by_name)
                 beads = []
                 for b in mapping.beads:
                     cg_atom_order.append(bead_index[b])
@@ -244,6 +250,10 @@ class SystemMapping:
         if not residues:
             raise StructureError(f"{source}no residue of the CG structure is in mapping set {mapping_set.name}")
         aa_top.create_standard_bonds()
+        existing = {frozenset((a.index, b.index)) for a, b in aa_top.bonds}
+        for x, y in pending_bonds:
+            if frozenset((x.index, y.index)) not in existing:
+                aa_top.add_bond(x, y)
         system = cls(mapping_set, aa_top, kept_cg, residues, dropped)
         #: index of each kept bead in the original CG topology (select input coordinates with it)
         system.cg_input_index = np.array(cg_atom_order, np.int64)

@@ -105,20 +105,20 @@ def _mlp(sizes: list[int]) -> torch.nn.Sequential:
     return torch.nn.Sequential(*layers[:-1])
 
 
-def channelwise_product(irreps1: o3.Irreps, irreps2: o3.Irreps, lmax: int, symmetric: bool = False) -> o3.TensorProduct:
+def channelwise_product(irreps1: o3.Irreps, irreps2: o3.Irreps, lmax: int, keep: str = "") -> o3.TensorProduct:
     """Channel-by-channel (``uuu``) tensor product of two irreps with equal multiplicities.
 
-    ``symmetric``: the two inputs are the same tensor, so the (i, j) and (j, i) paths are
-    redundant and only i <= j is kept.
+    ``keep``: if given (e.g. ``"1o 0o"``), only those output irreps are produced.
+    Note a channel times *itself* has no antisymmetric part (``v x v = 0``), so the two
+    inputs should be different mixtures of channels to produce pseudo-vectors.
     """
+    wanted = [o3.Irrep(k) for k in keep.split()] if keep else None
     out, instructions = [], []
     for i1, (mul1, ir1) in enumerate(irreps1):
         for i2, (mul2, ir2) in enumerate(irreps2):
-            if symmetric and i2 < i1:
-                continue
             assert mul1 == mul2
             for ir in ir1 * ir2:
-                if ir.l <= lmax:
+                if ir.l <= lmax and (wanted is None or ir in wanted):
                     instructions.append((i1, i2, len(out), "uuu", True))
                     out.append((mul1, ir))
     return o3.TensorProduct(irreps1, irreps2, o3.Irreps(out), instructions,
@@ -141,7 +141,9 @@ class HEroBMNetwork(torch.nn.Module):
         c = channels
         self.irreps_a = o3.Irreps(f"{c}x0e + {c}x1o + {c}x2e")
         self.radial_a = torch.nn.Linear(edge_dim, 3 * c)
-        self.prod2 = channelwise_product(self.irreps_a, self.irreps_a, lmax=1, symmetric=True)  # body order 3
+        # body order 3; A times a channel-mixed copy of A, so cross products (1e) survive
+        self.lin_a = o3.Linear(self.irreps_a, self.irreps_a)
+        self.prod2 = channelwise_product(self.irreps_a, self.irreps_a, lmax=1)
 
         h = hidden_mul
         self.irreps_hidden = o3.Irreps(f"{2 * h}x0e + {h}x0o + {h}x1o + {h}x1e")
@@ -159,12 +161,21 @@ class HEroBMNetwork(torch.nn.Module):
         self.group2 = Regroup(self.irreps_h + self.prod_ah.irreps_out + self.irreps_a)
         self.mix2 = o3.Linear(self.group2.irreps_out, self.gate2.irreps_in)
 
+        # final chiral product: pseudo-scalar x pseudo-vector -> vector.  Without it the
+        # vector outputs could not depend on handedness (an L and a D residue would look alike)
+        self.irreps_o = o3.Irreps(f"{h}x0e + {h}x0o + {h}x1o + {h}x1e")
+        self.lin_o1 = o3.Linear(self.gate2.irreps_out, self.irreps_o)
+        self.lin_o2 = o3.Linear(self.gate2.irreps_out, self.irreps_o)
+        self.prod_o = channelwise_product(self.irreps_o, self.irreps_o, lmax=1, keep="1o 0o")
+        self.group_o = Regroup(self.prod_o.irreps_out)
+        self.mix_o = o3.Linear(self.group_o.irreps_out, o3.Irreps(f"{h}x0o + {h}x1o"))
+
         # readouts
-        n_vec = 2 * h  # 1o channels of both passes
+        n_vec = 3 * h  # 1o channels of both passes and of the chiral product
         self.slot_mix = torch.nn.Embedding(n_bead_types, max_slots * n_vec)
         torch.nn.init.normal_(self.slot_mix.weight, std=1.0 / math.sqrt(n_vec))
-        self.dihedral_cos = _mlp([6 * h, 64, 2])
-        self.dihedral_sin = _mlp([6 * h, 64, 4 * h])
+        self.dihedral_cos = _mlp([7 * h, 64, 2])
+        self.dihedral_sin = _mlp([7 * h, 64, 6 * h])
 
     @staticmethod
     def _gate(h: int) -> Gate:
@@ -200,7 +211,7 @@ class HEroBMNetwork(torch.nn.Module):
         y = self.sh(vec)
 
         a = self._basis(self.radial_a(h_edge), y, edge_center, n_centers)
-        b2 = self.prod2(a, a)
+        b2 = self.prod2(a, self.lin_a(a))
         x = self.gate1(self.mix1(self.group1(torch.cat([a, b2], dim=1))))
 
         # invariants of the centre (|pseudo-scalar| is a true scalar)
@@ -210,13 +221,15 @@ class HEroBMNetwork(torch.nn.Module):
         ah = self.prod_ah(a2, self.lin_h(x))
         x2 = self.gate2(self.mix2(self.group2(torch.cat([x, ah, a2], dim=1))))
 
-        vectors = torch.cat([self._vectors(x), self._vectors(x2)], dim=1)  # (C, 2h, 3)
+        xo = self.mix_o(self.group_o(self.prod_o(self.lin_o1(x2), self.lin_o2(x2))))
+        h = self.gate1.v
+        vectors = torch.cat([self._vectors(x), self._vectors(x2), xo[:, h:].reshape(n_centers, h, 3)], dim=1)
         mix = self.slot_mix(center_type).view(n_centers, self.max_slots, -1)
         # (e3nn's 1o components transform with the rotation matrix itself, checked in the tests)
         slots = torch.einsum("csk,ckx->csx", mix, vectors)
 
         s_even = torch.cat([self._scalars(x, 0), self._scalars(x2, 0)], dim=1)
-        s_odd = torch.cat([self._scalars(x, 1), self._scalars(x2, 1)], dim=1)
+        s_odd = torch.cat([self._scalars(x, 1), self._scalars(x2, 1), xo[:, :h]], dim=1)
         cos = self.dihedral_cos(torch.cat([s_even, s_odd.abs()], dim=1))
         sin_w = self.dihedral_sin(torch.cat([s_even, s_odd.abs()], dim=1)).view(n_centers, 2, -1)
         sin = (sin_w * s_odd.unsqueeze(1)).sum(-1)
