@@ -6,18 +6,17 @@ on its own: bond lengths, clashes, chirality and cis peptides.  Everything is in
 Angstrom and degrees; only heavy atoms are used, so a prediction without hydrogens
 can be compared with a reference that has them.
 
-Atoms are matched by (chain index, residue index within its chain, residue name,
-atom name) after normalising the usual naming variants (HID/HIE/HSD... -> HIS,
+Atoms are matched by (chain index, residue number and insertion code, residue name,
+atom name), so residues missing from one of the two structures do not shift the
+rest; if residue numbers do not correspond (renumbered files), by residue position
+within the chain instead.  Names are normalised first the usual naming variants (HID/HIE/HSD... -> HIS,
 ILE CD -> CD1, OT1/OT2 -> O/OXT), never by atom index.
 """
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import mdtraj
@@ -112,6 +111,7 @@ class _Struct:
     atom_index: np.ndarray  # (n,) index in the topology
     resid: np.ndarray  # (n,) global residue index
     keys: list  # (chain, residue-in-chain, resname, atom name) per heavy atom
+    numbered: list  # (chain, resSeq, insertion code, resname, atom name) per heavy atom
     lookup: dict  # (global residue index, canonical atom name) -> heavy index
     res_key: list  # per residue: (chain, residue-in-chain, canonical resname)
     res_name: list  # per residue: canonical resname
@@ -133,7 +133,7 @@ def _prepare(traj: mdtraj.Trajectory, frame: int, periodic: bool | None, what: s
         chains.append([r.index for r in chain.residues])
         for k, r in enumerate(chain.residues):
             rn = _canon_resname(r.name)
-            res_key.append((ci, k, rn))
+            res_key.append((ci, k, rn, r.resSeq, getattr(r, "insertion_code", "") or ""))
             res_name.append(rn)
             res_label.append(f"{r.name} {r.resSeq} {cid}")
     atoms = [a for a in top.atoms if _is_heavy(a)]
@@ -142,13 +142,14 @@ def _prepare(traj: mdtraj.Trajectory, frame: int, periodic: bool | None, what: s
     atom_index = np.array([a.index for a in atoms])
     resid = np.array([a.residue.index for a in atoms])
     names = [_canon_atomname(res_name[a.residue.index], a.name) for a in atoms]
-    keys = [res_key[ri] + (nm,) for ri, nm in zip(resid.tolist(), names)]
+    keys = [res_key[ri][:3] + (nm,) for ri, nm in zip(resid.tolist(), names)]
+    numbered = [(k[0], k[3], k[4], k[2], nm) for k, nm in ((res_key[ri], nm) for ri, nm in zip(resid.tolist(), names))]
     lookup: dict = {}
     for i, (ri, nm) in enumerate(zip(resid.tolist(), names)):
         lookup.setdefault((ri, nm), i)  # first copy wins for duplicated names
     xyz = traj.xyz[frame][atom_index].astype(np.float64) * 10.0
     element = np.array([a.element.symbol if a.element is not None else "" for a in atoms], dtype=object)
-    return _Struct(xyz, _box(traj, frame, periodic, what), atom_index, resid, keys, lookup,
+    return _Struct(xyz, _box(traj, frame, periodic, what), atom_index, resid, keys, numbered, lookup,
                    res_key, res_name, res_label, chains, element,
                    np.array(names, dtype=object), np.array([k[2] for k in keys], dtype=object), traj)
 
@@ -200,10 +201,11 @@ def _idx(s: _Struct, residues, name: str) -> np.ndarray:
 
 
 def _match(p: _Struct, r: _Struct) -> tuple[np.ndarray, np.ndarray]:
-    ref_of = {}
-    for i, k in enumerate(r.keys):
-        ref_of.setdefault(k, i)
-    ri = np.array([ref_of.get(k, -1) for k in p.keys], dtype=np.int64)
+    by_number = _match_keys(p.numbered, r.numbered)
+    by_position = _match_keys(p.keys, r.keys)
+    # residue numbers are the robust key (a residue missing in one structure does not
+    # shift the others); fall back to positions for renumbered files
+    ri = by_number if (by_number >= 0).sum() >= 0.5 * (by_position >= 0).sum() else by_position
     # a duplicated key in pred must not match the same ref atom twice
     ok = ri >= 0
     _, first = np.unique(ri[ok], return_index=True)
@@ -211,6 +213,13 @@ def _match(p: _Struct, r: _Struct) -> tuple[np.ndarray, np.ndarray]:
     keep[first] = True
     ok[np.flatnonzero(ok)[~keep]] = False
     return np.flatnonzero(ok), ri[ok]
+
+
+def _match_keys(pred_keys: list, ref_keys: list) -> np.ndarray:
+    ref_of = {}
+    for i, k in enumerate(ref_keys):
+        ref_of.setdefault(k, i)
+    return np.array([ref_of.get(k, -1) for k in pred_keys], dtype=np.int64)
 
 
 def _rmsd(d2: np.ndarray) -> float | None:
@@ -515,14 +524,9 @@ def _load(path) -> mdtraj.Trajectory:
     if not os.path.isfile(path):
         raise HeroBMError(f"structure file not found: {path}")
     try:
-        if not path.endswith(".gz"):
-            return mdtraj.load(path)
-        # mdtraj reads .pdb.gz but not every gzipped format: decompress first
-        with tempfile.TemporaryDirectory() as tmp:
-            plain = os.path.join(tmp, os.path.basename(path)[:-3])
-            with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            return mdtraj.load(plain)
+        from ..io import load_structure  # keeps insertion codes and original residue names
+
+        return load_structure(path)
     except HeroBMError:
         raise
     except Exception as exc:  # mdtraj raises many types for unreadable files

@@ -52,7 +52,6 @@ def match_residue_atoms(residue, mapping: MoleculeMapping, source: str = "") -> 
     Unknown hydrogens are ignored (they carry no weight); an unknown heavy atom is an
     error.
     """
-    names = [a.name for a in residue.atoms]
     index_of = {a.name: a.index for a in residue.atoms}
     n_columns = max(len(a.names) for a in mapping.atoms)
     best_k, best_hits = 0, -1

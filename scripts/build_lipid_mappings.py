@@ -1,0 +1,417 @@
+"""Regenerate the shipped lipid mapping set (mappings/martini3_lipids): POPC and cholesterol.
+
+    python scripts/build_lipid_mappings.py [--data DIR] [--no-check]
+
+Sources (``DIR`` defaults to ../shared/data):
+
+* bead membership: CG2AT2's Martini 3 -> CHARMM36 fragments
+  (``reference_mappings/cg2at_martini3_charmm36/{POPC,CHOL}.fragment.pdb``, from the
+  PyPI wheel cg2at2==1.0.2, ``cg2at/fragments/martini_3-0_charmm36/non_protein/``,
+  GPL-3.0).  Each ``[ BEAD ]`` block lists the CHARMM36 atoms of that bead; an atom
+  listed under several beads becomes a shared atom with equal weights (none is).
+  The template coordinates in the fragments are not used.  Heavy atoms are then moved
+  where the fragments disagree with real Martini 3 frames (``MEMBERSHIP_FIXES``,
+  below); hydrogens always follow the heavy atom they are bonded to.
+* atom names and the bond graph: the CHARMM36 bilayer snapshots
+  (``lipids/*.gro.gz``, NMRLipids, GPL-2.0); the names must match the fragments'.
+* bead names and order: the real Martini 3 membrane ``cg_real/mstool_mix8_419lipids``
+  (POPC ``NC3 PO4 GL1 GL2 C1A D2A C3A C4A C1B C2B C3B C4B``; cholesterol, CG residue
+  name ``CHOL``, ``ROH R1 R2 R3 R4 R5 R6 C1 C2``).
+
+Every bead is the mass-weighted centre of its heavy atoms (hydrogens are listed but
+carry no weight, ``!``), including the cholesterol beads that are virtual sites in the
+Martini 3 model.  The hierarchy comes from ``complete_hierarchy``.
+
+Why the membership fixes.  Forward-mapping the CHARMM36 snapshots with the plain CG2AT
+membership and comparing bonded bead distances with the real Martini 3 frame gives
+deviations up to 1.3 A (POPC) and 2.4 A (cholesterol):
+
+* POPC: the real frame uses the Martini 3 lipidome parameters (Pedersen et al., ACS
+  Cent. Sci. 2025; "Bonded parameters and mapping have been optimized", tails
+  ``CDCC`` / ``cCCC``).  Their rule: the ester carbonyl carbon stays in GL1/GL2, the
+  acyl carbons from C2 on are grouped in fours from the chain end, and the first tail
+  bead takes the remainder (5 carbons for 18:1, a small 3-carbon bead for 16:0).  CG2AT
+  instead puts C22/C32 into GL1/GL2 and cuts the chains elsewhere.  With the rule the
+  largest deviation drops from 1.33 A to about 0.5 A.
+* cholesterol: the real frame uses the Martini 3 sterol model (Borges-Araujo et al.,
+  2023: a rigid C1-R1-R2 frame plus virtual sites).  Its R1-R4 do not sit where the
+  CG2AT fragment's R1-R4 centres are (e.g. ROH-R1 4.31 A real vs 2.53 A CG2AT, R2-R3
+  5.51 vs 3.19 A), and no relabelling of the CG2AT beads fits (best permutation still
+  0.7 A rms).  The membership used here was found by superposing the real bead
+  geometry on the mapped molecule and assigning every heavy atom to the nearest real
+  bead (a fixed point of that assignment, all beads bonded-connected); it reduces the
+  all-pairs deviation from 1.22 to 0.44 A rms.  The official CHARMM36 mapping of that
+  model was not available offline; replace ``CHOL_FITTED`` with it when it is.
+
+Unless ``--no-check`` is given, the script then forward-maps every CHARMM36 snapshot
+and prints, for every pair of covalently linked beads, the mean distance in the mapped
+frames next to the one in the real Martini 3 frame (and with the plain CG2AT
+membership, for comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import sys
+import tempfile
+import warnings
+from collections import deque
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import yaml
+
+from openmm_herobm.mapping.hierarchy import bonds_from_structure, complete_hierarchy
+from openmm_herobm.mapping.molecule import (BeadMembership, MappedAtom, MoleculeMapping, element_from_name,
+                                            parse_molecule_mapping)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+OUT = ROOT / "mappings" / "martini3_lipids"
+
+#: all-atom residue name -> (fragment stem, CG residue name, bead order of real Martini 3 frames)
+MOLECULES = {
+    "POPC": ("POPC", "POPC", ["NC3", "PO4", "GL1", "GL2", "C1A", "D2A", "C3A", "C4A", "C1B", "C2B", "C3B", "C4B"]),
+    "CHL": ("CHOL", "CHOL", ["ROH", "R1", "R2", "R3", "R4", "R5", "R6", "C1", "C2"]),
+}
+#: expected covalent bonds (atoms - 1 + rings): POPC 134 atoms, acyclic; cholesterol
+#: 74 atoms, four fused rings.
+EXPECTED_BONDS = {"POPC": 134 - 1, "CHL": 74 - 1 + 4}
+#: number of bonds per element (sp2 carbons of the esters and the double bonds have 3),
+#: for the sanity check of the distance-derived bond graph
+VALENCE = {"H": {1}, "C": {3, 4}, "N": {4}, "O": {1, 2}, "P": {4}}
+#: snapshot holding both molecules (bonds and names are taken from its first residues)
+REFERENCE_SNAPSHOT = "lipids/charmm36_POPCchol-20pct.gro.gz"
+REAL_CG_FRAME = "cg_real/mstool_mix8_419lipids.gro.gz"
+
+
+def lipidome_tail(prefix: str, first: int, last: int, beads: list[str]) -> dict[str, str]:
+    """Martini 3 lipidome tail rule: acyl carbons ``prefix+first .. prefix+last`` (the
+    carbonyl carbon excluded) grouped in fours from the chain end; the first bead takes
+    the remainder (3 or 5 carbons)."""
+    carbons = [f"{prefix}{i}" for i in range(first, last + 1)]
+    sizes = [4] * (len(beads) - 1)
+    sizes.insert(0, len(carbons) - sum(sizes))
+    if not 3 <= sizes[0] <= 5:
+        raise ValueError(f"tail {prefix}: first bead would hold {sizes[0]} carbons")
+    out, k = {}, 0
+    for bead, n in zip(beads, sizes):
+        for atom in carbons[k:k + n]:
+            out[atom] = bead
+        k += n
+    return out
+
+
+#: Cholesterol heavy-atom membership fitted to the real Martini 3 sterol model (see the
+#: module docstring).  ROH: hydroxyl + C3 and its ring neighbours; R1: ring B with the
+#: C5=C6 double bond; R2: C1, C9 around C10; R3: ring D without C13; R4: ring C's C11,
+#: C12; R5: the C19 methyl; R6: the C18 methyl with C13; C1/C2: the tail, as in CG2AT.
+CHOL_FITTED = {
+    "ROH": "O3 C3 C2 C4", "R1": "C5 C6 C7 C8", "R2": "C1 C9 C10", "R3": "C14 C15 C16 C17", "R4": "C11 C12",
+    "R5": "C19", "R6": "C13 C18", "C1": "C20 C21 C22 C23", "C2": "C24 C25 C26 C27",
+}
+
+#: residue -> {heavy atom: bead} replacing the CG2AT membership of those atoms
+MEMBERSHIP_FIXES = {
+    "POPC": {**lipidome_tail("C2", 2, 18, ["C1A", "D2A", "C3A", "C4A"]),   # 18:1 oleoyl (sn-2), CDCC
+             **lipidome_tail("C3", 2, 16, ["C1B", "C2B", "C3B", "C4B"])},  # 16:0 palmitoyl (sn-1), cCCC
+    "CHL": {atom: bead for bead, atoms in CHOL_FITTED.items() for atom in atoms.split()},
+}
+
+
+# ---------------------------------------------------------------------- inputs
+def load_gro_gz(path: Path) -> mdtraj.Trajectory:
+    """mdtraj cannot read ``.gro.gz``: decompress to a temporary file first."""
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = os.path.join(tmp, "frame.gro")
+        with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
+            dst.write(src.read())
+        return mdtraj.load(plain)
+
+
+def parse_fragment(path: Path) -> dict[str, list[str]]:
+    """CG2AT fragment -> {bead: [atom names]} in file order."""
+    beads: dict[str, list[str]] = {}
+    bead = None
+    for line in path.read_text().splitlines():
+        if line.startswith("["):
+            bead = line.strip().strip("[]").strip()
+            beads.setdefault(bead, [])
+        elif line.startswith(("ATOM", "HETATM")):
+            if bead is None:
+                raise ValueError(f"{path}: atom line before the first [ BEAD ] header")
+            beads[bead].append(line[12:16].strip())
+    return beads
+
+
+def box_lengths(traj: mdtraj.Trajectory) -> np.ndarray:
+    if not np.allclose(traj.unitcell_angles, 90.0):
+        raise ValueError("only rectangular boxes are supported here")
+    return traj.unitcell_lengths[0].astype(np.float64)
+
+
+def unwrap_along_bonds(xyz: np.ndarray, bonds: list[tuple[int, int]], box: np.ndarray) -> np.ndarray:
+    """Make one molecule whole: walk its bond graph, applying the minimum image per bond."""
+    xyz = np.array(xyz, dtype=np.float64)
+    neighbours: dict[int, list[int]] = {i: [] for i in range(len(xyz))}
+    for a, b in bonds:
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    seen = {0}
+    queue = deque([0])
+    while queue:
+        p = queue.popleft()
+        for c in neighbours[p]:
+            if c not in seen:
+                d = xyz[c] - xyz[p]
+                xyz[c] = xyz[p] + d - box * np.round(d / box)
+                seen.add(c)
+                queue.append(c)
+    if len(seen) != len(xyz):
+        raise ValueError("bond graph is not connected")
+    return xyz
+
+
+def unwrap_min_image(xyz: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Minimum image of every position relative to the first one (small molecules)."""
+    d = xyz - xyz[0]
+    return xyz[0] + d - box * np.round(d / box)
+
+
+# ---------------------------------------------------------------------- building
+def molecule_bonds(residue, xyz: np.ndarray, box: np.ndarray) -> list[tuple[str, str]]:
+    """Covalent bonds of one residue (heavy atoms and hydrogens) by distance.
+
+    The residue is first brought into one image relative to its first atom, which is
+    enough for the chosen residue; the bond graph is then checked (count, valences,
+    connectivity) by the caller, and against every residue of every snapshot.
+    """
+    atoms = list(residue.atoms)
+    pos = unwrap_min_image(xyz[[a.index for a in atoms]], box)
+    return bonds_from_structure([(a.name, element_from_name(a.name), p) for a, p in zip(atoms, pos)])
+
+
+def check_bonds(resname: str, names: list[str], bonds: list[tuple[str, str]]) -> None:
+    if len(bonds) != EXPECTED_BONDS[resname]:
+        raise ValueError(f"{resname}: {len(bonds)} bonds found from the structure, expected {EXPECTED_BONDS[resname]}")
+    degree = {n: 0 for n in names}
+    for a, b in bonds:
+        degree[a] += 1
+        degree[b] += 1
+    for n, d in degree.items():
+        if d not in VALENCE[element_from_name(n)]:
+            raise ValueError(f"{resname}: atom {n} has {d} bonds")
+    index = {n: i for i, n in enumerate(names)}
+    unwrap_along_bonds(np.zeros((len(names), 3)), [(index[a], index[b]) for a, b in bonds], np.ones(3))  # connected?
+
+
+def heavy_membership(names: list[str], fragment: dict[str, list[str]], fixes: dict[str, str]) -> dict[str, list[str]]:
+    """Heavy atom -> beads: the fragment's, replaced by ``fixes`` where given."""
+    beads_of: dict[str, list[str]] = {}
+    for bead, members in fragment.items():
+        for n in members:
+            beads_of.setdefault(n, []).append(bead)
+    if set(names) != set(beads_of) or len(set(names)) != len(names):
+        raise ValueError(f"snapshot atoms and fragment atoms differ: only in snapshot "
+                         f"{sorted(set(names) - set(beads_of))}, only in fragment {sorted(set(beads_of) - set(names))}")
+    unknown = set(fixes) - set(names)
+    if unknown or any(element_from_name(n) == "H" for n in fixes):
+        raise ValueError(f"membership fixes name unknown atoms or hydrogens: {sorted(unknown)}")
+    return {n: ([fixes[n]] if n in fixes else beads_of[n]) for n in names if element_from_name(n) != "H"}
+
+
+def build_molecule(resname: str, fragment: dict[str, list[str]], cg_name: str, bead_order: list[str],
+                   traj: mdtraj.Trajectory, fragment_path: Path, fixes: dict[str, str]) -> MoleculeMapping:
+    if list(fragment) != bead_order:
+        raise ValueError(f"{fragment_path}: beads {list(fragment)} differ from the expected {bead_order}")
+    residue = next(r for r in traj.topology.residues if r.name == resname)
+    names = [a.name for a in residue.atoms]
+    bonds = molecule_bonds(residue, traj.xyz[0], box_lengths(traj))
+    check_bonds(resname, names, bonds)
+    heavy = heavy_membership(names, fragment, fixes)
+    # a hydrogen belongs to the bead(s) of the heavy atom it is bonded to
+    parent = {}
+    for a, b in bonds:
+        for h, x in ((a, b), (b, a)):
+            if element_from_name(h) == "H":
+                parent[h] = x
+    atoms = []
+    for n in names:  # CHARMM36 order of the snapshot
+        element = element_from_name(n)
+        beads = heavy[n] if element != "H" else heavy[parent[n]]
+        share = 0.0 if element == "H" else 1.0 / len(beads)
+        atoms.append(MappedAtom(n, (), element, tuple(BeadMembership(b, share) for b in beads)))
+    mapping = MoleculeMapping(resname, atoms, list(bead_order), cg_name=cg_name if cg_name != resname else None,
+                              bonds=bonds, source=str(fragment_path))
+    return complete_hierarchy(mapping, bonds)
+
+
+def check_bonds_everywhere(mapping: MoleculeMapping, snapshots: list[Path]) -> int:
+    """Every residue of every snapshot, made whole along the bond graph, has the same bonds."""
+    reference = {frozenset(b) for b in mapping.bonds}
+    index = {a.name: i for i, a in enumerate(mapping.atoms)}
+    n = 0
+    for path in snapshots:
+        traj = load_gro_gz(path)
+        box = box_lengths(traj)
+        for residue in traj.topology.residues:
+            if residue.name != mapping.name:
+                continue
+            atoms = list(residue.atoms)
+            local = {a.name: k for k, a in enumerate(atoms)}
+            pos = unwrap_along_bonds(traj.xyz[0][[a.index for a in atoms]].astype(np.float64),
+                                     [(local[a], local[b]) for a, b in mapping.bonds], box)
+            found = {frozenset(b) for b in bonds_from_structure(
+                [(a.name, mapping.atoms[index[a.name]].element, p) for a, p in zip(atoms, pos)])}
+            if found != reference:
+                raise ValueError(f"{path.name} {residue}: bonds differ from the reference: "
+                                 f"extra {sorted(map(sorted, found - reference))}, missing {sorted(map(sorted, reference - found))}")
+            n += 1
+    return n
+
+
+def write(mapping: MoleculeMapping, path: Path, fragment_name: str, fixed: str) -> None:
+    header = (
+        f"# {mapping.name}: GENERATED by scripts/build_lipid_mappings.py -- do not edit by hand.\n"
+        f"# Bead membership: CG2AT2 Martini 3 -> CHARMM36 fragment {fragment_name}\n"
+        "#   (cg2at2 1.0.2, cg2at/fragments/martini_3-0_charmm36/non_protein/; GPL-3.0),\n"
+        f"#   {fixed}\n"
+        "# Atom names and bonds: CHARMM36 bilayer snapshot (NMRLipids, GPL-2.0).\n"
+        "# Bead names/order: real Martini 3 frames (mstool example membrane).\n"
+        "# Beads are mass-weighted centres of their heavy atoms; hydrogens carry no weight (!).\n"
+        "# Derived from GPL-3.0 data: this file is distributed under GPL-3.0.\n"
+    )
+    text = header + mapping.to_yaml()
+    back = parse_molecule_mapping(yaml.safe_load(text), str(path))  # round-trip check
+    if back.to_yaml() != mapping.to_yaml():
+        raise ValueError(f"{path}: YAML round trip changed the mapping")
+    path.write_text(text)
+
+
+FIX_NOTES = {
+    "POPC": "with the acyl tails re-cut by the Martini 3 lipidome rule (Pedersen et al. 2025; see the script).",
+    "CHL": "with the ring beads re-fitted to the Martini 3 sterol model geometry (Borges-Araujo et al. 2023; see the script).",
+}
+
+
+def hierarchy_depths(mapping: MoleculeMapping) -> dict[str, int]:
+    return {b: max(s.level for s in mapping.slots(b)) for b in mapping.beads}
+
+
+# ---------------------------------------------------------------------- checking
+def bonded_bead_pairs(mapping: MoleculeMapping) -> list[tuple[str, str]]:
+    """Pairs of beads linked by at least one covalent bond between their heavy atoms."""
+    beads_of = {a.name: [m.bead for m in a.memberships] for a in mapping.atoms}
+    heavy = {a.name for a in mapping.atoms if not a.is_hydrogen}
+    pairs = set()
+    for a, b in mapping.bonds:
+        if a in heavy and b in heavy:
+            for ba in beads_of[a]:
+                for bb in beads_of[b]:
+                    if ba != bb:
+                        pairs.add(tuple(sorted((ba, bb), key=mapping.beads.index)))
+    return sorted(pairs, key=lambda p: (mapping.beads.index(p[0]), mapping.beads.index(p[1])))
+
+
+def mapped_bead_positions(mapping_set, snapshots: list[Path]) -> dict[str, np.ndarray]:
+    """CG residue name -> (n_residues, n_beads, 3) bead positions (nm) from whole molecules."""
+    from openmm_herobm.mapping.system import SystemMapping
+
+    out: dict[str, list[np.ndarray]] = {}
+    for path in snapshots:
+        traj = load_gro_gz(path)
+        box = box_lengths(traj)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # water/ions have no mapping
+            system = SystemMapping.from_atomistic(traj.topology, mapping_set, unmapped="drop")
+        xyz = traj.xyz[0].astype(np.float64)
+        for res in system.residues:
+            mol = res.mapping
+            local = {a.name: k for k, a in enumerate(mol.atoms)}
+            xyz[res.atoms] = unwrap_along_bonds(xyz[res.atoms], [(local[a], local[b]) for a, b in mol.bonds], box)
+        beads = system.map(xyz)
+        for res in system.residues:
+            out.setdefault(res.mapping.cg_residue_name, []).append(beads[res.beads])
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def real_bead_positions(path: Path, bead_orders: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    traj = load_gro_gz(path)
+    box = box_lengths(traj)
+    out: dict[str, list[np.ndarray]] = {}
+    for residue in traj.topology.residues:
+        if residue.name not in bead_orders:
+            continue
+        names = [a.name for a in residue.atoms]
+        if names != bead_orders[residue.name]:
+            raise ValueError(f"{path.name} {residue}: beads {names}, expected {bead_orders[residue.name]}")
+        out.setdefault(residue.name, []).append(unwrap_min_image(traj.xyz[0][[a.index for a in residue.atoms]], box))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def compare(mappings: list[MoleculeMapping], data: Path, baseline: list[MoleculeMapping] | None = None) -> list[tuple]:
+    """Rows (mol, pair, ours mean, ours sd, real mean, real sd, ours - real, baseline - real) in A."""
+    from openmm_herobm.mapping.mapping_set import MappingSet
+
+    snapshots = sorted((data / "lipids").glob("*.gro.gz"))
+    ours = mapped_bead_positions(MappingSet(mappings, name="martini3_lipids"), snapshots)
+    base = mapped_bead_positions(MappingSet(baseline, name="cg2at"), snapshots) if baseline else None
+    real = real_bead_positions(data / REAL_CG_FRAME, {m.cg_residue_name: m.beads for m in mappings})
+    rows = []
+    for mol in mappings:
+        cg = mol.cg_residue_name
+        for a, b in bonded_bead_pairs(mol):
+            ia, ib = mol.beads.index(a), mol.beads.index(b)
+            d_ours = np.linalg.norm(ours[cg][:, ia] - ours[cg][:, ib], axis=-1) * 10
+            d_real = np.linalg.norm(real[cg][:, ia] - real[cg][:, ib], axis=-1) * 10
+            d_base = np.linalg.norm(base[cg][:, ia] - base[cg][:, ib], axis=-1).mean() * 10 if base else np.nan
+            rows.append((cg, f"{a}-{b}", d_ours.mean(), d_ours.std(), d_real.mean(), d_real.std(),
+                         d_ours.mean() - d_real.mean(), d_base - d_real.mean()))
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (default: %(default)s)")
+    parser.add_argument("--no-check", action="store_true", help="skip the comparison with the real Martini 3 frame")
+    args = parser.parse_args(argv)
+    data = args.data
+
+    reference = load_gro_gz(data / REFERENCE_SNAPSHOT)
+    snapshots = sorted((data / "lipids").glob("*.gro.gz"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    mappings, plain = [], []
+    for resname, (stem, cg_name, bead_order) in MOLECULES.items():
+        fragment_path = data / "reference_mappings" / "cg2at_martini3_charmm36" / f"{stem}.fragment.pdb"
+        fragment = parse_fragment(fragment_path)
+        mapping = build_molecule(resname, fragment, cg_name, bead_order, reference, fragment_path,
+                                 MEMBERSHIP_FIXES.get(resname, {}))
+        plain.append(build_molecule(resname, fragment, cg_name, bead_order, reference, fragment_path, {}))
+        n = check_bonds_everywhere(mapping, snapshots)
+        write(mapping, OUT / f"{resname}.yaml", f"{stem}.pdb", FIX_NOTES[resname])
+        mappings.append(mapping)
+        moved = {a.name: (p.memberships[0].bead, a.memberships[0].bead) for a, p in zip(mapping.atoms, plain[-1].atoms)
+                 if not a.is_hydrogen and [m.bead for m in a.memberships] != [m.bead for m in p.memberships]}
+        print(f"{resname}: {len(mapping.atoms)} atoms, {len(mapping.bonds)} bonds (same in all {n} residues of "
+              f"the snapshots), beads {mapping.beads}")
+        print(f"  heavy atoms moved from the CG2AT bead: {', '.join(f'{k} {a}->{b}' for k, (a, b) in moved.items())}")
+        print(f"  hierarchy depth per bead: {hierarchy_depths(mapping)}")
+    print("wrote", OUT)
+
+    if args.no_check:
+        return
+    print("\nbonded bead distances (A): CHARMM36 snapshots mapped with this set vs the real Martini 3 frame")
+    print(f"{'mol':5s} {'pair':9s} {'ours':>6s} {'sd':>5s} {'real':>6s} {'sd':>5s} {'diff':>6s} {'CG2AT diff':>10s}")
+    worst = {}
+    for cg, pair, mo, so, mr, sr, diff, base in compare(mappings, data, plain):
+        print(f"{cg:5s} {pair:9s} {mo:6.2f} {so:5.2f} {mr:6.2f} {sr:5.2f} {diff:+6.2f} {base:+10.2f}")
+        worst.setdefault(cg, []).append(abs(diff))
+    for cg, w in worst.items():
+        print(f"{cg}: mean |diff| {np.mean(w):.2f} A, largest {np.max(w):.2f} A")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
