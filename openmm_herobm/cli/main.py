@@ -46,8 +46,10 @@ def _cmd_mapping_complete(args) -> int:
 
     mapping = load_molecule_mapping(args.mapping, require_hierarchy=False)
     bonds = _bonds_from_structure_file(args.structure, mapping.name) if args.structure else None
-    if bonds is not None and not args.no_bonds_in_output:
-        mapping.bonds = bonds
+    if bonds is not None:
+        bonds = _known_bonds(mapping, bonds)
+        if not args.no_bonds_in_output:
+            mapping.bonds = bonds
     done = complete_hierarchy(mapping, bonds)
     _write_text(done.to_yaml(), args.output, atomic_output)
     return 0
@@ -62,7 +64,7 @@ def _cmd_mapping_import(args) -> int:
         bonds = _bonds_from_structure_file(args.structure, read_vermouth_map(args.map_file).name)
     mapping = import_vermouth_map(args.map_file, bonds=bonds, alias_maps=args.alias_map or [])
     if bonds is not None:
-        mapping.bonds = bonds
+        mapping.bonds = _known_bonds(mapping, bonds)
     _write_text(mapping.to_yaml(), args.output, atomic_output)
     return 0
 
@@ -122,6 +124,12 @@ def _cmd_deploy(args) -> int:
     path = deploy(args.checkpoint, args.output, description=args.description or "")
     print(f"wrote {path}")
     return 0
+
+
+def _known_bonds(mapping, bonds):
+    """Bonds between atoms the mapping has, under their primary names."""
+    canon = {n: a.name for a in mapping.atoms for n in a.names}
+    return [(canon[a], canon[b]) for a, b in bonds if a in canon and b in canon]
 
 
 def _bonds_from_structure_file(path: str, resname: str) -> list[tuple[str, str]]:

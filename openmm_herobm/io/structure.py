@@ -338,6 +338,10 @@ def _from_openmm(top):
     return out
 
 
+_TEMPLATE_NAME = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
+                  "CYX": "CYS", "CYM": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS"}
+
+
 def _finish(top, xyz, box, explicit, time=None):
     """Assign elements (CG -> virtual), bonds, and build the Trajectory."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, top.n_atoms, 3)
@@ -355,7 +359,14 @@ def _finish(top, xyz, box, explicit, time=None):
     # atomistic files; none for CG files (template/CONECT bonds between beads mean nothing)
     top._bonds = []
     if not (coarse or is_coarse_grained(top)):
+        # mdtraj's templates match exact residue names: give protonation/CHARMM variants
+        # their standard name while bonding, then restore it
+        names = [r.name for r in top.residues]
+        for r in top.residues:
+            r.name = _TEMPLATE_NAME.get(r.name, r.name)
         top.create_standard_bonds()
+        for r, name in zip(top.residues, names):
+            r.name = name
         if np.isfinite(xyz[0]).all():
             top.create_disulfide_bonds(xyz[0])
     traj = md.Trajectory(xyz.astype(np.float32), top, time=time)

@@ -37,7 +37,7 @@ import yaml
 
 from ..errors import MappingError
 
-_P_TOKEN = re.compile(r"^P(\d)([A-Za-z])([A-Za-z])?$")
+_P_TOKEN = re.compile(r"^P(\d+)([A-Za-z])([A-Za-z])?$")  # ids are letters, so P10AB is unambiguous
 _WEIGHT = re.compile(r"^(\d+(\.\d*)?|\.\d+)(/\d+)?$")
 
 # Ion atom names that are element symbols of two letters; any other name takes its
@@ -161,7 +161,8 @@ class MoleculeMapping:
         return [i for i, a in enumerate(self.atoms) if a.reconstructed]
 
     def bead_weights(self, masses: dict[str, float] | None = None):
-        """Dense ``(n_beads, n_atoms)`` weight matrix, rows summing to one.
+        """Dense ``(n_beads, n_atoms)`` matrix of mass x share weights (not normalised:
+        :class:`SystemMapping` normalises each row over the atoms present).
 
         Hydrogens and ``!`` atoms get zero weight; a bead with a ``CM`` atom puts all
         of its weight on it.
@@ -215,6 +216,9 @@ class MoleculeMapping:
                 tokens.append("?")
             key = ",".join(atom.names) + ":"
             lines.append(f"  {key:<{width + 1}} {'  '.join(tokens)}")
+        special = {a.name: a.element for a in self.atoms if a.element != element_from_name(a.name)}
+        if special:
+            lines.append("elements: {" + ", ".join(f"{k}: {v}" for k, v in special.items()) + "}")
         if self.bonds:
             lines.append("bonds:")
             for a, b in self.bonds:
@@ -237,6 +241,19 @@ def _fraction(w: float) -> str:
 
 
 # ---------------------------------------------------------------------- parsing
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a repeated key (safe_load silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_molecule_mapping(path: str | Path, require_hierarchy: bool = True) -> MoleculeMapping:
     """Read and validate one mapping YAML file.
 
@@ -245,7 +262,7 @@ def load_molecule_mapping(path: str | Path, require_hierarchy: bool = True) -> M
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except OSError as exc:
         raise MappingError(f"{path}: cannot read mapping file ({exc.strerror})") from None
     except yaml.YAMLError as exc:
@@ -279,6 +296,8 @@ def parse_molecule_mapping(data, source: str = "<memory>", require_hierarchy: bo
         if names[0] in seen_names:
             raise MappingError(f"{atom_where}: duplicate atom name")
         seen_names.add(names[0])
+        if len(set(names)) != len(names):
+            raise MappingError(f"{atom_where}: a name is repeated among its aliases {names}")
         atom = _parse_atom(names, spec, atom_where, elements.get(names[0]))
         atoms.append(atom)
         for m in atom.memberships:
@@ -349,7 +368,10 @@ def _parse_atom(names: list[str], spec, where: str, element: str | None) -> Mapp
             parts = tok.split(",")
             if len(parts) != n:
                 raise MappingError(f"{where}: {len(parts)} weight(s) {tok!r} for {n} bead(s) {beads}")
-            weights = [float(Fraction(p)) for p in parts]
+            try:
+                weights = [float(Fraction(p)) for p in parts]
+            except (ValueError, ZeroDivisionError):
+                raise MappingError(f"{where}: bad weight in {tok!r} (expected fractions like 1/3,2/3)") from None
         else:
             raise MappingError(f"{where}: cannot understand token {tok!r} (expected P<level><anchor><id>, weights like 1/2,1/2, '!', 'CM' or '?')")
     if weights is None:

@@ -165,7 +165,7 @@ def _unmappable_residues(top, ms):
 
 
 def _chain_arrays(sm: SystemMapping, xyz: np.ndarray) -> dict:
-    top, ms = sm.aa_topology, sm.mapping_set
+    top = sm.aa_topology
     n_atoms, n_res = top.n_atoms, len(sm.residues)
 
     # --- beads and slots
@@ -181,13 +181,18 @@ def _chain_arrays(sm: SystemMapping, xyz: np.ndarray) -> dict:
     backbone = np.full((n_res, 4), -1, np.int64)  # N CA C O
     bb_bead = np.zeros(n_res, np.int64)
     res_chain = np.zeros(n_res, np.int64)
+    is_peptide = np.zeros(n_res, bool)  # its mapping has N and C (lipids have no chain breaks)
     canonical = {}  # atom index -> mapping name (aliases resolved), for bond templates
+    mapping_bonds = []  # bonds listed in mapping files (lipids, ligands: no mdtraj template)
     for r, res in enumerate(sm.residues):
         present = res.atoms >= 0
         atom_residue[res.atoms[present]] = r
         for i in np.nonzero(present)[0]:
             canonical[int(res.atoms[i])] = res.mapping.atoms[i].name
         names = [a.name for a in res.mapping.atoms]
+        for x, y in res.mapping.bonds:
+            mapping_bonds.append((res.atoms[names.index(x)], res.atoms[names.index(y)]))
+        is_peptide[r] = "N" in names and "C" in names
         for k, bb in enumerate(BACKBONE_NAMES):
             if bb in names:
                 backbone[r, k] = res.atoms[names.index(bb)]
@@ -204,7 +209,7 @@ def _chain_arrays(sm: SystemMapping, xyz: np.ndarray) -> dict:
     link = (res_chain[:-1] == res_chain[1:]) & (prev_c >= 0) & (this_n >= 0)
     dist = np.linalg.norm(xyz[np.clip(prev_c, 0, None)] - xyz[np.clip(this_n, 0, None)], axis=1)
     link &= dist < PEPTIDE_BOND_MAX  # link[r]: residue r bonded to r+1
-    n_breaks = int((res_chain[:-1] == res_chain[1:]).sum() - link.sum())
+    n_breaks = int(((res_chain[:-1] == res_chain[1:]) & is_peptide[:-1] & is_peptide[1:] & ~link).sum())
 
     # --- dihedrals, vectorised: atoms C(i-1) N CA C N(i+1) of every residue
     has_prev = np.concatenate([[False], link])
@@ -225,7 +230,7 @@ def _chain_arrays(sm: SystemMapping, xyz: np.ndarray) -> dict:
     bb_dihedral_atoms[bb_bead] = np.where(np.stack([phi_ok, phi_ok | psi_ok, phi_ok | psi_ok,
                                                     phi_ok | psi_ok, psi_ok], 1), five, -1)
 
-    # --- bonds: residue templates + real peptide bonds + disulfides, loss atoms only
+    # --- bonds: residue templates (+ mapping-file bonds) + real peptide bonds + disulfides, loss atoms only
     intra = _template_bonds(top, canonical, {r.aa_residue: r.mapping.name for r in sm.residues})
     peptide = np.stack([prev_c[link], this_n[link]], 1)
     sg = np.array([a.index for a in top.atoms if canonical.get(a.index) == "SG"
@@ -235,7 +240,10 @@ def _chain_arrays(sm: SystemMapping, xyz: np.ndarray) -> dict:
         d = np.linalg.norm(xyz[sg][:, None] - xyz[sg][None], axis=-1)
         i, j = np.nonzero(np.triu(d < DISULFIDE_MAX, 1))
         ss = np.stack([sg[i], sg[j]], 1)
-    bonds = np.concatenate([intra, peptide, ss]).reshape(-1, 2)
+    listed = np.array(mapping_bonds, np.int64).reshape(-1, 2)
+    bonds = np.concatenate([intra, listed, peptide, ss]).reshape(-1, 2)
+    keep = (bonds >= 0).all(1)  # a listed bond may name an absent atom
+    bonds = bonds[keep]
     keep = (reconstructed & atom_complete)[bonds].all(1)
     bonds = np.unique(np.sort(bonds[keep], axis=1), axis=0).reshape(-1, 2)
     angles = angles_from_bonds(bonds, n_atoms)
