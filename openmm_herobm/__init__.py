@@ -5,6 +5,7 @@ Quick tour::
     import openmm_herobm as hb
     ms = hb.MappingSet.load("martini3")                      # shipped mapping set
     cg = hb.map_structure("protein.pdb", ms, output="cg.pdb")  # all-atom -> CG (martinize2 naming)
+    aa = hb.backmap("cg.pdb", output="backmapped.pdb")        # CG -> all-atom heavy atoms (shipped model)
     report = hb.evaluate_files("backmapped.pdb", "reference.pdb")
 """
 
@@ -13,6 +14,20 @@ __version__ = "0.1.0"
 from .errors import HeroBMError, MappingError, StructureError
 from .mapping import MappingSet, MoleculeMapping, SystemMapping, available_mapping_sets, load_molecule_mapping
 from .mapping.forward import map_structure
+
+
+def backmap(*args, **kwargs):
+    """See :func:`openmm_herobm.backmapping.backmap` (imported lazily: it loads torch)."""
+    from .backmapping import backmap as _backmap
+
+    return _backmap(*args, **kwargs)
+
+
+def load_model(*args, **kwargs):
+    """See :func:`openmm_herobm.model.deploy.load_model`."""
+    from .model.deploy import load_model as _load_model
+
+    return _load_model(*args, **kwargs)
 
 
 def evaluate(*args, **kwargs):
@@ -30,4 +45,5 @@ def evaluate_files(*args, **kwargs):
 
 
 __all__ = ["HeroBMError", "MappingError", "StructureError", "MappingSet", "MoleculeMapping", "SystemMapping",
-           "available_mapping_sets", "load_molecule_mapping", "map_structure", "evaluate", "evaluate_files"]
+           "available_mapping_sets", "load_molecule_mapping", "map_structure", "backmap", "load_model", "evaluate",
+           "evaluate_files"]

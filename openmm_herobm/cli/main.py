@@ -95,7 +95,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_backmap(args) -> int:
-    from ..backmap import backmap
+    from ..backmapping import backmap
 
     result = backmap(args.cg, args.model, trajectory=args.trajectory, output=args.output,
                      trajectory_output=args.traj_out, unmapped=args.unmapped, chunk=args.chunk)
