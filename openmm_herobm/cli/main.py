@@ -248,9 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore", DeprecationWarning)
-            return args.func(args)
+            warnings.simplefilter("always", UserWarning)
+            try:
+                return args.func(args)
+            finally:
+                # our own warnings (e.g. residues left out) as one plain line each
+                for w in caught:
+                    if issubclass(w.category, UserWarning) and "openmm_herobm" in (w.filename or ""):
+                        print(f"herobm: warning: {w.message}", file=sys.stderr)
     except HeroBMError as exc:
         print(f"herobm: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,129 @@
+"""Hydrogens, force field, minimisation and equilibration in OpenMM.
+
+Minimisation runs *without* constraints (OpenMM's L-BFGS is ~100x slower with them on the
+CPU platform); constraints are added only for dynamics.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import openmm as mm
+import openmm.app as app
+import openmm.unit as unit
+
+from ..errors import HeroBMError
+
+KJ_NM = unit.kilojoule_per_mole / unit.nanometer
+
+#: force-field files per solvent model
+IMPLICIT = "implicit/obc2.xml"
+EXPLICIT_WATER = "amber14/tip3pfb.xml"
+
+
+def choose_platform(name: str | None = None) -> mm.Platform:
+    """The named platform, else the fastest available one (CUDA, OpenCL, CPU, Reference)."""
+    available = [mm.Platform.getPlatform(i).getName() for i in range(mm.Platform.getNumPlatforms())]
+    if name:
+        if name not in available:
+            raise HeroBMError(f"OpenMM platform {name!r} is not available here (available: {', '.join(available)})")
+        return mm.Platform.getPlatformByName(name)
+    for candidate in ("CUDA", "HIP", "OpenCL", "CPU", "Reference"):
+        if candidate in available:
+            return mm.Platform.getPlatformByName(candidate)
+    raise HeroBMError("no OpenMM platform is available")
+
+
+def load_forcefield(forcefield: str | list[str], solvent: str | None) -> app.ForceField:
+    files = [forcefield] if isinstance(forcefield, str) else list(forcefield)
+    if solvent == "implicit":
+        files.append(IMPLICIT)
+    elif solvent == "explicit":
+        files.append(EXPLICIT_WATER)
+    elif solvent not in (None, "vacuum"):
+        raise HeroBMError(f"solvent must be None, 'implicit' or 'explicit', not {solvent!r}")
+    try:
+        return app.ForceField(*files)
+    except ValueError as exc:
+        raise HeroBMError(f"cannot load force field {files}: {exc}; give an OpenMM or openmmforcefields XML "
+                          "name such as amber14-all.xml") from None
+
+
+def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float, variants: list) -> None:
+    """Terminal OXT and hydrogens at ``ph`` (protonation variants given in the input are kept)."""
+    from pdbfixer import PDBFixer
+
+    # pdbfixer completes missing heavy atoms (C-terminal OXT) from its templates
+    fixer = PDBFixer(topology=modeller.topology, positions=modeller.positions)
+    fixer.missingResidues = {}
+    fixer.findMissingAtoms()
+    fixer.addMissingAtoms()
+    modeller.topology, modeller.positions = fixer.topology, fixer.positions
+    kept = [v for v, r in zip(variants, modeller.topology.residues())] if len(variants) == modeller.topology.getNumResidues() else None
+    modeller.addHydrogens(forcefield, pH=ph, variants=kept)
+
+
+@dataclass
+class Refinement:
+    topology: app.Topology
+    positions: unit.Quantity
+    system: mm.System
+    simulation: app.Simulation
+    energies: dict = field(default_factory=dict)  # kJ/mol at each stage
+    timings: dict = field(default_factory=dict)  # seconds per stage
+
+
+def build_simulation(topology, positions, forcefield: app.ForceField, solvent: str | None, platform: mm.Platform,
+                     extra_forces=(), constraints=None, temperature=300.0) -> tuple[mm.System, app.Simulation]:
+    if solvent == "explicit":
+        system = forcefield.createSystem(topology, nonbondedMethod=app.PME, nonbondedCutoff=1.0 * unit.nanometer,
+                                         constraints=constraints)
+    else:
+        system = forcefield.createSystem(topology, nonbondedMethod=app.CutoffNonPeriodic,
+                                         nonbondedCutoff=1.0 * unit.nanometer, constraints=constraints)
+    for force in extra_forces:
+        system.addForce(force)
+    integrator = mm.LangevinMiddleIntegrator(temperature * unit.kelvin, 1.0 / unit.picosecond,
+                                             0.002 * unit.picoseconds)
+    simulation = app.Simulation(topology, system, integrator, platform)
+    simulation.context.setPositions(positions)
+    return system, simulation
+
+
+def potential(simulation: app.Simulation) -> float:
+    return simulation.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+
+def minimize(simulation: app.Simulation, tolerance: float = 500.0, max_iterations: int = 0) -> None:
+    simulation.minimizeEnergy(tolerance=tolerance * KJ_NM, maxIterations=max_iterations)
+    state = simulation.context.getState(getPositions=True)
+    if not np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)).all():
+        raise HeroBMError("minimisation produced non-finite positions; the backmapped structure has overlapping "
+                          "atoms that the force field cannot resolve (try --restraint-k 0 or check the CG input)")
+
+
+def equilibrate(simulation: app.Simulation, picoseconds: float, temperature: float, restraint_parameter: str | None,
+                stages: int = 5) -> None:
+    """NVT heating in ``stages`` steps from 50 K to ``temperature`` with the restraint on, then release it."""
+    steps_total = int(round(picoseconds / 0.002))
+    heat = steps_total // 2
+    integrator = simulation.integrator
+    simulation.context.setVelocitiesToTemperature(50 * unit.kelvin)
+    for k in range(stages):
+        integrator.setTemperature((50 + (temperature - 50) * (k + 1) / stages) * unit.kelvin)
+        simulation.step(max(heat // stages, 1))
+    if restraint_parameter is not None:
+        simulation.context.setParameter(restraint_parameter, 0.0)
+    simulation.step(max(steps_total - heat, 1))
+
+
+def timed(timings: dict, key: str):
+    class _Timer:
+        def __enter__(self):
+            self.t = time.perf_counter()
+
+        def __exit__(self, *exc):
+            timings[key] = timings.get(key, 0.0) + time.perf_counter() - self.t
+    return _Timer()

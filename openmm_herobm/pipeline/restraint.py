@@ -1,0 +1,48 @@
+"""Fidelity restraint through openmm-torch: keep the refined structure true to its CG input.
+
+The energy is ``k/2 * sum_b |W x - b|^2``: the current heavy atoms ``x`` are forward-mapped
+with the mapping's bead weights ``W`` (the same definition the CG input was made with) and
+each mapped bead is pulled towards its input position ``b``.  Atoms may move freely as
+long as their beads stay put, so the force field fixes local geometry without drifting
+away from what the CG simulation said.  The strength is the context parameter
+``herobm_k`` (kJ/mol/nm^2), changeable during a run (e.g. released after equilibration).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+PARAMETER = "herobm_k"
+
+
+class BeadRestraint(torch.nn.Module):
+    """TorchScript-able energy ``k/2 sum_b |sum_a w_ba x_a - b|^2`` in kJ/mol; positions in nm."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, targets_nm: np.ndarray):
+        super().__init__()
+        self.register_buffer("rows", torch.as_tensor(rows, dtype=torch.long))
+        self.register_buffer("cols", torch.as_tensor(cols, dtype=torch.long))
+        self.register_buffer("vals", torch.as_tensor(vals, dtype=torch.float64))
+        self.register_buffer("targets", torch.as_tensor(targets_nm, dtype=torch.float64))
+
+    def forward(self, positions: torch.Tensor, herobm_k: torch.Tensor) -> torch.Tensor:
+        pos = positions.to(torch.float64)
+        mapped = torch.zeros_like(self.targets).index_add_(0, self.rows, pos[self.cols] * self.vals.unsqueeze(1))
+        return 0.5 * herobm_k.to(torch.float64) * (mapped - self.targets).pow(2).sum()
+
+
+def bead_restraint_force(weights, atom_index: np.ndarray, targets_nm: np.ndarray, k: float):
+    """An ``openmmtorch.TorchForce`` restraining beads of the atoms ``atom_index``.
+
+    ``weights`` is the sparse ``(n_beads, n_heavy)`` matrix of :class:`SystemMapping`;
+    ``atom_index[j]`` is the particle index of heavy atom ``j`` in the OpenMM system.
+    """
+    from openmmtorch import TorchForce
+
+    coo = weights.tocoo()
+    module = torch.jit.script(BeadRestraint(coo.row, atom_index[coo.col], coo.data, targets_nm))
+    force = TorchForce(module)
+    force.addGlobalParameter(PARAMETER, float(k))
+    force.setName("HEroBM bead restraint")
+    return force

@@ -1,0 +1,155 @@
+"""Parts of the OpenMM pipeline on real structures: topology, backbone optimisation, TorchForce restraint."""
+
+import gzip
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import openmm as mm
+import openmm.unit as unit
+import pytest
+
+from openmm_herobm.mapping import MappingSet, SystemMapping
+from openmm_herobm.pipeline.backbone import _dihedral, optimise_backbone
+from openmm_herobm.pipeline.refine import choose_platform
+from openmm_herobm.pipeline.restraint import PARAMETER, bead_restraint_force
+from openmm_herobm.pipeline.topology import prepare_topology
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+UBQ = ROOT / "examples" / "data" / "1ubq.pdb"
+
+
+def heavy(traj):
+    return traj.atom_slice([a.index for a in traj.topology.atoms if a.element.symbol != "H"])
+
+
+def load_gz(path, tmp_path):
+    plain = tmp_path / Path(path).name[:-3]
+    plain.write_bytes(gzip.open(path).read())
+    return mdtraj.load(str(plain))
+
+
+def omegas(topology, pos):
+    atoms = [{a.name: a.index for a in r.atoms()} for r in topology.residues()]
+    out = []
+    for a, b in topology.bonds():
+        if {a.name, b.name} == {"C", "N"} and a.residue.index != b.residue.index:
+            i, j = sorted((a.residue.index, b.residue.index))
+            idx = [atoms[i]["CA"], atoms[i]["C"], atoms[j]["N"], atoms[j]["CA"]]
+            out.append(_dihedral(pos[idx]))
+    return np.degrees(out)
+
+
+def test_restraint_energy_and_forces_match_finite_differences():
+    """The TorchForce inside an OpenMM Context: energy = k/2 |W x - b|^2, forces = -dE/dx."""
+    traj = mdtraj.load(str(UBQ))
+    system_map = SystemMapping.from_atomistic(traj.topology, MappingSet.load("martini3"))
+    x = traj.xyz[0].astype(np.float64)
+    targets = system_map.map(x) + np.random.default_rng(0).normal(0, 0.02, (system_map.n_beads, 3))
+    system = mm.System()
+    for _ in range(traj.n_atoms):
+        system.addParticle(12.0)
+    system.addForce(bead_restraint_force(system_map.weights, np.arange(traj.n_atoms), targets, 1000.0))
+    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CPU"))
+    context.setPositions(x)
+    state = context.getState(getEnergy=True, getForces=True)
+    energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    assert energy == pytest.approx(0.5 * 1000.0 * ((system_map.map(x) - targets) ** 2).sum(), rel=1e-9)
+    h = 1e-5
+    for i in (0, 57, 300, traj.n_atoms - 1):
+        for d in range(3):
+            e = []
+            for sign in (1, -1):
+                xp = x.copy()
+                xp[i, d] += sign * h
+                context.setPositions(xp)
+                e.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+            assert -(e[0] - e[1]) / (2 * h) == pytest.approx(forces[i, d], rel=1e-5, abs=1e-6)
+    context.setPositions(x)
+    context.setParameter(PARAMETER, 0.0)  # the strength is a live context parameter
+    assert context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) == 0.0
+
+
+def test_topology_splits_chain_breaks_and_bonds_disulfides(tmp_path):
+    """Real chain with disulfides and gaps: every break gets termini, every S-S is bonded."""
+    path = next(p for p in sorted((DATA / "proteins" / "test").glob("*1XU1*.pdb.gz")))
+    traj = heavy(load_gz(path, tmp_path))
+    prepared = prepare_topology(traj)
+    assert prepared.n_disulfides == 3
+    ss = [(a, b) for a, b in prepared.topology.bonds() if a.name == b.name == "SG"]
+    assert len(ss) == 3
+    # chain breaks measured independently: consecutive residues with C-N > 2 A
+    c = [r for r in traj.topology.residues]
+    gaps = 0
+    for r1, r2 in zip(c[:-1], c[1:]):
+        if r1.chain.index != r2.chain.index:
+            continue
+        a = next(a for a in r1.atoms if a.name == "C")
+        b = next(a for a in r2.atoms if a.name == "N")
+        gaps += np.linalg.norm(traj.xyz[0, a.index] - traj.xyz[0, b.index]) > 0.2
+    assert prepared.n_breaks == gaps
+    assert prepared.topology.getNumChains() == traj.topology.n_chains + gaps
+
+
+def test_backbone_optimisation_repairs_noisy_backbone():
+    traj = heavy(mdtraj.load(str(UBQ)))
+    prepared = prepare_topology(traj)
+    pos = np.asarray(prepared.positions.value_in_unit(unit.nanometer))
+    names = np.array([a.name for a in prepared.topology.atoms()])
+    moving = np.isin(names, ["N", "C", "O"])
+    noisy = pos.copy()
+    noisy[moving] += np.random.default_rng(1).normal(0, 0.02, (moving.sum(), 3))  # 0.2 A per coordinate
+    md_top = mdtraj.Topology.from_openmm(prepared.topology)
+    phi = mdtraj.compute_phi(mdtraj.Trajectory(pos[None], md_top))[1][0]
+    psi = mdtraj.compute_psi(mdtraj.Trajectory(pos[None], md_top))[1][0]
+    phi_psi = np.full((prepared.topology.getNumResidues(), 2), np.nan)
+    phi_psi[1:, 0], phi_psi[:-1, 1] = phi, psi
+
+    def rmsd(p):
+        return np.sqrt(((p[moving] - pos[moving]) ** 2).sum(-1).mean()) * 10
+
+    geometry_only = optimise_backbone(prepared.topology, noisy, None)
+    steered = optimise_backbone(prepared.topology, noisy, phi_psi)
+    assert rmsd(noisy) > 0.3
+    assert rmsd(geometry_only.positions) < 0.2
+    assert rmsd(steered.positions) < rmsd(geometry_only.positions) + 0.005
+    assert np.array_equal(steered.positions[~moving], pos[~moving])  # CA and side chains never move
+    assert (np.abs(omegas(prepared.topology, steered.positions)) > 160).all()
+    # N-CA and CA-C within the flat bottom (+ a little)
+    for a, b, r0 in (("N", "CA", 0.1458), ("CA", "C", 0.1525)):
+        ia, ib = np.nonzero(names == a)[0], np.nonzero(names == b)[0]
+        d = np.linalg.norm(steered.positions[ia] - steered.positions[ib], axis=1)
+        assert np.abs(d - r0).max() < 0.004
+
+
+def test_backbone_optimisation_turns_cis_to_trans_but_keeps_cis_proline():
+    traj = heavy(mdtraj.load(str(UBQ)))
+    prepared = prepare_topology(traj)
+    pos = np.asarray(prepared.positions.value_in_unit(unit.nanometer))
+    residues = list(prepared.topology.residues())
+    # make a peptide cis with the CA trace untouched: mirror N(i+1) through the CA(i)-CA(i+1) line,
+    # so that C(i) and N(i+1) sit on the same side of it (a cis peptide on a trans CA trace)
+    atoms = {(a.residue.index, a.name): a.index for a in prepared.topology.atoms()}
+    i = next(k for k in range(5, 60) if residues[k + 1].name != "PRO")
+    ca1, ca2 = pos[atoms[(i, "CA")]], pos[atoms[(i + 1, "CA")]]
+    axis = (ca2 - ca1) / np.linalg.norm(ca2 - ca1)
+    bad = pos.copy()
+    for key in ((i + 1, "N"),):
+        v = bad[atoms[key]] - ca1
+        along = np.dot(v, axis) * axis
+        bad[atoms[key]] = ca1 + along - (v - along)
+    assert np.abs(omegas(prepared.topology, bad)).min() < 30
+    fixed = optimise_backbone(prepared.topology, bad, None)
+    assert fixed.n_omega_fixed == 1
+    assert np.abs(omegas(prepared.topology, fixed.positions)).min() > 160
+
+
+def test_platform_choice():
+    assert choose_platform().getName() in ("CUDA", "HIP", "OpenCL", "CPU", "Reference")
+    assert choose_platform("Reference").getName() == "Reference"
+    from openmm_herobm.errors import HeroBMError
+
+    with pytest.raises(HeroBMError, match="not available"):
+        choose_platform("NoSuchPlatform")
