@@ -95,14 +95,32 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_backmap(args) -> int:
-    from ..backmapping import backmap
+    if args.no_minimize:
+        from ..backmapping import backmap
 
-    result = backmap(args.cg, args.model, trajectory=args.trajectory, output=args.output,
-                     trajectory_output=args.traj_out, unmapped=args.unmapped, chunk=args.chunk)
-    system = result.system
-    print(f"backmapped {system.n_beads} beads in {len(system.residues)} residues to {system.n_atoms} atoms "
-          f"({result.trajectory.n_frames} frame(s)) with model {result.model.path.name}")
-    for path in result.written:
+        result = backmap(args.cg, args.model, trajectory=args.trajectory, output=args.output,
+                         trajectory_output=args.traj_out, unmapped=args.unmapped, chunk=args.chunk)
+        system = result.system
+        print(f"backmapped {system.n_beads} beads in {len(system.residues)} residues to {system.n_atoms} heavy atoms "
+              f"({result.trajectory.n_frames} frame(s)) with model {result.model.path.name}; no refinement")
+        written = result.written
+    else:
+        from ..pipeline import backmap_and_simulate
+
+        result = backmap_and_simulate(
+            args.cg, args.model, trajectory=args.trajectory, ph=args.ph, forcefield=args.forcefield,
+            equilibrate=args.equilibrate, temperature=args.temperature,
+            solvent=None if args.solvent == "vacuum" else args.solvent, platform=args.platform,
+            restraint_k=args.restraint_k, optimize_backbone=not args.no_backbone_opt, output=args.output,
+            trajectory_output=args.traj_out, unmapped=args.unmapped, progress=not args.no_progress)
+        r = result.report
+        print(f"refined {r['n_atoms']} atoms ({r['n_frames']} frame(s)) on {r['platform']}: "
+              + ", ".join(f"{k} {v:.0f} kJ/mol" for k, v in result.energies.items())
+              + "; " + ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items()))
+        print(f"checks: {r.get('chirality_errors_ca', 0)} CA chirality errors, "
+              f"{r.get('cis_peptides_nonpro', 0)} cis non-Pro peptides, {r.get('n_close_contacts', 0)} close contacts")
+        written = result.written
+    for path in written:
         print(f"wrote {path}")
     return 0
 
@@ -200,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("path", help="a mapping YAML, a folder of them, or a shipped set name")
     k.set_defaults(func=_cmd_mapping_check)
 
-    b = sub.add_parser("backmap", help="CG structure/trajectory -> all-atom with a HEroBM model",
-                       description="Reconstruct the heavy atoms of a CG structure (martinize2 naming) and "
-                                   "optionally every frame of a trajectory with a HEroBM model.")
+    b = sub.add_parser("backmap", help="CG structure/trajectory -> simulation-ready all-atom system",
+                       description="Reconstruct the heavy atoms of a CG structure (martinize2 naming) with a HEroBM "
+                                   "model, then optimise the backbone, add hydrogens at a pH and minimise in "
+                                   "OpenMM (amber14 + OBC2 by default) with a bead restraint; optionally "
+                                   "equilibrate. Writes OUT plus OUT.system.xml, OUT.state.xml, OUT.report.json.")
     b.add_argument("cg", help="CG structure (PDB, GRO, mmCIF)")
     b.add_argument("-o", "--output", help="all-atom structure out (PDB, GRO, mmCIF): the first frame")
     b.add_argument("--model", help="shipped model name or a deployed .pt file (default: the shipped model that "
@@ -212,6 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--unmapped", choices=["fail", "drop"], default="fail",
                    help="residues the model's mapping does not know: stop with their list, or leave them out")
     b.add_argument("--chunk", type=float, default=40.0, help="edge of the spatial chunks for big systems (A)")
+    b.add_argument("--no-minimize", action="store_true",
+                   help="write the model's heavy atoms as they are: no hydrogens, no OpenMM refinement")
+    b.add_argument("--ph", type=float, default=7.0, help="pH for the protonation states (default 7.0)")
+    b.add_argument("--forcefield", default="amber14-all.xml", help="OpenMM/openmmforcefields XML (default amber14-all.xml)")
+    b.add_argument("--solvent", choices=["implicit", "explicit", "vacuum"], default="implicit",
+                   help="implicit (OBC2, default), explicit (TIP3P-FB box, 1 nm padding, neutralised) or vacuum")
+    b.add_argument("--equilibrate", type=float, metavar="PS", help="NVT equilibration after minimisation (ps)")
+    b.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    b.add_argument("--platform", help="OpenMM platform (default: the fastest available: CUDA, OpenCL, CPU)")
+    b.add_argument("--restraint-k", type=float, default=1000.0,
+                   help="strength of the bead restraint (kJ/mol/nm^2) keeping mapped beads on the input; 0 = off")
+    b.add_argument("--no-backbone-opt", action="store_true", help="skip the backbone optimisation")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar for trajectories")
     b.set_defaults(func=_cmd_backmap)
 
     from ..training.cli import add_dataset_parser

@@ -51,18 +51,47 @@ def load_forcefield(forcefield: str | list[str], solvent: str | None) -> app.For
                           "name such as amber14-all.xml") from None
 
 
+def add_terminal_oxygens(topology: app.Topology, positions_nm: np.ndarray) -> tuple[app.Topology, np.ndarray]:
+    """Add the OXT of every chain's last amino acid (a CG bead cannot say where a chain ends).
+
+    OXT is O mirrored through the CA->C axis: the two carboxylate oxygens are symmetric.
+    """
+    new = app.Topology()
+    new.setPeriodicBoxVectors(topology.getPeriodicBoxVectors())
+    xyz, mapping = [], {}
+    for chain in topology.chains():
+        new_chain = new.addChain(chain.id)
+        residues = list(chain.residues())
+        for k, residue in enumerate(residues):
+            new_res = new.addResidue(residue.name, new_chain, residue.id, residue.insertionCode)
+            names = {}
+            for atom in residue.atoms():
+                mapping[atom] = new.addAtom(atom.name, atom.element, new_res)
+                names[atom.name] = atom.index
+                xyz.append(positions_nm[atom.index])
+            last = k == len(residues) - 1
+            if last and "OXT" not in names and all(n in names for n in ("CA", "C", "O")):
+                c, ca, o = (positions_nm[names[n]] for n in ("C", "CA", "O"))
+                axis = (c - ca) / np.linalg.norm(c - ca)
+                v = o - c
+                oxt = new.addAtom("OXT", app.element.oxygen, new_res)
+                xyz.append(c + 2 * np.dot(v, axis) * axis - v)
+                c_atom = next(a for a in residue.atoms() if a.name == "C")
+                mapping[("OXT", c_atom)] = oxt
+    for a, b in topology.bonds():
+        new.addBond(mapping[a], mapping[b])
+    for key, oxt in mapping.items():
+        if isinstance(key, tuple):
+            new.addBond(mapping[key[1]], oxt)
+    return new, np.array(xyz)
+
+
 def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float, variants: list) -> None:
     """Terminal OXT and hydrogens at ``ph`` (protonation variants given in the input are kept)."""
-    from pdbfixer import PDBFixer
-
-    # pdbfixer completes missing heavy atoms (C-terminal OXT) from its templates
-    fixer = PDBFixer(topology=modeller.topology, positions=modeller.positions)
-    fixer.missingResidues = {}
-    fixer.findMissingAtoms()
-    fixer.addMissingAtoms()
-    modeller.topology, modeller.positions = fixer.topology, fixer.positions
-    kept = [v for v, r in zip(variants, modeller.topology.residues())] if len(variants) == modeller.topology.getNumResidues() else None
-    modeller.addHydrogens(forcefield, pH=ph, variants=kept)
+    positions = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
+    topology, positions = add_terminal_oxygens(modeller.topology, positions)
+    modeller.topology, modeller.positions = topology, unit.Quantity(positions, unit.nanometer)
+    modeller.addHydrogens(forcefield, pH=ph, variants=variants)
 
 
 @dataclass

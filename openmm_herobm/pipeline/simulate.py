@@ -3,7 +3,7 @@
 Stages (each timed): model (heavy atoms, TorchScript) -> topology -> backbone optimisation
 -> hydrogens at a pH -> force field (+ solvent) with the bead restraint (openmm-torch) ->
 L-BFGS minimisation -> optional equilibration -> outputs (PDB/mmCIF, System and State XML,
-JSON report).
+JSON report).  Trajectories reuse frame 0's topology and System for every frame.
 """
 
 from __future__ import annotations
@@ -18,11 +18,26 @@ import openmm as mm
 import openmm.app as app
 import openmm.unit as unit
 
+from ..errors import HeroBMError
 from .backbone import optimise_backbone
 from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
                      potential, timed)
 from .restraint import PARAMETER, bead_restraint_force
 from .topology import prepare_topology
+
+
+@dataclass
+class PipelineOptions:
+    ph: float = 7.0
+    forcefield: str | list = "amber14-all.xml"
+    minimize: bool = True
+    tolerance: float = 500.0  # kJ/mol/nm
+    equilibrate_ps: float | None = None
+    temperature: float = 300.0  # K
+    solvent: str | None = "implicit"  # None (vacuum), 'implicit' (OBC2) or 'explicit' (TIP3P-FB, PME)
+    platform: str | None = None
+    restraint_k: float = 1000.0  # kJ/mol/nm^2; 0 = no TorchForce
+    optimize_backbone: bool = True
 
 
 @dataclass
@@ -37,7 +52,7 @@ class SimulationResult:
     written: list = field(default_factory=list)
 
     @property
-    def heavy_trajectory(self) -> mdtraj.Trajectory:
+    def trajectory(self) -> mdtraj.Trajectory:
         """The final structure as an mdtraj Trajectory (all atoms, nm)."""
         xyz = np.asarray(self.positions.value_in_unit(unit.nanometer), dtype=np.float32)[None]
         return mdtraj.Trajectory(xyz, mdtraj.Topology.from_openmm(self.topology))
@@ -55,95 +70,167 @@ def residue_phi_psi(backmapped, frame: int = 0) -> np.ndarray:
     return out
 
 
-def backmap_and_simulate(cg, model=None, *, ph: float = 7.0, forcefield: str | list[str] = "amber14-all.xml",
-                         minimize_structure: bool = True, tolerance: float = 500.0, equilibrate_ps: float | None = None,
-                         temperature: float = 300.0, solvent: str | None = "implicit", platform: str | None = None,
-                         restraint_k: float = 1000.0, optimize_backbone: bool = True, frame: int = 0,
-                         output: str | Path | None = None, unmapped: str = "fail") -> SimulationResult:
+class Refiner:
+    """Turns one backmapped frame into a minimised (and optionally equilibrated) OpenMM system.
+
+    Built on the first frame (topology, hydrogens, force field, restraint); later frames of
+    a trajectory reuse the same System, so every output frame has one topology.
+    """
+
+    def __init__(self, backmapped, bead_positions_nm: np.ndarray, options: PipelineOptions):
+        self.bm = backmapped
+        self.options = options
+        self.platform = choose_platform(options.platform)
+        self.forcefield = load_forcefield(options.forcefield, options.solvent)
+        self.timings: dict = {}
+        self.report: dict = {"platform": self.platform.getName()}
+        heavy0 = self._heavy_positions(0)
+        with timed(self.timings, "topology"):
+            self.prepared = prepare_topology(backmapped.trajectory.slice([0], copy=False))
+        self.report.update(n_chain_breaks=self.prepared.n_breaks, n_disulfides=self.prepared.n_disulfides)
+        modeller = self._protonate(heavy0, 0)
+        self.topology = modeller.topology
+        self.report["n_atoms"] = self.topology.getNumAtoms()
+        # particle index of every heavy atom of the backmapped trajectory, for the restraint
+        particle = {(a.residue.index, a.name): a.index for a in self.topology.atoms()}
+        self.heavy_particles = np.array([
+            particle[(a.residue.index, a.name)] for a in self.prepared.topology.atoms()])
+        self.source = self.prepared.source_atom
+        self.beads = bead_positions_nm
+        with timed(self.timings, "system"):
+            self.system, self.simulation = build_simulation(
+                self.topology, modeller.positions, self.forcefield, options.solvent, self.platform,
+                self._restraint(0), constraints=None, temperature=options.temperature)
+        self.first_positions = modeller.positions
+
+    # -- per frame -------------------------------------------------------------------
+    def _heavy_positions(self, frame: int) -> np.ndarray:
+        return self.bm.trajectory.xyz[frame].astype(np.float64)
+
+    def _protonate(self, heavy_xyz: np.ndarray, frame: int) -> app.Modeller:
+        positions = heavy_xyz[self.prepared.source_atom]
+        if self.options.optimize_backbone:
+            with timed(self.timings, "backbone"):
+                result = optimise_backbone(self.prepared.topology, positions, residue_phi_psi(self.bm, frame))
+                positions = result.positions
+                self.report["omega_fixed"] = self.report.get("omega_fixed", 0) + result.n_omega_fixed
+        with timed(self.timings, "hydrogens"):
+            modeller = app.Modeller(self.prepared.topology, unit.Quantity(positions, unit.nanometer))
+            add_hydrogens(modeller, self.forcefield, self.options.ph, list(self.prepared.variants))
+            if self.options.solvent == "explicit":
+                modeller.addSolvent(self.forcefield, padding=1.0 * unit.nanometer, neutralize=True)
+        return modeller
+
+    def _restraint(self, frame: int) -> list:
+        if self.options.restraint_k <= 0:
+            return []
+        # heavy atom j of the backmapped trajectory sits at particle heavy_particles[inverse[j]]
+        inverse = np.empty(len(self.source), np.int64)
+        inverse[self.source] = np.arange(len(self.source))
+        return [bead_restraint_force(self.bm.system.weights, self.heavy_particles[inverse],
+                                     self.beads[frame], self.options.restraint_k)]
+
+    def refine(self, frame: int = 0) -> SimulationResult:
+        options, energies = self.options, {}
+        if frame == 0:
+            positions = self.first_positions
+        else:
+            modeller = self._protonate(self._heavy_positions(frame), frame)
+            if modeller.topology.getNumAtoms() != self.topology.getNumAtoms():
+                raise RuntimeError("protonation changed between frames")  # variants are fixed: cannot happen
+            positions = modeller.positions
+            if options.restraint_k > 0:
+                self._set_restraint_targets(frame)
+        self.simulation.context.setPositions(positions)
+        energies["initial"] = potential(self.simulation)
+        if options.minimize:
+            with timed(self.timings, "minimize"):
+                minimize(self.simulation, options.tolerance)
+            energies["minimized"] = potential(self.simulation)
+        state = self.simulation.context.getState(getPositions=True)
+        system, simulation = self.system, self.simulation
+        if options.equilibrate_ps:
+            with timed(self.timings, "equilibrate"):
+                # dynamics needs HBonds constraints (minimisation ran unconstrained: much faster)
+                system, simulation = build_simulation(self.topology, state.getPositions(), self.forcefield,
+                                                      options.solvent, self.platform, self._restraint(frame),
+                                                      constraints=app.HBonds, temperature=options.temperature)
+                equilibrate(simulation, options.equilibrate_ps, options.temperature,
+                            PARAMETER if options.restraint_k > 0 else None)
+                state = simulation.context.getState(getPositions=True)
+                energies["equilibrated"] = potential(simulation)
+        return SimulationResult(self.topology, state.getPositions(), system, simulation, energies,
+                                dict(self.timings), dict(self.report))
+
+    def _set_restraint_targets(self, frame: int) -> None:
+        # a new frame has new bead targets: rebuild the context's restraint force
+        for i in reversed(range(self.system.getNumForces())):
+            if self.system.getForce(i).getName() == "HEroBM bead restraint":
+                self.system.removeForce(i)
+        for force in self._restraint(frame):
+            self.system.addForce(force)
+        self.simulation.context.reinitialize()
+
+
+def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
+                         forcefield: str | list[str] = "amber14-all.xml", minimize: bool = True,
+                         tolerance: float = 500.0, equilibrate: float | None = None, temperature: float = 300.0,
+                         solvent: str | None = "implicit", platform: str | None = None, restraint_k: float = 1000.0,
+                         optimize_backbone: bool = True, output: str | Path | None = None,
+                         trajectory_output: str | Path | None = None, unmapped: str = "fail",
+                         progress: bool = False) -> SimulationResult:
     """Backmap a CG structure with a HEroBM model and refine it into a ready-to-run OpenMM system.
 
-    ``restraint_k`` (kJ/mol/nm^2) keeps each mapped bead of the refined heavy atoms on its
-    CG input position (0 disables the TorchForce).  ``output``: a PDB/mmCIF path; beside it
-    go ``<stem>.system.xml``, ``<stem>.state.xml`` and ``<stem>.report.json``.
+    Units: ``tolerance`` kJ/mol/nm, ``equilibrate`` ps, ``temperature`` K, ``restraint_k``
+    kJ/mol/nm^2 (strength of the bead restraint TorchForce; 0 disables it).  ``output``
+    (PDB/mmCIF) receives the final structure of frame 0, and beside it
+    ``<stem>.system.xml``, ``<stem>.state.xml`` and ``<stem>.report.json``;
+    ``trajectory_output`` (DCD/XTC) every refined frame of ``trajectory``.
     """
     from ..backmapping import backmap
     from ..evaluation import evaluate
-    from ..io import atomic_output, check_output_path
+    from ..io import atomic_output, check_output_path, load_structure, make_whole, save_trajectory
 
     if output is not None:
         check_output_path(output, "structure")
+    if trajectory_output is not None:
+        check_output_path(trajectory_output, "trajectory")
+    options = PipelineOptions(ph, forcefield, minimize, tolerance, equilibrate, temperature, solvent, platform,
+                              restraint_k, optimize_backbone)
+    if solvent == "explicit" and trajectory_output is not None:
+        raise HeroBMError("explicit solvent is for preparing one structure; refine trajectories in 'implicit' "
+                          "or vacuum (solvent=None), then solvate the frame you want to simulate")
     timings: dict = {}
-    energies: dict = {}
+    if isinstance(cg, mdtraj.Trajectory):
+        cg_traj = cg
+    else:
+        cg_traj = load_structure(cg) if trajectory is None else load_structure(trajectory, top=cg)
+    cg_traj = make_whole(cg_traj)
     with timed(timings, "model"):
-        bm = backmap(cg, model, unmapped=unmapped)
-    heavy = bm.trajectory.slice([frame], copy=False)
-    with timed(timings, "topology"):
-        prepared = prepare_topology(heavy)
-    positions = prepared.positions.value_in_unit(unit.nanometer)
-    platform_obj = choose_platform(platform)
-    report: dict = {"n_chain_breaks": prepared.n_breaks, "n_disulfides": prepared.n_disulfides,
-                    "platform": platform_obj.getName()}
-    if optimize_backbone:
-        with timed(timings, "backbone"):
-            phi_psi = residue_phi_psi(bm, frame)
-            result = optimise_backbone(prepared.topology, positions, phi_psi)
-            positions = result.positions
-            report["omega_fixed"] = result.n_omega_fixed
-    with timed(timings, "hydrogens"):
-        ff = load_forcefield(forcefield, solvent)
-        modeller = app.Modeller(prepared.topology, unit.Quantity(positions, unit.nanometer))
-        add_hydrogens(modeller, ff, ph, prepared.variants)
-        if solvent == "explicit":
-            modeller.addSolvent(ff, padding=1.0 * unit.nanometer, neutralize=True)
-    def restraint():  # a fresh TorchForce per System (a System owns its forces)
-        return [] if restraint_k <= 0 else [bead_restraint_force(bm.system.weights, atom_index, targets, restraint_k)]
+        bm = backmap(cg_traj, model, unmapped=unmapped)
+    beads = cg_traj.xyz[:, bm.system.cg_input_index].astype(np.float64)
+    refiner = Refiner(bm, beads, options)
+    result = refiner.refine(0)
+    frames = [result.positions.value_in_unit(unit.nanometer)]
+    if trajectory_output is not None and cg_traj.n_frames > 1:
+        from tqdm import tqdm
 
-    atom_index = targets = None
-    if restraint_k > 0:
-        particle = {(a.residue.index, a.name): a.index for a in modeller.topology.atoms()}
-        residue_of = {}
-        for res_i, res in enumerate(prepared.topology.residues()):
-            for a in res.atoms():
-                residue_of[prepared.source_atom[a.index]] = (res_i, a.name)
-        atom_index = np.array([particle[residue_of[j]] for j in range(bm.system.n_atoms)])
-        targets = _input_beads(cg, bm, frame)  # the CG input beads (nm)
-    extra = restraint()
-    with timed(timings, "system"):
-        system, simulation = build_simulation(modeller.topology, modeller.positions, ff, solvent, platform_obj,
-                                              extra, constraints=None, temperature=temperature)
-    energies["initial"] = potential(simulation)
-    if minimize_structure:
-        with timed(timings, "minimize"):
-            minimize(simulation, tolerance)
-        energies["minimized"] = potential(simulation)
-    positions_q = simulation.context.getState(getPositions=True).getPositions()
-    if equilibrate_ps:
-        with timed(timings, "equilibrate"):
-            # dynamics: rebuild with HBonds constraints (minimisation ran unconstrained, it is faster)
-            system, simulation = build_simulation(modeller.topology, positions_q, ff, solvent, platform_obj,
-                                                  restraint(),
-                                                  constraints=app.HBonds, temperature=temperature)
-            equilibrate(simulation, equilibrate_ps, temperature, PARAMETER if extra else None)
-            positions_q = simulation.context.getState(getPositions=True).getPositions()
-            energies["equilibrated"] = potential(simulation)
-    final = SimulationResult(modeller.topology, positions_q, system, simulation, energies, timings, report)
-    geometry = evaluate(final.heavy_trajectory)
-    report.update({k: geometry[k] for k in ("n_clashes", "n_close_contacts", "chirality_errors_ca",
-                                            "chirality_errors_ile_cb", "chirality_errors_thr_cb",
-                                            "cis_peptides_nonpro", "cis_peptides_pro", "n_bonds_out_of_range")
-                   if k in geometry})
-    report.update({"energies_kj_mol": energies, "timings_s": timings, "n_atoms": modeller.topology.getNumAtoms()})
+        for f in tqdm(range(1, cg_traj.n_frames), disable=not progress, desc="refine", unit="frame"):
+            frames.append(refiner.refine(f).positions.value_in_unit(unit.nanometer))
+        result.timings = dict(refiner.timings)
+    result.timings["model"] = timings["model"]
+    geometry = evaluate(result.trajectory)
+    result.report.update({k: geometry[k] for k in (
+        "n_clashes", "n_close_contacts", "chirality_errors_ca", "chirality_errors_ile_cb", "chirality_errors_thr_cb",
+        "cis_peptides_nonpro", "cis_peptides_pro", "n_bonds_out_of_range") if k in geometry})
+    result.report.update(energies_kj_mol=result.energies, timings_s=result.timings, n_frames=len(frames))
     if output is not None:
-        final.written = _write_outputs(final, Path(output), atomic_output)
-    return final
-
-
-def _input_beads(cg, bm, frame: int) -> np.ndarray:
-    from ..io import load_structure, make_whole
-
-    traj = cg if isinstance(cg, mdtraj.Trajectory) else load_structure(cg)
-    traj = make_whole(traj)
-    return traj.xyz[min(frame, traj.n_frames - 1), bm.system.cg_input_index].astype(np.float64)
+        result.written = _write_outputs(result, Path(output), atomic_output)
+    if trajectory_output is not None:
+        traj = mdtraj.Trajectory(np.array(frames, dtype=np.float32), mdtraj.Topology.from_openmm(result.topology))
+        save_trajectory(traj, trajectory_output)
+        result.written.append(str(trajectory_output))
+    return result
 
 
 def _write_outputs(result: SimulationResult, output: Path, atomic_output) -> list[str]:

@@ -1,6 +1,7 @@
 """From backmapped heavy atoms to an OpenMM ``Topology`` that force-field templates accept.
 
-* Chains are split at chain breaks (C(i)-N(i+1) > 2.0 A), so each piece gets real termini
+* Chains are split at chain breaks (CA(i)-CA(i+1) > 4.3 A; a trans peptide spans 3.8 A and
+  CA positions are what the CG beads pin down best), so each piece gets real termini
   instead of a stretched peptide bond.
 * Disulfides are detected from geometry (SG-SG < 2.5 A) and bonded; their cysteines
   are named CYS, and the bond keeps the hydrogen off SG.
@@ -48,11 +49,11 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
     for chain in traj.topology.chains:
         chain_id = getattr(chain, "chain_id", None) or chr(ord("A") + chain.index % 26)
         new_chain = top.addChain(chain_id)
-        prev_c = None
+        prev_ca = None
         for residue in chain.residues:
             names = {a.name: a.index for a in residue.atoms}
-            if prev_c is not None and "N" in names and residue.name in _PROTEIN:
-                if np.linalg.norm(xyz[names["N"]] - xyz[prev_c]) > 0.2:
+            if prev_ca is not None and "CA" in names and residue.name in _PROTEIN:
+                if np.linalg.norm(xyz[names["CA"]] - xyz[prev_ca]) > 0.43:
                     new_chain = top.addChain(chain_id)  # a break: start a new chain (new termini)
                     n_breaks += 1
             standard, variant = _VARIANTS.get(residue.name, (residue.name, None))
@@ -67,7 +68,7 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
                 source.append(atom.index)
             variants.append(variant)
             by_residue.append(atoms)
-            prev_c = names.get("C") if residue.name in _PROTEIN else None
+            prev_ca = names.get("CA") if residue.name in _PROTEIN else None
     # bonds inside residues and peptide bonds come from OpenMM's templates
     top.createStandardBonds()
     pos = np.array(positions)
