@@ -153,3 +153,44 @@ def test_platform_choice():
 
     with pytest.raises(HeroBMError, match="not available"):
         choose_platform("NoSuchPlatform")
+
+
+def test_chirality_repair_on_mirrored_centres():
+    """Invert CA, ILE-CB and THR-CB centres of a real structure; the repair restores all of them."""
+    from openmm_herobm.evaluation import evaluate
+    from openmm_herobm.pipeline.chirality import repair_chirality
+
+    traj = heavy(mdtraj.load(str(UBQ)))
+    prepared = prepare_topology(traj)
+    pos = np.asarray(prepared.positions.value_in_unit(unit.nanometer))
+    md_top = mdtraj.Topology.from_openmm(prepared.topology)
+    atoms = {(a.residue.index, a.name): a.index for a in prepared.topology.atoms()}
+    bad = pos.copy()
+    broken = []
+    for residue in prepared.topology.residues():
+        r = residue.index
+        if residue.name in ("ILE", "THR"):  # swap the branches: inverts CB
+            a, b = ("CG1", "CG2") if residue.name == "ILE" else ("OG1", "CG2")
+            bad[[atoms[(r, a)], atoms[(r, b)]]] = bad[[atoms[(r, b)], atoms[(r, a)]]]
+            broken.append(residue.name)
+        elif residue.name in ("LEU", "LYS") and len(broken) < 12:  # mirror the side chain: inverts CA
+            n, ca, c = (pos[atoms[(r, k)]] for k in ("N", "CA", "C"))
+            normal = np.cross(n - ca, c - ca)
+            normal /= np.linalg.norm(normal)
+            for atom in residue.atoms():
+                if atom.name not in ("N", "CA", "C", "O"):
+                    bad[atom.index] -= 2 * np.dot(bad[atom.index] - ca, normal) * normal
+            broken.append("CA")
+    before = evaluate(mdtraj.Trajectory(bad[None], md_top))
+    assert before["chirality_errors_ca"] == broken.count("CA") > 0
+    assert before["chirality_errors_ile_cb"] == broken.count("ILE") > 0
+    assert before["chirality_errors_thr_cb"] == broken.count("THR") > 0
+    repaired, counts = repair_chirality(prepared.topology, bad)
+    assert counts == {"ca": broken.count("CA"), "ile_cb": broken.count("ILE"), "thr_cb": broken.count("THR")}
+    after = evaluate(mdtraj.Trajectory(repaired[None], md_top))
+    assert after["chirality_errors_ca"] == after["chirality_errors_ile_cb"] == after["chirality_errors_thr_cb"] == 0
+    # a mirrored side chain goes back exactly where it was; swapped branches too
+    mirrored = [a.index for r in prepared.topology.residues() if r.name in ("LEU", "LYS") for a in r.atoms()]
+    assert np.abs(repaired[mirrored] - pos[mirrored]).max() < 1e-9
+    thr = [a.index for r in prepared.topology.residues() if r.name == "THR" for a in r.atoms()]
+    assert np.abs(repaired[thr] - pos[thr]).max() < 1e-9

@@ -20,6 +20,7 @@ import openmm.unit as unit
 
 from ..errors import HeroBMError
 from .backbone import optimise_backbone
+from .chirality import repair_chirality
 from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
                      potential, timed)
 from .restraint import PARAMETER, bead_restraint_force
@@ -109,6 +110,10 @@ class Refiner:
 
     def _protonate(self, heavy_xyz: np.ndarray, frame: int) -> app.Modeller:
         positions = heavy_xyz[self.prepared.source_atom]
+        with timed(self.timings, "chirality"):
+            positions, repaired = repair_chirality(self.prepared.topology, positions)
+            for key, count in repaired.items():
+                self.report[f"repaired_chirality_{key}"] = self.report.get(f"repaired_chirality_{key}", 0) + count
         if self.options.optimize_backbone:
             with timed(self.timings, "backbone"):
                 result = optimise_backbone(self.prepared.topology, positions, residue_phi_psi(self.bm, frame))
