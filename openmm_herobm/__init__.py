@@ -23,6 +23,13 @@ def backmap(*args, **kwargs):
     return _backmap(*args, **kwargs)
 
 
+def backmap_and_simulate(*args, **kwargs):
+    """See :func:`openmm_herobm.pipeline.simulate.backmap_and_simulate`."""
+    from .pipeline import backmap_and_simulate as _run
+
+    return _run(*args, **kwargs)
+
+
 def load_model(*args, **kwargs):
     """See :func:`openmm_herobm.model.deploy.load_model`."""
     from .model.deploy import load_model as _load_model
@@ -45,5 +52,6 @@ def evaluate_files(*args, **kwargs):
 
 
 __all__ = ["HeroBMError", "MappingError", "StructureError", "MappingSet", "MoleculeMapping", "SystemMapping",
-           "available_mapping_sets", "load_molecule_mapping", "map_structure", "backmap", "load_model", "evaluate",
+           "available_mapping_sets", "load_molecule_mapping", "map_structure", "backmap", "backmap_and_simulate",
+           "load_model", "evaluate",
            "evaluate_files"]

@@ -238,6 +238,21 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     return result
 
 
+def without_restraint(system: mm.System) -> mm.System:
+    """A copy of ``system`` without the bead restraint, for production runs (no openmm-torch needed)."""
+    copy = mm.System()
+    for i in range(system.getNumParticles()):
+        copy.addParticle(system.getParticleMass(i))
+    for i in range(system.getNumConstraints()):
+        copy.addConstraint(*system.getConstraintParameters(i))
+    copy.setDefaultPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
+    for i in range(system.getNumForces()):
+        force = system.getForce(i)
+        if force.getName() != "HEroBM bead restraint":
+            copy.addForce(mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(force)))
+    return copy
+
+
 def _write_outputs(result: SimulationResult, output: Path, atomic_output) -> list[str]:
     written = []
     with atomic_output(output) as tmp:
@@ -249,7 +264,7 @@ def _write_outputs(result: SimulationResult, output: Path, atomic_output) -> lis
     written.append(str(output))
     stem = output.with_suffix("")
     state = result.simulation.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
-    for suffix, text in ((".system.xml", mm.XmlSerializer.serialize(result.system)),
+    for suffix, text in ((".system.xml", mm.XmlSerializer.serialize(without_restraint(result.system))),
                          (".state.xml", mm.XmlSerializer.serialize(state)),
                          (".report.json", json.dumps(result.report, indent=2, default=float) + "\n")):
         path = Path(str(stem) + suffix)
