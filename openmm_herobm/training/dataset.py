@@ -461,8 +461,13 @@ class ProteinDataset:
     """
 
     def __init__(self, path: str | os.PathLike):
-        with np.load(path, allow_pickle=False) as f:
-            self.arrays = {k: f[k] for k in f.files}
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                self.arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as exc:
+            from ..errors import HeroBMError
+
+            raise HeroBMError(f"{path}: cannot read dataset ({exc}); build it with `herobm dataset`") from None
         a = self.arrays
         self.path = os.fspath(path)
         self.chain_names = a["chain_names"]

@@ -135,8 +135,12 @@ def validate(model: HEroBM, dataset: ProteinDataset, chains: list[int]) -> dict[
     return {"val_rmsd_heavy": float(np.mean(heavy)), "val_rmsd_backbone": float(np.mean(backbone))}
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) training; returns the path of the best checkpoint."""
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> Path:
+    """Run (or resume) training; returns the path of the best checkpoint.
+
+    ``stop_at``: end this session at that step (resumable, like ``max_hours``), keeping the
+    schedule of the full ``config.steps``.
+    """
     from tqdm import tqdm
 
     torch.set_num_threads(config.threads)
@@ -191,10 +195,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         scheduler.step()
         step += 1
         for k, v in terms.items():
-            running.setdefault(k, []).append(float(v))
+            running.setdefault(k, []).append(float(v.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{terms['loss'].item():.3f}", pos=f"{terms['position'].item():.3f}")
-        out_of_time = config.max_hours > 0 and (time.time() - started) > config.max_hours * 3600
+        out_of_time = (config.max_hours > 0 and (time.time() - started) > config.max_hours * 3600) or step == stop_at
         if step % config.epoch_steps == 0 or step == config.steps or out_of_time:
             metrics = validate(model, val_set, val_chains)
             row = {"step": step, "epoch": step // config.epoch_steps, "lr": scheduler.get_last_lr()[0],
@@ -215,7 +219,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                 best = score
                 _atomic_save(state, out / "best.pt")
             if out_of_time:
-                bar.write(f"stopping after {config.max_hours} h; continue with --resume")
+                bar.write(f"stopping at step {step}; continue with --resume")
                 break
     bar.close()
     return out / "best.pt"
