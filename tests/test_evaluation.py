@@ -260,3 +260,61 @@ def test_one_four_pairs_are_close_contacts_not_clashes(chain):
     label = f"LEU {res.resSeq} A"
     assert r["n_close_contacts"] >= 1
     assert not any(f"{label} N - {label} CG" in p or f"{label} CG - {label} N" in p for p in r["clash_pairs"])
+
+
+PHE_RING = ("CG", "CD1", "CE1", "CZ", "CE2", "CD2")
+TRP_5_RING = ("CG", "CD1", "NE1", "CE2", "CD2")
+
+
+def _place_bond_through_ring(traj, ring_res, ring_names, bond_res, bond_names, offset=0.0, tilt=0.0):
+    """Coordinates (nm) with the bond's two atoms placed across the ring's plane.
+
+    The bond is centred on the ring centre moved by ``offset`` nm within the plane (towards
+    the first ring atom) and runs along the ring normal tilted by ``tilt`` towards it; its
+    first atom stays on the side of the plane where it was (with the rest of its residue).
+    """
+    x = traj.xyz[0].astype(np.float64).copy()
+    ring = x[[_atoms(traj, ring_res.index, nm) for nm in ring_names]]
+    centre = ring.mean(0)
+    normal = np.linalg.svd(ring - centre)[2][2]
+    a, b = (_atoms(traj, bond_res.index, nm) for nm in bond_names)
+    if np.dot(x[a] - centre, normal) > 0:
+        normal = -normal
+    u = ring[0] - centre
+    u -= np.dot(u, normal) * normal
+    u /= np.linalg.norm(u)
+    mid = centre + offset * u
+    axis = np.cos(tilt) * normal + np.sin(tilt) * u
+    x[a], x[b] = mid - 0.075 * axis, mid + 0.075 * axis  # a 1.5 A bond
+    return x
+
+
+def test_pierced_rings(chain):
+    top = chain.topology
+    r0 = evaluate(chain, chain)
+    assert r0["n_pierced_rings"] == 0 and r0["pierced_rings"] == []
+    phe = next(r for r in top.residues if r.name == "PHE")
+    lys = next(r for r in top.residues if r.name == "LYS")
+    x = _place_bond_through_ring(chain, phe, PHE_RING, lys, ("CE", "NZ"))
+    label = f"PHE {phe.resSeq} A: LYS {lys.resSeq} A CE - LYS {lys.resSeq} A NZ"
+    for r in (evaluate(_copy(chain, x), chain), evaluate(_copy(chain, x))):
+        assert r["n_pierced_rings"] == 1
+        assert r["pierced_rings"] == [label]
+    # a bond slanted 50 degrees, still crossing inside the ring (0.8 A off centre), is a piercing
+    x = _place_bond_through_ring(chain, phe, PHE_RING, lys, ("CE", "NZ"), offset=0.08, tilt=np.radians(50))
+    assert evaluate(_copy(chain, x))["pierced_rings"] == [label]
+    # crossing the plane outside the ring (2.2 A from its centre, radius 1.4 A): not a piercing
+    x = _place_bond_through_ring(chain, phe, PHE_RING, lys, ("CE", "NZ"), offset=0.22)
+    assert evaluate(_copy(chain, x))["n_pierced_rings"] == 0
+    # lying in the ring plane above the centre (does not cross the plane): not a piercing
+    x = _place_bond_through_ring(chain, phe, PHE_RING, lys, ("CE", "NZ"), tilt=np.pi / 2)
+    x[[_atoms(chain, lys.index, nm) for nm in ("CE", "NZ")]] += 0.1 * np.linalg.svd(
+        chain.xyz[0][[_atoms(chain, phe.index, nm) for nm in PHE_RING]]
+        - chain.xyz[0][[_atoms(chain, phe.index, nm) for nm in PHE_RING]].mean(0))[2][2]
+    assert evaluate(_copy(chain, x))["n_pierced_rings"] == 0
+    # the five-membered ring of TRP, pierced by an ARG bond, is labelled as such
+    trp = [r for r in top.residues if r.name == "TRP"][2]
+    arg = [r for r in top.residues if r.name == "ARG"][5]
+    x = _place_bond_through_ring(chain, trp, TRP_5_RING, arg, ("CZ", "NH1"))
+    r = evaluate(_copy(chain, x), chain)
+    assert r["pierced_rings"] == [f"TRP {trp.resSeq} A (5-ring): ARG {arg.resSeq} A CZ - ARG {arg.resSeq} A NH1"]

@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--equilibrate", type=float, metavar="PS", help="NVT equilibration after minimisation (ps)")
     b.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     b.add_argument("--platform", help="OpenMM platform (default: the fastest available: CUDA, OpenCL, CPU)")
-    b.add_argument("--restraint-k", type=float, default=1000.0,
+    b.add_argument("--restraint-k", type=float, default=1.0e5,
                    help="strength of the bead restraint (kJ/mol/nm^2) keeping mapped beads on the input; 0 = off")
     b.add_argument("--no-backbone-opt", action="store_true", help="skip the backbone optimisation")
     b.add_argument("--no-progress", action="store_true", help="no progress bar for trajectories")

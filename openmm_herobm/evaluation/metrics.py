@@ -2,9 +2,9 @@
 
 ``evaluate(pred, ref)`` compares a predicted all-atom frame with a reference in the
 same coordinate frame (no superposition) and checks the geometry of the prediction
-on its own: bond lengths, clashes, chirality and cis peptides.  Everything is in
-Angstrom and degrees; only heavy atoms are used, so a prediction without hydrogens
-can be compared with a reference that has them.
+on its own: bond lengths, clashes, aromatic rings pierced by bonds, chirality and cis
+peptides.  Everything is in Angstrom and degrees; only heavy atoms are used, so a
+prediction without hydrogens can be compared with a reference that has them.
 
 Atoms are matched by (chain index, residue number and insertion code, residue name,
 atom name), so residues missing from one of the two structures do not shift the
@@ -81,6 +81,17 @@ CLOSE_CONTACT_DIST = 2.0  # heavy pairs that are not 1-2 or 1-3
 CIS_MAX_DEG = 30.0
 MAX_LISTED = 100  # cap for label lists in the result
 
+# Aromatic rings checked for bonds piercing them: canonical resname -> rings, each
+# (tag, atom names in cyclic order).  HIS covers its variants (HID, HIE, HSD, ...).
+AROMATIC_RINGS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "PHE": (("", ("CG", "CD1", "CE1", "CZ", "CE2", "CD2")),),
+    "TYR": (("", ("CG", "CD1", "CE1", "CZ", "CE2", "CD2")),),
+    "TRP": (("6-ring", ("CD2", "CE2", "CZ2", "CH2", "CZ3", "CE3")),
+            ("5-ring", ("CG", "CD1", "NE1", "CE2", "CD2"))),
+    "HIS": (("", ("CG", "ND1", "CE1", "NE2", "CD2")),),
+}
+RING_SEARCH_DIST = 3.0  # bonds whose midpoint lies this close to a ring centre are tested
+
 
 def _canon_resname(name: str) -> str:
     return RESNAME_ALIASES.get(name, name)
@@ -143,7 +154,10 @@ def _prepare(traj: mdtraj.Trajectory, frame: int, periodic: bool | None, what: s
     resid = np.array([a.residue.index for a in atoms])
     names = [_canon_atomname(res_name[a.residue.index], a.name) for a in atoms]
     keys = [res_key[ri][:3] + (nm,) for ri, nm in zip(resid.tolist(), names)]
-    numbered = [(k[0], k[3], k[4], k[2], nm) for k, nm in ((res_key[ri], nm) for ri, nm in zip(resid.tolist(), names))]
+    # numbered key by chain *id* (a pipeline may split a chain at breaks into pieces with one id)
+    chain_ids = [getattr(c, "chain_id", None) or str(i) for i, c in enumerate(top.chains)]
+    numbered = [(chain_ids[k[0]], k[3], k[4], k[2], nm)
+                for k, nm in ((res_key[ri], nm) for ri, nm in zip(resid.tolist(), names))]
     lookup: dict = {}
     for i, (ri, nm) in enumerate(zip(resid.tolist(), names)):
         lookup.setdefault((ri, nm), i)  # first copy wins for duplicated names
@@ -395,7 +409,99 @@ def _geometry(p: _Struct, ref_xyz, ref_box, matched) -> dict:
         f"{_atom_label(p, i)} - {_atom_label(p, j)}: {dd:.2f}"
         for (i, j), dd in zip(pairs[clash][:MAX_LISTED], d[clash][:MAX_LISTED])
     ]
+    pierced = _pierced_rings(p, bonds)
+    out["n_pierced_rings"] = len(pierced)
+    out["pierced_rings"] = pierced[:MAX_LISTED]
     return out
+
+
+# ------------------------------------------------------------------ ring piercing
+
+
+def _rings(s: _Struct) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Complete aromatic rings grouped by size: (ring atoms (m, k), residue (m,), labels)."""
+    by_size: dict[int, tuple[list, list, list]] = {}
+    for ri, rn in enumerate(s.res_name):
+        for tag, names in AROMATIC_RINGS.get(rn, ()):
+            idx = [s.lookup.get((ri, nm), -1) for nm in names]
+            if min(idx) < 0:
+                continue
+            atoms, res, labels = by_size.setdefault(len(names), ([], [], []))
+            atoms.append(idx)
+            res.append(ri)
+            labels.append(s.res_label[ri] + (f" ({tag})" if tag else ""))
+    return [(np.array(a, np.int64), np.array(r, np.int64), lab) for a, r, lab in by_size.values()]
+
+
+def _pierced_rings(s: _Struct, bonds: np.ndarray) -> list[str]:
+    """Aromatic rings that a heavy-atom bond passes through, as labels.
+
+    A bond pierces a ring when its segment crosses the ring's mean plane at a point
+    inside the ring polygon (crossing-number test in the plane).  Bonds with an atom
+    in any aromatic ring of the ring's own residue are not tested.  Only bonds whose
+    midpoint is within ``RING_SEARCH_DIST`` of the ring centre are candidates (KD-tree).
+    """
+    rings = _rings(s)
+    if not rings or not len(bonds):
+        return []
+    ring_atom_res = np.full(len(s.xyz), -1, np.int64)  # residue of the aromatic ring an atom belongs to
+    for atoms, res, _ in rings:
+        ring_atom_res[atoms] = res[:, None]
+    a, b = bonds[:, 0], bonds[:, 1]
+    bond_vec = _vec(s.xyz, a, b, s.box)
+    tree = _tree(s.xyz[a] + 0.5 * bond_vec, s.box)
+    found: dict[tuple[int, str], list[str]] = {}
+    for atoms, res, labels in rings:
+        k = atoms.shape[1]
+        # ring atoms unwrapped around their first atom, then relative to the centre
+        pts = s.xyz[atoms[:, :1]] + _vec(s.xyz, np.repeat(atoms[:, :1], k, 1), atoms, s.box)
+        centre = pts.mean(1)
+        rel = pts - centre[:, None]
+        normal = np.cross(rel, np.roll(rel, -1, axis=1)).sum(1)  # Newell: normal of the mean plane
+        norm = np.linalg.norm(normal, axis=1)
+        ok = norm > 1e-6
+        normal = normal / np.where(ok, norm, 1.0)[:, None]
+        # candidate (ring, bond) pairs
+        q = centre
+        if s.box is not None:
+            q = np.mod(centre, s.box)
+            q[q >= s.box] = 0.0
+        hits = tree.query_ball_point(q, RING_SEARCH_DIST)
+        ring_i = np.repeat(np.arange(len(atoms)), [len(h) for h in hits])
+        if not len(ring_i):
+            continue
+        bond_i = np.concatenate([np.asarray(h, np.int64) for h in hits])
+        keep = ok[ring_i] & (ring_atom_res[a[bond_i]] != res[ring_i]) & (ring_atom_res[b[bond_i]] != res[ring_i])
+        ring_i, bond_i = ring_i[keep], bond_i[keep]
+        # bond end points relative to the ring centre (minimum image)
+        ca = centre[ring_i]
+        da = s.xyz[a[bond_i]] - ca
+        if s.box is not None:
+            da -= s.box * np.round(da / s.box)
+        db = da + bond_vec[bond_i]
+        n = normal[ring_i]
+        sa, sb = (da * n).sum(1), (db * n).sum(1)
+        cross = sa * sb < 0
+        ring_i, bond_i, da, db, sa, sb, n = (x[cross] for x in (ring_i, bond_i, da, db, sa, sb, n))
+        point = da + (sa / (sa - sb))[:, None] * (db - da)  # where the bond meets the mean plane
+        # in-plane coordinates of the ring polygon and of the crossing point
+        u = rel[ring_i, 0]
+        u = u - (u * n).sum(1, keepdims=True) * n
+        with np.errstate(divide="ignore", invalid="ignore"):  # collapsed ring: NaN, never inside
+            u /= np.linalg.norm(u, axis=1, keepdims=True)
+        v = np.cross(n, u)
+        poly = rel[ring_i]
+        px, py = (poly * u[:, None]).sum(2), (poly * v[:, None]).sum(2)  # (c, k)
+        x0, y0 = (point * u).sum(1, keepdims=True), (point * v).sum(1, keepdims=True)
+        qx, qy = np.roll(px, -1, axis=1), np.roll(py, -1, axis=1)
+        straddle = (py > y0) != (qy > y0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_cross = px + (y0 - py) * (qx - px) / (qy - py)
+        inside = ((straddle & (x0 < x_cross)).sum(1) % 2) == 1
+        for r, bi in zip(ring_i[inside], bond_i[inside]):
+            found.setdefault((int(res[r]), labels[r]), []).append(
+                f"{_atom_label(s, a[bi])} - {_atom_label(s, b[bi])}")
+    return [f"{label}: {', '.join(by)}" for (_, label), by in sorted(found.items())]
 
 
 # ------------------------------------------------------------ chirality and omega

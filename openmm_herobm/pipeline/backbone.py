@@ -21,7 +21,9 @@ import openmm.unit as unit
 # Engh & Huber ideal values (nm, degrees) and the tolerances of the flat bottom
 BONDS = {("N", "CA"): 0.1458, ("CA", "C"): 0.1525, ("C", "O"): 0.1231, ("C", "+N"): 0.1329}
 ANGLES = {("N", "CA", "C"): 111.2, ("CA", "C", "+N"): 116.2, ("C", "+N", "+CA"): 121.7,
-          ("CA", "C", "O"): 120.1, ("O", "C", "+N"): 122.7}
+          ("CA", "C", "O"): 120.1, ("O", "C", "+N"): 122.7,
+          # CB angles keep N and C on their side of the (fixed) CB: no CA inversion
+          ("N", "CA", "CB"): 110.5, ("C", "CA", "CB"): 110.1}
 BOND_TOL, ANGLE_TOL, OMEGA_TOL, RAMA_TOL = 0.002, 3.0, 5.0, 15.0
 K_BOND, K_ANGLE, K_TORSION, K_RAMA = 2.0e5, 500.0, 200.0, 50.0
 

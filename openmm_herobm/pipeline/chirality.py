@@ -2,7 +2,9 @@
 
 * CA (L-amino acids): if N, C, CB around CA have the D sign, CB and the rest of the side
   chain are mirrored through the N-CA-C plane (the side chain keeps its shape, CB lands on
-  the L side).
+  the L side).  A centre that is nearly flat (signed volume below 0.8 A^3; ideal ~2.5) would
+  be inverted by the force field, so its side chain is moved to put CB on the ideal
+  tetrahedral position.
 * ILE CB and THR CB: swapping the positions of the two branches (CG1/CG2, OG1/CG2)
   inverts the centre exactly; ILE's CD1 follows CG1.
 
@@ -16,6 +18,14 @@ import numpy as np
 import openmm.app as app
 
 _BACKBONE = {"N", "CA", "C", "O", "OXT"}
+_FLAT = 0.8e-3  # nm^3 (0.8 A^3)
+
+
+def ideal_cb(n: np.ndarray, ca: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Ideal L-CB position (nm) from N, CA, C (the usual tetrahedral construction, in A)."""
+    b, cc = (ca - n) * 10, (c - ca) * 10
+    a = np.cross(b, cc)
+    return ca + (-0.58273431 * a + 0.56802827 * b - 0.54067466 * cc) / 10
 
 
 def _volume(c, a, b, d) -> float:
@@ -38,6 +48,11 @@ def repair_chirality(topology: app.Topology, positions_nm: np.ndarray) -> tuple[
             d = (pos[side] - ca) @ normal
             pos[side] -= 2 * d[:, None] * normal  # mirror through the N-CA-C plane
             fixed["ca"] += 1
+        cb = pos[atoms["CB"]]
+        if _volume(ca, n, c, cb) < _FLAT:
+            side = [i for name, i in atoms.items() if name not in _BACKBONE]
+            pos[side] += ideal_cb(n, ca, c) - cb
+            fixed["ca"] += 1
         branches = {"ILE": ("CG1", "CG2", "ile_cb"), "THR": ("OG1", "CG2", "thr_cb")}.get(residue.name)
         if branches and all(k in atoms for k in ("CA", "CB") + branches[:2]):
             a, b, key = branches
@@ -47,4 +62,41 @@ def repair_chirality(topology: app.Topology, positions_nm: np.ndarray) -> tuple[
                 if residue.name == "ILE" and "CD1" in atoms:
                     pos[atoms["CD1"]] += shift  # CD1 stays bonded to CG1
                 fixed[key] += 1
+            if _volume(pos[atoms["CB"]], pos[atoms["CA"]], pos[atoms[a]], pos[atoms[b]]) < _FLAT:
+                # a flat centre: put CG2 where a tetrahedral centre has it (same construction as CB)
+                pos[atoms[b]] = ideal_cb(pos[atoms["CA"]], pos[atoms["CB"]], pos[atoms[a]])
+                fixed[key] += 1
     return pos, fixed
+
+
+CHIRALITY_FORCE = "HEroBM chirality restraint"
+
+
+def chirality_restraint_force(topology: app.Topology, k: float = 1.0e8, minimum: float = 1.5e-3):
+    """Flat-bottom restraint on the signed volume of every CA, ILE-CB and THR-CB centre.
+
+    ``E = k * max(0, v_min - v)^2`` with ``v = (a - c) . ((b - c) x (d - c))`` (nm^3): zero for
+    a correct centre (ideal v ~ 2.5e-3 nm^3), so it never biases a good structure, but the
+    minimiser cannot push a centre through the plane.
+    """
+    import openmm as mm
+
+    a = "(x1-x4)"; b = "(x2-x4)"; c = "(x3-x4)"
+    ay, by, cy = a.replace("x", "y"), b.replace("x", "y"), c.replace("x", "y")
+    az, bz, cz = a.replace("x", "z"), b.replace("x", "z"), c.replace("x", "z")
+    volume = (f"{a}*({by}*{cz}-{bz}*{cy}) + {ay}*({bz}*{c}-{b}*{cz}) + {az}*({b}*{cy}-{by}*{c})")
+    force = mm.CustomCompoundBondForce(4, f"k_chiral*step(vmin-v)*(vmin-v)^2; v={volume}")
+    force.addGlobalParameter("k_chiral", k)
+    force.addGlobalParameter("vmin", minimum)
+    for residue in topology.residues():
+        atoms = {x.name: x.index for x in residue.atoms()}
+        checks = [("CA", ("N", "C", "CB"))] if residue.name != "GLY" else []
+        if residue.name == "ILE":
+            checks.append(("CB", ("CA", "CG1", "CG2")))
+        elif residue.name == "THR":
+            checks.append(("CB", ("CA", "OG1", "CG2")))
+        for centre, ligands in checks:
+            if centre in atoms and all(x in atoms for x in ligands):
+                force.addBond([atoms[ligands[0]], atoms[ligands[1]], atoms[ligands[2]], atoms[centre]], [])
+    force.setName(CHIRALITY_FORCE)
+    return force

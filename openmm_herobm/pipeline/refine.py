@@ -86,12 +86,14 @@ def add_terminal_oxygens(topology: app.Topology, positions_nm: np.ndarray) -> tu
     return new, np.array(xyz)
 
 
-def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float, variants: list) -> None:
+def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float, variants: list,
+                  platform: mm.Platform | None = None) -> None:
     """Terminal OXT and hydrogens at ``ph`` (protonation variants given in the input are kept)."""
     positions = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
     topology, positions = add_terminal_oxygens(modeller.topology, positions)
     modeller.topology, modeller.positions = topology, unit.Quantity(positions, unit.nanometer)
-    modeller.addHydrogens(forcefield, pH=ph, variants=variants)
+    # the platform matters: addHydrogens minimises the new hydrogens (Reference is slow)
+    modeller.addHydrogens(forcefield, pH=ph, variants=variants, platform=platform)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import openmm.unit as unit
 
 from ..errors import HeroBMError
 from .backbone import optimise_backbone
-from .chirality import repair_chirality
+from .chirality import CHIRALITY_FORCE, chirality_restraint_force, repair_chirality
 from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
                      potential, timed)
 from .restraint import PARAMETER, bead_restraint_force
@@ -37,7 +37,7 @@ class PipelineOptions:
     temperature: float = 300.0  # K
     solvent: str | None = "implicit"  # None (vacuum), 'implicit' (OBC2) or 'explicit' (TIP3P-FB, PME)
     platform: str | None = None
-    restraint_k: float = 1000.0  # kJ/mol/nm^2; 0 = no TorchForce
+    restraint_k: float = 1.0e5  # kJ/mol/nm^2; 0 = no TorchForce
     optimize_backbone: bool = True
 
 
@@ -110,30 +110,33 @@ class Refiner:
 
     def _protonate(self, heavy_xyz: np.ndarray, frame: int) -> app.Modeller:
         positions = heavy_xyz[self.prepared.source_atom]
-        with timed(self.timings, "chirality"):
-            positions, repaired = repair_chirality(self.prepared.topology, positions)
-            for key, count in repaired.items():
-                self.report[f"repaired_chirality_{key}"] = self.report.get(f"repaired_chirality_{key}", 0) + count
         if self.options.optimize_backbone:
             with timed(self.timings, "backbone"):
                 result = optimise_backbone(self.prepared.topology, positions, residue_phi_psi(self.bm, frame))
                 positions = result.positions
                 self.report["omega_fixed"] = self.report.get("omega_fixed", 0) + result.n_omega_fixed
+        # stereo repair after the backbone is sane (a collapsed N-CA-C makes every centre flat)
+        with timed(self.timings, "chirality"):
+            positions, repaired = repair_chirality(self.prepared.topology, positions)
+            for key, count in repaired.items():
+                self.report[f"repaired_chirality_{key}"] = self.report.get(f"repaired_chirality_{key}", 0) + count
         with timed(self.timings, "hydrogens"):
             modeller = app.Modeller(self.prepared.topology, unit.Quantity(positions, unit.nanometer))
-            add_hydrogens(modeller, self.forcefield, self.options.ph, list(self.prepared.variants))
+            add_hydrogens(modeller, self.forcefield, self.options.ph, list(self.prepared.variants), self.platform)
             if self.options.solvent == "explicit":
                 modeller.addSolvent(self.forcefield, padding=1.0 * unit.nanometer, neutralize=True)
         return modeller
 
     def _restraint(self, frame: int) -> list:
+        # stereo centres may not be pushed through their plane by the minimiser
+        forces = [chirality_restraint_force(self.topology)]
         if self.options.restraint_k <= 0:
-            return []
+            return forces
         # heavy atom j of the backmapped trajectory sits at particle heavy_particles[inverse[j]]
         inverse = np.empty(len(self.source), np.int64)
         inverse[self.source] = np.arange(len(self.source))
-        return [bead_restraint_force(self.bm.system.weights, self.heavy_particles[inverse],
-                                     self.beads[frame], self.options.restraint_k)]
+        return forces + [bead_restraint_force(self.bm.system.weights, self.heavy_particles[inverse],
+                                              self.beads[frame], self.options.restraint_k)]
 
     def refine(self, frame: int = 0) -> SimulationResult:
         options, energies = self.options, {}
@@ -144,8 +147,7 @@ class Refiner:
             if modeller.topology.getNumAtoms() != self.topology.getNumAtoms():
                 raise RuntimeError("protonation changed between frames")  # variants are fixed: cannot happen
             positions = modeller.positions
-            if options.restraint_k > 0:
-                self._set_restraint_targets(frame)
+            self._set_restraint_targets(frame)
         self.simulation.context.setPositions(positions)
         energies["initial"] = potential(self.simulation)
         if options.minimize:
@@ -170,7 +172,7 @@ class Refiner:
     def _set_restraint_targets(self, frame: int) -> None:
         # a new frame has new bead targets: rebuild the context's restraint force
         for i in reversed(range(self.system.getNumForces())):
-            if self.system.getForce(i).getName() == "HEroBM bead restraint":
+            if self.system.getForce(i).getName() in ("HEroBM bead restraint", CHIRALITY_FORCE):
                 self.system.removeForce(i)
         for force in self._restraint(frame):
             self.system.addForce(force)
@@ -180,7 +182,7 @@ class Refiner:
 def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                          forcefield: str | list[str] = "amber14-all.xml", minimize: bool = True,
                          tolerance: float = 500.0, equilibrate: float | None = None, temperature: float = 300.0,
-                         solvent: str | None = "implicit", platform: str | None = None, restraint_k: float = 1000.0,
+                         solvent: str | None = "implicit", platform: str | None = None, restraint_k: float = 1.0e5,
                          optimize_backbone: bool = True, output: str | Path | None = None,
                          trajectory_output: str | Path | None = None, unmapped: str = "fail",
                          progress: bool = False) -> SimulationResult:
@@ -227,7 +229,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     geometry = evaluate(result.trajectory)
     result.report.update({k: geometry[k] for k in (
         "n_clashes", "n_close_contacts", "chirality_errors_ca", "chirality_errors_ile_cb", "chirality_errors_thr_cb",
-        "cis_peptides_nonpro", "cis_peptides_pro", "n_bonds_out_of_range") if k in geometry})
+        "cis_peptides_nonpro", "cis_peptides_pro", "n_bonds_out_of_range", "n_pierced_rings") if k in geometry})
     result.report.update(energies_kj_mol=result.energies, timings_s=result.timings, n_frames=len(frames))
     if output is not None:
         result.written = _write_outputs(result, Path(output), atomic_output)
@@ -248,7 +250,7 @@ def without_restraint(system: mm.System) -> mm.System:
     copy.setDefaultPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
     for i in range(system.getNumForces()):
         force = system.getForce(i)
-        if force.getName() != "HEroBM bead restraint":
+        if force.getName() not in ("HEroBM bead restraint", CHIRALITY_FORCE):
             copy.addForce(mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(force)))
     return copy
 

@@ -72,7 +72,10 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
     # bonds inside residues and peptide bonds come from OpenMM's templates
     top.createStandardBonds()
     pos = np.array(positions)
-    n_ss = _bond_disulfides(top, pos, variants)
+    # disulfides on the stereo-repaired geometry: a mirrored D-cysteine moves its SG
+    from .chirality import repair_chirality
+
+    n_ss = _bond_disulfides(top, repair_chirality(top, pos)[0], variants)
     return PreparedTopology(top, unit.Quantity(pos, unit.nanometer), variants, np.array(source), n_breaks, n_ss)
 
 

@@ -58,6 +58,7 @@ class TrainConfig:
     lr_final: float = 1e-4
     weight_decay: float = 0.0
     bead_noise: float = 0.0  # Angstrom, Gaussian noise on input beads (robustness to CG simulations)
+    init: str = ""  # start from the weights of this checkpoint (fine-tuning); same model options
     val_chains: int = 40
     seed: int = 0
     threads: int = 2
@@ -161,6 +162,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     step, best, elapsed = 0, float("inf"), 0.0
     val_chains = list(np.random.default_rng(12345).permutation(val_set.n_chains)[: config.val_chains])
 
+    if config.init and not resume:
+        try:
+            model.load_state_dict(torch.load(config.init, weights_only=True)["model"])
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise HeroBMError(f"{config.init}: cannot initialise from this checkpoint ({exc})") from None
     last = out / "last.pt"
     if resume:
         if not last.exists():
