@@ -8,7 +8,7 @@ For every test chain (``--test-dir``, ``*.pdb.gz``; ``--limit``, ``--sample``, `
    mapped residues);
 2. ``raw``: ``backmap(cg, model)`` - the network's heavy atoms, no refinement;
 3. ``refined``: ``backmap_and_simulate(cg, model)`` with the default options (chirality
-   repair, backbone optimisation, hydrogens, amber14 + OBC2, bead restraint k = 1000
+   repair, backbone optimisation, hydrogens, amber14 + OBC2, bead restraint k = 1e5
    kJ/mol/nm^2, minimisation);
 4. ``--compare-backbone``: also with ``optimize_backbone=False`` (variant ``no_backbone_opt``);
 5. ``--restraint-k K ...``: also with ``restraint_k=K`` for each K (variants ``k=K``; a K equal
@@ -271,7 +271,7 @@ def markdown(result: dict) -> str:
              + (f"; minimisation tolerance {cfg['tolerance_kj_mol_nm']:g} kJ/mol/nm"
                 if cfg.get("tolerance_kj_mol_nm") is not None else "") + ". "
              "`raw` = `backmap` (network output); `refined` = `backmap_and_simulate` defaults "
-             "(backbone optimisation on, restraint k = 1000 kJ/mol/nm^2); RMSDs without superposition."]
+             "(backbone optimisation on, restraint k = 1e5 kJ/mol/nm^2); RMSDs without superposition."]
     ks = [k for k in result["restraint_k"]]
     if ks:
         notes += ["", "Restraint strength (bead restraint TorchForce, kJ/mol/nm^2):", "",

@@ -83,6 +83,9 @@ class Refiner:
         self.options = options
         self.platform = choose_platform(options.platform)
         self.forcefield = load_forcefield(options.forcefield, options.solvent)
+        # hydrogens are placed (and briefly relaxed) with the force field alone: implicit
+        # solvent would make that step several times slower for nothing
+        self.hydrogen_forcefield = load_forcefield(options.forcefield, None)
         self.timings: dict = {}
         self.report: dict = {"platform": self.platform.getName()}
         heavy0 = self._heavy_positions(0)
@@ -122,7 +125,7 @@ class Refiner:
                 self.report[f"repaired_chirality_{key}"] = self.report.get(f"repaired_chirality_{key}", 0) + count
         with timed(self.timings, "hydrogens"):
             modeller = app.Modeller(self.prepared.topology, unit.Quantity(positions, unit.nanometer))
-            add_hydrogens(modeller, self.forcefield, self.options.ph, list(self.prepared.variants), self.platform)
+            add_hydrogens(modeller, self.hydrogen_forcefield, self.options.ph, list(self.prepared.variants), self.platform)
             if self.options.solvent == "explicit":
                 modeller.addSolvent(self.forcefield, padding=1.0 * unit.nanometer, neutralize=True)
         return modeller
