@@ -92,6 +92,13 @@ def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float,
     positions = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
     topology, positions = add_terminal_oxygens(modeller.topology, positions)
     modeller.topology, modeller.positions = topology, unit.Quantity(positions, unit.nanometer)
+    # amber14 has no terminal templates for neutral ASP/GLU/LYS: termini take their pH state
+    variants = list(variants)
+    for chain in topology.chains():
+        residues = list(chain.residues())
+        for end in {residues[0].index, residues[-1].index}:
+            if variants[end] in ("ASH", "GLH", "LYN"):
+                variants[end] = None
     # the platform matters: addHydrogens minimises the new hydrogens (Reference is slow)
     modeller.addHydrogens(forcefield, pH=ph, variants=variants, platform=platform)
 
@@ -108,12 +115,13 @@ class Refinement:
 
 def build_simulation(topology, positions, forcefield: app.ForceField, solvent: str | None, platform: mm.Platform,
                      extra_forces=(), constraints=None, temperature=300.0) -> tuple[mm.System, app.Simulation]:
-    if solvent == "explicit":
-        system = forcefield.createSystem(topology, nonbondedMethod=app.PME, nonbondedCutoff=1.0 * unit.nanometer,
+    method = app.PME if solvent == "explicit" else app.CutoffNonPeriodic
+    try:
+        system = forcefield.createSystem(topology, nonbondedMethod=method, nonbondedCutoff=1.0 * unit.nanometer,
                                          constraints=constraints)
-    else:
-        system = forcefield.createSystem(topology, nonbondedMethod=app.CutoffNonPeriodic,
-                                         nonbondedCutoff=1.0 * unit.nanometer, constraints=constraints)
+    except ValueError as exc:  # e.g. no template for a residue
+        raise HeroBMError(f"the force field cannot parameterise the backmapped structure: {str(exc).split('  For more')[0]} "
+                          "(use --no-minimize for the model's heavy atoms, or another --forcefield)") from None
     for force in extra_forces:
         system.addForce(force)
     integrator = mm.LangevinMiddleIntegrator(temperature * unit.kelvin, 1.0 / unit.picosecond,

@@ -49,13 +49,20 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
     for chain in traj.topology.chains:
         chain_id = getattr(chain, "chain_id", None) or chr(ord("A") + chain.index % 26)
         new_chain = top.addChain(chain_id)
-        prev_ca = None
-        for residue in chain.residues:
-            names = {a.name: a.index for a in residue.atoms}
-            if prev_ca is not None and "CA" in names and residue.name in _PROTEIN:
-                if np.linalg.norm(xyz[names["CA"]] - xyz[prev_ca]) > 0.43:
-                    new_chain = top.addChain(chain_id)  # a break: start a new chain (new termini)
-                    n_breaks += 1
+        residues = list(chain.residues)
+        ca = [next((a.index for a in r.atoms if a.name == "CA"), None) if r.name in _PROTEIN else None
+              for r in residues]
+        gap = [k > 0 and ca[k] is not None and ca[k - 1] is not None
+               and np.linalg.norm(xyz[ca[k]] - xyz[ca[k - 1]]) > 0.43 for k in range(len(residues))]
+        # a lone residue between two gaps would be a free amino acid (no force-field template):
+        # keep it bonded to its left neighbour instead (minimisation closes the stretched bond)
+        for k in range(1, len(residues)):
+            if gap[k] and (k == len(residues) - 1 or gap[k + 1]):
+                gap[k] = False
+        for k, residue in enumerate(residues):
+            if gap[k]:
+                new_chain = top.addChain(chain_id)  # a break: start a new chain (new termini)
+                n_breaks += 1
             standard, variant = _VARIANTS.get(residue.name, (residue.name, None))
             new_res = top.addResidue(standard, new_chain, str(residue.resSeq),
                                      getattr(residue, "insertion_code", "") or "")
@@ -68,7 +75,6 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
                 source.append(atom.index)
             variants.append(variant)
             by_residue.append(atoms)
-            prev_ca = names.get("CA") if residue.name in _PROTEIN else None
     # bonds inside residues and peptide bonds come from OpenMM's templates
     top.createStandardBonds()
     pos = np.array(positions)

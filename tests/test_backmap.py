@@ -1,0 +1,134 @@
+"""The shipped Martini 3 protein model, end to end on real CG inputs (martinize2 output, real chains).
+
+Thresholds are set from the measured numbers in BENCHMARKS.md with a margin, so a model or
+pipeline regression fails here.
+"""
+
+import json
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import openmm as mm
+import openmm.app as app
+import openmm.unit as unit
+import pytest
+
+import openmm_herobm as hb
+from openmm_herobm.cli.main import main
+from openmm_herobm.io import load_structure
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+UBQ = ROOT / "examples" / "data" / "1ubq.pdb"
+UBQ_CG = ROOT / "examples" / "data" / "1ubq_martinize2_cg.pdb"
+MODEL = ROOT / "models" / "martini3_protein.pt"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return hb.load_model("martini3_protein")
+
+
+def test_shipped_model_metadata(model):
+    meta = model.metadata
+    assert MODEL.stat().st_size < 20 * 2 ** 20
+    assert meta["mapping_set"] == "martini3" and meta["cutoff"] > 0
+    assert meta["validation"]["val_rmsd_heavy"] < 0.6  # 0.577 measured
+    assert "ALA" in meta["molecules"] and len(meta["bead_types"]) == model.mapping_set.n_bead_types
+
+
+def test_backmap_martinize2_ubiquitin(model, tmp_path):
+    """Beads written by martinize2 itself -> heavy atoms close to the crystal structure."""
+    out = tmp_path / "ubq.pdb"
+    result = hb.backmap(str(UBQ_CG), output=out)  # no model given: the shipped one that fits is chosen
+    assert result.model.path.name == "martini3_protein.pt"
+    report = hb.evaluate_files(out, UBQ)
+    assert report["n_atoms_compared"] == 601  # every heavy atom but the C-terminal OXT
+    assert report["rmsd_heavy"] < 0.70  # 0.651 measured
+    assert report["rmsd_backbone"] < 0.40  # 0.353 measured
+    assert report["n_close_contacts"] <= 12  # the raw network output; the pipeline removes them
+
+
+def test_backmap_real_test_chain_and_trajectory(model, tmp_path):
+    """A held-out chain, three frames in one call: frame k equals a single-frame backmap of frame k."""
+    path = DATA / "proteins" / "test" / "pb_7KM8_WPD_A.pdb.gz"
+    ref = load_structure(path)
+    ref = ref.atom_slice([a.index for a in ref.topology.atoms if a.element.symbol != "H"])
+    cg = hb.map_structure(ref, "martini3").cg
+    rng = np.random.default_rng(0)
+    frames = mdtraj.Trajectory(cg.xyz + np.stack([np.zeros_like(cg.xyz[0]),
+                                                  rng.normal(0, 0.01, cg.xyz[0].shape).astype(np.float32),
+                                                  rng.normal(0, 0.01, cg.xyz[0].shape).astype(np.float32)]),
+                               cg.topology)
+    multi = hb.backmap(frames, model)
+    single = hb.backmap(frames.slice([2], copy=False), model)
+    assert multi.trajectory.n_frames == 3
+    assert np.abs(multi.trajectory.xyz[2] - single.trajectory.xyz[0]).max() < 1e-5
+    report = hb.evaluate(multi.trajectory.slice([0], copy=False), ref)
+    assert report["rmsd_heavy"] < 0.66 and report["rmsd_backbone"] < 0.47  # 0.606 / 0.424 measured
+
+
+def test_backmap_real_condensate_frame_drops_solvent_with_a_report(model, tmp_path, capsys):
+    """A real Martini3-IDP simulation frame (54 peptides, W, ION): protein backmapped, solvent listed."""
+    frame = tmp_path / "gy23.gro"
+    import gzip
+
+    frame.write_bytes(gzip.open(DATA / "cg_real" / "m3idp_GY23_24us-nopbc.gro.gz").read())
+    out = tmp_path / "gy23_aa.pdb"
+    assert main(["backmap", str(frame), "-o", str(out), "--no-minimize"]) == 2  # W and ION have no mapping
+    assert "W x23779" in capsys.readouterr().err
+    assert main(["backmap", str(frame), "-o", str(out), "--no-minimize", "--unmapped", "drop"]) == 0
+    err = capsys.readouterr().err
+    assert "ION x350" in err and "W x23779" in err
+    report = hb.evaluate_files(out)
+    assert report["n_atoms_pred_heavy"] > 8000
+    # a real IDP simulation frame is far from the training structures: the raw network
+    # gets a third of the CA centres wrong (measured 424 of 1242); backmap_and_simulate repairs them
+    assert report["chirality_errors_ca"] < 0.5 * 54 * 23
+
+
+def test_backmap_and_simulate_ubiquitin(model, tmp_path):
+    """Whole pipeline: zero stereo and cis errors, no close contacts, accuracy kept, MD-ready outputs."""
+    raw = hb.backmap(str(UBQ_CG), model)
+    raw_report = hb.evaluate(raw.trajectory, mdtraj.load(str(UBQ)))
+    out = tmp_path / "ubq_md.pdb"
+    result = hb.backmap_and_simulate(str(UBQ_CG), model, output=out)
+    assert [Path(p).name for p in result.written] == ["ubq_md.pdb", "ubq_md.system.xml", "ubq_md.state.xml",
+                                                      "ubq_md.report.json"]
+    refined = hb.evaluate_files(out, UBQ)
+    assert refined["chirality_errors_ca"] == refined["chirality_errors_ile_cb"] == refined["chirality_errors_thr_cb"] == 0
+    assert refined["cis_peptides_nonpro"] == 0
+    assert refined["n_close_contacts"] == 0
+    assert refined["rmsd_heavy"] <= raw_report["rmsd_heavy"] + 0.1
+    assert result.energies["minimized"] < result.energies["initial"] and result.energies["minimized"] < 0
+    assert set(result.timings) >= {"model", "topology", "backbone", "hydrogens", "system", "minimize"}
+    report = json.loads((tmp_path / "ubq_md.report.json").read_text())
+    assert report["chirality_errors_ca"] == 0 and report["n_atoms"] == result.topology.getNumAtoms()
+    # the written System/State continue in plain OpenMM (no openmm-torch needed): 1 ps with HBonds... as written
+    system = mm.XmlSerializer.deserialize((tmp_path / "ubq_md.system.xml").read_text())
+    assert all(system.getForce(i).getName() != "HEroBM bead restraint" for i in range(system.getNumForces()))
+    state = mm.XmlSerializer.deserialize((tmp_path / "ubq_md.state.xml").read_text())
+    pdb = app.PDBFile(str(out))
+    assert pdb.topology.getNumAtoms() == system.getNumParticles()
+    integrator = mm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.0005 * unit.picoseconds)
+    context = mm.Context(system, integrator, mm.Platform.getPlatformByName("CPU"))
+    context.setState(state)
+    context.setVelocitiesToTemperature(300 * unit.kelvin)
+    integrator.step(200)
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert np.isfinite(energy) and energy < 0
+
+
+def test_model_mapping_mismatch_cli(tmp_path, capsys):
+    """A model with another mapping set's hash is refused with one line, before any output."""
+    out = tmp_path / "o.pdb"
+    code = main(["backmap", str(UBQ_CG), "--model", str(MODEL), "-o", str(out), "--no-minimize"])
+    assert code == 0 and out.exists()
+    ca_cg = tmp_path / "ca_cg.pdb"
+    assert main(["map", str(UBQ), "-m", "ca", "-o", str(ca_cg)]) == 0
+    out2 = tmp_path / "o2.pdb"
+    code = main(["backmap", str(ca_cg), "--model", str(MODEL), "-o", str(out2), "--no-minimize"])
+    err = capsys.readouterr().err
+    assert code == 2 and not out2.exists()
+    assert "bead" in err and len(err.strip().splitlines()) == 1
