@@ -56,9 +56,14 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
                and np.linalg.norm(xyz[ca[k]] - xyz[ca[k - 1]]) > 0.43 for k in range(len(residues))]
         # a lone residue between two gaps would be a free amino acid (no force-field template):
         # keep it bonded to its left neighbour instead (minimisation closes the stretched bond)
-        for k in range(1, len(residues)):
-            if gap[k] and (k == len(residues) - 1 or gap[k + 1]):
-                gap[k] = False
+        n_res = len(residues)
+        for k in range(n_res):
+            starts_alone = (k == 0 or gap[k]) and (k == n_res - 1 or gap[k + 1])
+            if starts_alone and n_res > 1:
+                if k > 0:
+                    gap[k] = False  # join the left neighbour
+                else:
+                    gap[1] = False  # the first residue joins its right neighbour
         for k, residue in enumerate(residues):
             if gap[k]:
                 new_chain = top.addChain(chain_id)  # a break: start a new chain (new termini)
