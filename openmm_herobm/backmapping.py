@@ -47,18 +47,13 @@ def backmap(cg, model: str | Path | LoadedModel | None = None, *, trajectory: st
     are made whole first.  ``model`` is a shipped model name, a file, or None to choose
     the shipped model that fits.  Outputs are written atomically.
     """
-    from .io import check_output_path, load_structure, make_whole, save_structure, save_trajectory
+    from .io import check_output_path, load_input, write_outputs
 
     if output is not None:
         check_output_path(output, "structure")
     if trajectory_output is not None:
         check_output_path(trajectory_output, "trajectory")
-    if isinstance(cg, mdtraj.Trajectory):
-        traj, source = cg, ""
-    else:
-        source = str(cg)
-        traj = load_structure(cg) if trajectory is None else load_structure(trajectory, top=cg)
-    traj = make_whole(traj)
+    traj, source = load_input(cg, trajectory)
     loaded = model if isinstance(model, LoadedModel) else (load_model(model) if model else choose_model(traj.topology))
     system = SystemMapping.from_cg(traj.topology, loaded.mapping_set, unmapped=unmapped, source=source)
 
@@ -76,11 +71,4 @@ def backmap(cg, model: str | Path | LoadedModel | None = None, *, trajectory: st
     out = mdtraj.Trajectory(xyz, system.aa_topology, time=traj.time)
     if traj.unitcell_vectors is not None:
         out.unitcell_vectors = traj.unitcell_vectors
-    result = BackmapResult(out, system, loaded, dihedrals)
-    if output is not None:
-        save_structure(out, output, frame=0)
-        result.written.append(str(output))
-    if trajectory_output is not None:
-        save_trajectory(out, trajectory_output)
-        result.written.append(str(trajectory_output))
-    return result
+    return BackmapResult(out, system, loaded, dihedrals, write_outputs(out, output, trajectory_output))

@@ -8,10 +8,12 @@ from .structure import (
     check_output_path,
     insertion_code,
     is_coarse_grained,
+    load_input,
     load_structure,
     make_whole,
     save_structure,
     save_trajectory,
+    write_outputs,
 )
 
 __all__ = [
@@ -22,8 +24,10 @@ __all__ = [
     "check_output_path",
     "insertion_code",
     "is_coarse_grained",
+    "load_input",
     "load_structure",
     "make_whole",
     "save_structure",
     "save_trajectory",
+    "write_outputs",
 ]

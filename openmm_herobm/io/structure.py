@@ -682,3 +682,23 @@ def _mdtraj_writer(method):
 _WRITERS = {".pdb": _write_pdb, ".gro": _write_gro, ".cif": _write_cif, ".mmcif": _write_cif,
             ".xtc": _mdtraj_writer("save_xtc"), ".dcd": _mdtraj_writer("save_dcd"),
             ".trr": _mdtraj_writer("save_trr")}
+
+
+def load_input(structure, trajectory=None) -> tuple[md.Trajectory, str]:
+    """A structure (path or Trajectory), or a trajectory over it, made whole; and its name for messages."""
+    if isinstance(structure, md.Trajectory):
+        return make_whole(structure), ""
+    traj = load_structure(structure) if trajectory is None else load_structure(trajectory, top=structure)
+    return make_whole(traj), str(structure)
+
+
+def write_outputs(traj: md.Trajectory, output=None, trajectory_output=None) -> list[str]:
+    """Frame 0 to ``output`` and every frame to ``trajectory_output`` (each optional, atomic)."""
+    written = []
+    if output is not None:
+        save_structure(traj, output, frame=0)
+        written.append(str(output))
+    if trajectory_output is not None:
+        save_trajectory(traj, trajectory_output)
+        written.append(str(trajectory_output))
+    return written

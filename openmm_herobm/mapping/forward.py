@@ -30,7 +30,7 @@ def map_structure(structure: str | Path | mdtraj.Trajectory, mapping: str | Path
     both are written atomically.  ``unmapped``/``incomplete`` are as in
     :meth:`SystemMapping.from_atomistic`.
     """
-    from ..io import check_output_path, load_structure, make_whole, save_structure, save_trajectory
+    from ..io import check_output_path, load_input, write_outputs
 
     # fail on a bad output name before any work is done
     if output is not None:
@@ -38,23 +38,11 @@ def map_structure(structure: str | Path | mdtraj.Trajectory, mapping: str | Path
     if trajectory_output is not None:
         check_output_path(trajectory_output, "trajectory")
     mapping_set = mapping if isinstance(mapping, MappingSet) else MappingSet.load(mapping)
-    if isinstance(structure, mdtraj.Trajectory):
-        traj, source = structure, ""
-    else:
-        source = str(structure)
-        traj = load_structure(structure) if trajectory is None else load_structure(trajectory, top=structure)
-    traj = make_whole(traj)
+    traj, source = load_input(structure, trajectory)
     system = SystemMapping.from_atomistic(traj.topology, mapping_set, unmapped=unmapped, source=source,
                                           incomplete=incomplete)
     cg = system.cg_trajectory(traj.xyz, unitcell_vectors=traj.unitcell_vectors, time=traj.time)
-    result = ForwardMapResult(cg, system)
-    if output is not None:
-        save_structure(cg, output, frame=0)
-        result.written.append(str(output))
-    if trajectory_output is not None:
-        save_trajectory(cg, trajectory_output)
-        result.written.append(str(trajectory_output))
-    return result
+    return ForwardMapResult(cg, system, write_outputs(cg, output, trajectory_output))
 
 
 def bead_rmsd(a: np.ndarray, b: np.ndarray) -> float:

@@ -199,7 +199,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     """
     from ..backmapping import backmap
     from ..evaluation import evaluate
-    from ..io import atomic_output, check_output_path, load_structure, make_whole, save_trajectory
+    from ..io import atomic_output, check_output_path, load_input, save_trajectory
 
     if output is not None:
         check_output_path(output, "structure")
@@ -211,11 +211,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
         raise HeroBMError("explicit solvent is for preparing one structure; refine trajectories in 'implicit' "
                           "or vacuum (solvent=None), then solvate the frame you want to simulate")
     timings: dict = {}
-    if isinstance(cg, mdtraj.Trajectory):
-        cg_traj = cg
-    else:
-        cg_traj = load_structure(cg) if trajectory is None else load_structure(trajectory, top=cg)
-    cg_traj = make_whole(cg_traj)
+    cg_traj, _ = load_input(cg, trajectory)
     with timed(timings, "model"):
         bm = backmap(cg_traj, model, unmapped=unmapped)
     beads = cg_traj.xyz[:, bm.system.cg_input_index].astype(np.float64)

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import HeroBMError, StructureError
 from ..io import atom_slice, load_structure
 from ..mapping.mapping_set import MappingSet
-from ..mapping.system import SystemMapping, match_residue_atoms, residue_label
+from ..mapping.system import SystemMapping, match_residue_atoms
 
 PEPTIDE_BOND_MAX = 2.0  # Å; a longer C(i)-N(i+1) is a chain break (as in the data manifest)
 DISULFIDE_MAX = 2.5  # Å, SG-SG
