@@ -61,9 +61,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import evaluate_model as em  # noqa: E402  (select_chains, chain_name, prepare_chain, summarise)
+from openmm_herobm.pipeline.simulate import PipelineOptions  # noqa: E402
 
 DELTA_LIMIT_A = 0.1  # refined heavy RMSD may exceed the raw model's by at most this much
-DEFAULT_K = 1000.0  # PipelineOptions.restraint_k
+DEFAULT_K = PipelineOptions.restraint_k
 STAGES = ("model", "topology", "chirality", "backbone", "hydrogens", "system", "minimize")
 
 METRIC_KEYS = (

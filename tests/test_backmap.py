@@ -107,7 +107,11 @@ def test_backmap_and_simulate_ubiquitin(model, tmp_path):
     assert report["chirality_errors_ca"] == 0 and report["n_atoms"] == result.topology.getNumAtoms()
     # the written System/State continue in plain OpenMM (no openmm-torch needed): 1 ps with HBonds... as written
     system = mm.XmlSerializer.deserialize((tmp_path / "ubq_md.system.xml").read_text())
+    names = {type(system.getForce(i)).__name__ for i in range(system.getNumForces())}
     assert all(system.getForce(i).getName() != "HEroBM bead restraint" for i in range(system.getNumForces()))
+    # refinement-only guards are gone; implicit solvent is OpenMM's native OBC2 force
+    assert "TorchForce" not in names and "CustomCompoundBondForce" not in names and "CustomTorsionForce" not in names
+    assert "GBSAOBCForce" in names and "CustomGBForce" not in names
     state = mm.XmlSerializer.deserialize((tmp_path / "ubq_md.state.xml").read_text())
     pdb = app.PDBFile(str(out))
     assert pdb.topology.getNumAtoms() == system.getNumParticles()

@@ -194,3 +194,64 @@ def test_chirality_repair_on_mirrored_centres():
     assert np.abs(repaired[mirrored] - pos[mirrored]).max() < 1e-9
     thr = [a.index for r in prepared.topology.residues() if r.name == "THR" for a in r.atoms()]
     assert np.abs(repaired[thr] - pos[thr]).max() < 1e-9
+
+
+def test_peptide_guard_is_zero_on_real_structure_and_holds_trans():
+    """The omega guard costs nothing on a real protein and pushes back a peptide turned towards cis."""
+    from openmm_herobm.pipeline.chirality import peptide_restraint_force
+
+    traj = heavy(mdtraj.load(str(UBQ)))
+    prepared = prepare_topology(traj)
+    pos = np.asarray(prepared.positions.value_in_unit(unit.nanometer))
+    force = peptide_restraint_force(prepared.topology, pos)
+    assert force.getNumTorsions() == 75  # 76 residues, one chain
+    assert all(force.getTorsionParameters(i)[4][0] == pytest.approx(np.pi) for i in range(75))  # no cis Pro in 1UBQ
+    system = mm.System()
+    for _ in range(prepared.topology.getNumAtoms()):
+        system.addParticle(12.0)
+    system.addForce(force)
+    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+
+    def energy(xyz):
+        context.setPositions(xyz)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    assert energy(pos) == 0.0
+    # rotate the C-terminal part about the N-C bond of residue 30 -> omega(30) 60 deg from trans
+    residues = list(prepared.topology.residues())
+    atoms = {(a.residue.index, a.name): a.index for a in prepared.topology.atoms()}
+    c, n = pos[atoms[(30, "C")]], pos[atoms[(31, "N")]]
+    axis = (n - c) / np.linalg.norm(n - c)
+    moving = np.array([a.index for r in residues[31:] for a in r.atoms()])
+    angle = np.radians(60)
+    v = pos[moving] - n
+    rot = (v * np.cos(angle) + np.cross(axis, v) * np.sin(angle)
+           + np.outer(v @ axis, axis) * (1 - np.cos(angle)))
+    bent = pos.copy()
+    bent[moving] = n + rot
+    assert energy(bent) > 100 * (np.radians(30)) ** 2  # 30 deg beyond the tolerance, k = 1000
+
+
+def test_native_obc2_matches_custom_gb_energy():
+    """The native GBSAOBCForce the pipeline swaps in gives the obc2.xml energy of a real protein."""
+    import openmm.app as app
+
+    from openmm_herobm.pipeline.refine import native_obc2
+
+    pdb = app.PDBFile(str(UBQ))
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.deleteWater()
+    modeller.addHydrogens(app.ForceField("amber14-all.xml"))
+    forcefield = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
+    energies = []
+    for swap in (False, True):
+        system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.CutoffNonPeriodic,
+                                         nonbondedCutoff=1.0 * unit.nanometer)
+        if swap:
+            native_obc2(system, modeller.topology)
+            assert not any(isinstance(f, mm.CustomGBForce) for f in system.getForces())
+            assert sum(isinstance(f, mm.GBSAOBCForce) for f in system.getForces()) == 1
+        context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CPU"))
+        context.setPositions(modeller.positions)
+        energies.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    assert energies[1] == pytest.approx(energies[0], abs=0.05)

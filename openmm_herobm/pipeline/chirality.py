@@ -100,3 +100,46 @@ def chirality_restraint_force(topology: app.Topology, k: float = 1.0e8, minimum:
                 force.addBond([atoms[ligands[0]], atoms[ligands[1]], atoms[ligands[2]], atoms[centre]], [])
     force.setName(CHIRALITY_FORCE)
     return force
+
+
+PEPTIDE_FORCE = "HEroBM peptide-plane restraint"
+
+
+def peptide_restraint_force(topology: app.Topology, positions_nm: np.ndarray, k: float = 1000.0,
+                            tolerance_deg: float = 30.0):
+    """Flat-bottom restraint that keeps every peptide bond on its side: trans, or cis for a cis proline.
+
+    ``E = k * max(0, |omega - omega0| - tol)^2`` (kJ/mol, radians) on CA-C-N-CA across each
+    peptide bond: zero within ``tolerance_deg`` of planar, so it does not bias a sane
+    structure, but a strained backbone cannot flip a trans peptide to cis during
+    minimisation.  ``omega0`` is 0 only for an X-Pro bond that is already cis in
+    ``positions_nm``; every other peptide is held trans.
+    """
+    import openmm as mm
+
+    force = mm.CustomTorsionForce("k_omega*step(d-tol_omega)*(d-tol_omega)^2; "
+                                  "d=abs(atan2(sin(theta-theta0), cos(theta-theta0)))")
+    force.addGlobalParameter("k_omega", k)
+    force.addGlobalParameter("tol_omega", np.radians(tolerance_deg))
+    force.addPerTorsionParameter("theta0")
+    names = [{a.name: a.index for a in r.atoms()} for r in topology.residues()]
+    for a, b in topology.bonds():
+        if {a.name, b.name} != {"C", "N"} or a.residue.index == b.residue.index:
+            continue
+        c_atom, n_atom = (a, b) if a.name == "C" else (b, a)
+        before, after = names[c_atom.residue.index], names[n_atom.residue.index]
+        if "CA" not in before or "CA" not in after:
+            continue
+        quad = [before["CA"], c_atom.index, n_atom.index, after["CA"]]
+        cis_pro = n_atom.residue.name == "PRO" and abs(_dihedral(positions_nm[quad])) < np.pi / 2
+        force.addTorsion(*quad, [0.0 if cis_pro else np.pi])
+    force.setName(PEPTIDE_FORCE)
+    return force
+
+
+def _dihedral(p: np.ndarray) -> float:
+    b0, b1, b2 = p[0] - p[1], p[2] - p[1], p[3] - p[2]
+    b1 = b1 / np.linalg.norm(b1)
+    v = b0 - np.dot(b0, b1) * b1
+    w = b2 - np.dot(b2, b1) * b1
+    return float(np.arctan2(np.dot(np.cross(b1, v), w), np.dot(v, w)))

@@ -20,11 +20,16 @@ import openmm.unit as unit
 
 from ..errors import HeroBMError
 from .backbone import optimise_backbone
-from .chirality import CHIRALITY_FORCE, chirality_restraint_force, repair_chirality
+from .chirality import (CHIRALITY_FORCE, PEPTIDE_FORCE, chirality_restraint_force, peptide_restraint_force,
+                        repair_chirality)
 from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
                      potential, timed)
 from .restraint import PARAMETER, bead_restraint_force
 from .topology import prepare_topology
+
+
+#: forces the pipeline adds for refinement only; the System written for production has none
+PIPELINE_FORCES = ("HEroBM bead restraint", CHIRALITY_FORCE, PEPTIDE_FORCE)
 
 
 @dataclass
@@ -101,6 +106,8 @@ class Refiner:
             particle[(a.residue.index, a.name)] for a in self.prepared.topology.atoms()])
         self.source = self.prepared.source_atom
         self.beads = bead_positions_nm
+        # which X-Pro peptides are cis is decided once, on frame 0 (one System for all frames)
+        self.omega_reference = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
         with timed(self.timings, "system"):
             self.system, self.simulation = build_simulation(
                 self.topology, modeller.positions, self.forcefield, options.solvent, self.platform,
@@ -131,8 +138,10 @@ class Refiner:
         return modeller
 
     def _restraint(self, frame: int) -> list:
-        # stereo centres may not be pushed through their plane by the minimiser
-        forces = [chirality_restraint_force(self.topology)]
+        # stereo centres may not be pushed through their plane, nor trans peptides flipped to
+        # cis, by the minimiser (flat-bottom guards, zero for a sane structure)
+        forces = [chirality_restraint_force(self.topology),
+                  peptide_restraint_force(self.topology, self.omega_reference)]
         if self.options.restraint_k <= 0:
             return forces
         # heavy atom j of the backmapped trajectory sits at particle heavy_particles[inverse[j]]
@@ -175,7 +184,7 @@ class Refiner:
     def _set_restraint_targets(self, frame: int) -> None:
         # a new frame has new bead targets: rebuild the context's restraint force
         for i in reversed(range(self.system.getNumForces())):
-            if self.system.getForce(i).getName() in ("HEroBM bead restraint", CHIRALITY_FORCE):
+            if self.system.getForce(i).getName() in PIPELINE_FORCES:
                 self.system.removeForce(i)
         for force in self._restraint(frame):
             self.system.addForce(force)
@@ -249,7 +258,7 @@ def without_restraint(system: mm.System) -> mm.System:
     copy.setDefaultPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
     for i in range(system.getNumForces()):
         force = system.getForce(i)
-        if force.getName() not in ("HEroBM bead restraint", CHIRALITY_FORCE):
+        if force.getName() not in PIPELINE_FORCES:
             copy.addForce(mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(force)))
     return copy
 
