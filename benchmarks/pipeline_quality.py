@@ -81,7 +81,8 @@ TOTAL_KEYS = ("n_close_contacts", "n_clashes", "n_pierced_rings", "n_bonds_out_o
               "cis_peptides_nonpro", "cis_peptides_nonpro_in_ref", "cis_nonpro_excess", "cis_peptides_pro",
               "n_unmatched_pred", "n_unmatched_ref")
 REPORT_KEYS = ("n_chain_breaks", "n_disulfides", "repaired_chirality_ca", "repaired_chirality_ile_cb",
-               "repaired_chirality_thr_cb", "omega_fixed", "n_atoms", "platform")
+               "repaired_chirality_thr_cb", "omega_fixed", "n_atoms", "platform", "dropped_residues",
+               "minimize")
 
 
 # --------------------------------------------------------------------------- variants
@@ -121,13 +122,14 @@ def refined_on_input_chains(result, raw_topology):
     pos = np.asarray(result.positions.value_in_unit(_nm()), dtype=np.float64)
     residues = list(result.topology.residues())
     raw_res = list(raw_topology.residues)
-    if len(residues) != len(raw_res):
-        raise RuntimeError(f"the pipeline changed the number of residues ({len(raw_res)} -> {len(residues)})")
+    source = result.residue_source if result.residue_source is not None else np.arange(len(residues))
+    if len(residues) != len(source):
+        raise RuntimeError(f"residue_source has {len(source)} entries for {len(residues)} residues")
     top = mdtraj.Topology()
     chains = {c.index: top.add_chain(getattr(c, "chain_id", None) or chr(ord("A") + c.index % 26))
               for c in raw_topology.chains}
     new_atom, xyz, lookup = {}, [], {}
-    for res, raw in zip(residues, raw_res):
+    for res, raw in zip(residues, (raw_res[i] for i in source)):
         r = top.add_residue(res.name, chains[raw.chain.index], resSeq=raw.resSeq)
         code = getattr(raw, "insertion_code", None)
         if code:

@@ -61,14 +61,32 @@ NOT_SIDECHAIN = BACKBONE | {"OXT"}
 # The signs were determined empirically: over 24 chains of proteins/train (every
 # 60th file) all 6533 CA centres, 425 ILE CB and 360 THR CB had a POSITIVE volume
 # with zero exceptions.  That is L-amino acids, L-Ile (2S,3S) and L-Thr (2S,3R).
-# To add a lipid centre (e.g. POPC glycerol C2, cholesterol C3/C8/...), add an
-# entry here: ("POPC",), "C2", "O21", "C1", "C3", sign; the result then gets
-# "chirality_errors_<name>" automatically.
+# Lipid centres (CHARMM36 names): the signs of every POPC glycerol C2 (100, sn-2 = R) and
+# of the eight cholesterol centres (24 molecules: 3S,8S,9S,10R,13R,14S,17R,20R) of the
+# NMRLipids CHARMM36 POPC/cholesterol bilayer, zero exceptions.  Lipid keys appear in a
+# result only when the structure has such a centre; the protein keys always do.
 _L_AMINO = tuple(sorted(PROTEIN_RESNAMES - {"GLY"}))
+_CHOL = ("CHL", "CHL1", "CHOL")
 CHIRALITY_CHECKS: dict[str, tuple[tuple[str, ...], str, str, str, str, int]] = {
     "ca": (_L_AMINO, "CA", "N", "C", "CB", +1),
     "ile_cb": (("ILE",), "CB", "CA", "CG1", "CG2", +1),
     "thr_cb": (("THR",), "CB", "CA", "OG1", "CG2", +1),
+    "popc_c2": (("POPC",), "C2", "O21", "C1", "C3", -1),
+    "chol_c3": (_CHOL, "C3", "O3", "C2", "C4", -1),
+    "chol_c8": (_CHOL, "C8", "C7", "C9", "C14", +1),
+    "chol_c9": (_CHOL, "C9", "C8", "C10", "C11", -1),
+    "chol_c10": (_CHOL, "C10", "C1", "C5", "C19", +1),
+    "chol_c13": (_CHOL, "C13", "C12", "C17", "C18", -1),
+    "chol_c14": (_CHOL, "C14", "C8", "C13", "C15", -1),
+    "chol_c17": (_CHOL, "C17", "C13", "C16", "C20", +1),
+    "chol_c20": (_CHOL, "C20", "C17", "C21", "C22", +1),
+}
+ALWAYS_REPORTED = ("ca", "ile_cb", "thr_cb")
+# Double bonds whose geometry is fixed: name -> (resnames, four atoms of the dihedral, "cis"|"trans").
+# Result key "double_bond_errors_<name>" (a cis bond with |dihedral| >= 90 deg, or the reverse).
+DOUBLE_BOND_CHECKS: dict[str, tuple[tuple[str, ...], tuple[str, str, str, str], str]] = {
+    "popc_oleoyl_c9": (("POPC",), ("C28", "C29", "C210", "C211"), "cis"),
+    "chol_c5": (_CHOL, ("C10", "C5", "C6", "C7"), "cis"),  # C5=C6 inside ring B
 }
 
 # Geometry thresholds (Angstrom / degrees).
@@ -89,6 +107,11 @@ AROMATIC_RINGS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "TRP": (("6-ring", ("CD2", "CE2", "CZ2", "CH2", "CZ3", "CE3")),
             ("5-ring", ("CG", "CD1", "NE1", "CE2", "CD2"))),
     "HIS": (("", ("CG", "ND1", "CE1", "NE2", "CD2")),),
+    # the sterol rings (not aromatic, but a lipid tail through them is the classic backmapping failure)
+    **dict.fromkeys(_CHOL, (("ring A", ("C1", "C2", "C3", "C4", "C5", "C10")),
+                            ("ring B", ("C5", "C6", "C7", "C8", "C9", "C10")),
+                            ("ring C", ("C8", "C9", "C11", "C12", "C13", "C14")),
+                            ("ring D", ("C13", "C14", "C15", "C16", "C17")))),
 }
 RING_SEARCH_DIST = 3.0  # bonds whose midpoint lies this close to a ring centre are tested
 
@@ -523,6 +546,28 @@ def _chirality(s: _Struct) -> dict[str, tuple[int, np.ndarray]]:
     return out
 
 
+def _double_bonds(s: _Struct) -> dict[str, tuple[int, np.ndarray]]:
+    """name -> (number of double bonds checked, residue indices in error), for present ones only."""
+    out = {}
+    for name, (resnames, atoms, kind) in DOUBLE_BOND_CHECKS.items():
+        res = [i for i, rn in enumerate(s.res_name) if rn in resnames]
+        idx = np.stack([_idx(s, res, nm) for nm in atoms], 1).reshape(-1, 4)
+        ok = (idx >= 0).all(1)
+        if not ok.any():
+            continue
+        idx, res = idx[ok], np.asarray(res, dtype=np.int64)[ok]
+        b0 = _vec(s.xyz, idx[:, 1], idx[:, 0], s.box)
+        b1 = _vec(s.xyz, idx[:, 1], idx[:, 2], s.box)
+        b2 = _vec(s.xyz, idx[:, 2], idx[:, 3], s.box)
+        # cos of the dihedral: > 0 cis, < 0 trans
+        n0 = b0 - (b0 * b1).sum(1, keepdims=True) * b1 / (b1 * b1).sum(1, keepdims=True)
+        n2 = b2 - (b2 * b1).sum(1, keepdims=True) * b1 / (b1 * b1).sum(1, keepdims=True)
+        cos = (n0 * n2).sum(1)
+        wrong = cos <= 0 if kind == "cis" else cos >= 0
+        out[name] = (len(idx), res[wrong])
+    return out
+
+
 def _peptide_pairs(s: _Struct):
     """C(i), N(i+1), CA(i), CA(i+1) heavy indices and residue i+1, for consecutive
     protein residues in the same chain that both have the atoms."""
@@ -554,6 +599,7 @@ def _stereo(p: _Struct, r: _Struct | None) -> dict:
     out: dict = {}
     chir = _chirality(p)
     ref_chir = _chirality(r) if r is not None else None
+    chir = {k: v for k, v in chir.items() if k in ALWAYS_REPORTED or v[0] > 0}
     out["chirality_checked"] = {k: n for k, (n, _) in chir.items()}
     for k, (_, err) in chir.items():
         out[f"chirality_errors_{k}"] = len(err)
@@ -563,6 +609,9 @@ def _stereo(p: _Struct, r: _Struct | None) -> dict:
             k: len({p.res_key[i] for i in err} & {r.res_key[i] for i in ref_chir[k][1]})
             for k, (_, err) in chir.items()
         }
+    for k, (n, err) in _double_bonds(p).items():
+        out[f"double_bond_errors_{k}"] = len(err)
+        out.setdefault("double_bond_error_residues", {})[k] = [p.res_label[i] for i in err[:MAX_LISTED]]
 
     r1, omega = _omegas(p)
     cis = np.abs(omega) < CIS_MAX_DEG

@@ -35,6 +35,9 @@ def radius_edges(pos: torch.Tensor, center_index: torch.Tensor, cutoff: float) -
     return torch.cat(centers), torch.cat(neighbors)
 
 
+MAX_SLOT_VECTOR = 4.0  # A; bead -> atom and atom -> atom vectors of real molecules are shorter
+
+
 class HEroBM(torch.nn.Module):
     """Bead positions (Angstrom) and types -> slot vectors, dihedrals and atom positions."""
 
@@ -43,6 +46,7 @@ class HEroBM(torch.nn.Module):
         super().__init__()
         self.network = network
         self.cutoff = network.cutoff
+        self.max_slot_vector: float = MAX_SLOT_VECTOR
         self.register_buffer("slot_anchor", slot_anchor.long())  # (T, S)
         self.register_buffer("slot_level", slot_level.long())  # (T, S)
         self.register_buffer("slot_weight", slot_weight.to(torch.get_default_dtype()))  # (T, S)
@@ -56,7 +60,16 @@ class HEroBM(torch.nn.Module):
     @torch.jit.export
     def reconstruct(self, pos: torch.Tensor, bead_type: torch.Tensor, vectors: torch.Tensor,
                     slot_atom: torch.Tensor, n_atoms: int) -> torch.Tensor:
-        """Atom positions ``(M, 3)`` from bead positions and slot vectors of every bead."""
+        """Atom positions ``(M, 3)`` from bead positions and slot vectors of every bead.
+
+        At inference a slot vector longer than ``MAX_SLOT_VECTOR`` (A) is shortened to it (its
+        direction kept, so equivariance holds): no anchor-to-atom vector of a real molecule is
+        that long, and one bead pair far outside the training data (e.g. two beads 0.3 A
+        apart) must not throw an atom 100 A away.
+        """
+        if not self.training:
+            norm = (vectors * vectors).sum(dim=-1, keepdim=True).sqrt()
+            vectors = vectors * torch.clamp(self.max_slot_vector / norm.clamp(min=1e-12), max=1.0)
         anchor = self.slot_anchor[bead_type]
         level = self.slot_level[bead_type]
         weight = self.slot_weight[bead_type]

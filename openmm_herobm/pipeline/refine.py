@@ -165,12 +165,160 @@ def potential(simulation: app.Simulation) -> float:
     return simulation.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
 
 
-def minimize(simulation: app.Simulation, tolerance: float = 500.0, max_iterations: int = 0) -> None:
-    simulation.minimizeEnergy(tolerance=tolerance * KJ_NM, maxIterations=max_iterations)
-    state = simulation.context.getState(getPositions=True)
-    if not np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)).all():
+def minimize(simulation: app.Simulation, tolerance: float = 500.0, *, max_iterations: int = 0,
+             restraint_parameter: str | None = None, attempts: int = 3) -> dict:
+    """L-BFGS to an RMS force below ``tolerance`` kJ/mol/nm (OpenMM's criterion), in two stages.
+
+    1. Without electrostatics (charges zeroed in the nonbonded and implicit-solvent forces,
+       Lennard-Jones on): bonds, angles, clashes and the restraints settle first.  From a
+       backmapped start, full Coulomb drives hydroxyl/amine hydrogens (no LJ radius in
+       Amber) and 1-3/1-4 partners into each other: energies of -1e6 kJ/mol, NaN.
+    2. The full force field polishes.  If that collapses two unbonded atoms (< 0.09 nm) or
+       fails, it is redone with charged zero-radius particles given a small repulsive shell
+       (sigma 0.1 nm), and failing that the stage-1 structure is kept (reported).
+
+    OpenMM's L-BFGS stops when a line search fails, which happens on frustrated starts (a
+    stiff restraint against a strained chain break): a stage is then restarted with the
+    restraint ``restraint_parameter`` halved (10x softer after non-finite positions, which
+    also restores the start), at most ``attempts`` passes; the strength is reset after.
+    Returns {"passes", "restraint_scale", "stage2": "full"|"shell"|"skipped", "rms_force"}.
+    """
+    context = simulation.context
+    k0 = context.getParameter(restraint_parameter) if restraint_parameter else None
+    info = {"passes": 0, "restraint_scale": 1.0}
+    with _no_electrostatics(simulation):
+        _minimize_with_retries(simulation, tolerance, max_iterations, restraint_parameter, k0, attempts, info)
+    relaxed = context.getState(getPositions=True).getPositions(asNumpy=True)
+    info["stage2"] = "skipped"
+    for stage2, shell in (("full", False), ("shell", True)):
+        with _repulsive_polar_hydrogens(simulation, enabled=shell):
+            finite, _ = _minimize_pass(simulation, tolerance, max_iterations)
+        info["passes"] += 1
+        if finite and not _collapsed(simulation, 0.09):
+            info["stage2"] = stage2
+            break
+        context.setPositions(relaxed)
+    if k0 is not None:
+        context.setParameter(restraint_parameter, k0)
+    info["rms_force"] = _rms_force(context)
+    return info
+
+
+def _minimize_with_retries(simulation, tolerance, max_iterations, restraint_parameter, k0, attempts, info) -> None:
+    context = simulation.context
+    start = context.getState(getPositions=True).getPositions(asNumpy=True)
+    for _ in range(attempts):
+        finite, rms = _minimize_pass(simulation, tolerance, max_iterations)
+        info["passes"] += 1
+        if finite and rms <= tolerance:
+            return
+        if not finite:
+            context.setPositions(start)
+        if k0 is None:
+            if finite:
+                return
+            continue
+        info["restraint_scale"] *= 0.5 if finite else 0.1
+        context.setParameter(restraint_parameter, k0 * info["restraint_scale"])
+    if not finite:
+        if k0 is not None:
+            context.setParameter(restraint_parameter, k0)
         raise HeroBMError("minimisation produced non-finite positions; the backmapped structure has overlapping "
                           "atoms that the force field cannot resolve (try --restraint-k 0 or check the CG input)")
+
+
+class _no_electrostatics:
+    """Context manager: every charge (NonbondedForce particles and exceptions, GBSAOBCForce) set to zero."""
+
+    def __init__(self, simulation: app.Simulation):  # noqa: D107
+        self.context = simulation.context
+        self.forces = [f for f in simulation.system.getForces() if isinstance(f, (mm.NonbondedForce, mm.GBSAOBCForce))]
+        self.saved = []
+
+    def __enter__(self):
+        for force in self.forces:
+            if isinstance(force, mm.NonbondedForce):
+                particles = [force.getParticleParameters(i) for i in range(force.getNumParticles())]
+                exceptions = [force.getExceptionParameters(i) for i in range(force.getNumExceptions())]
+                for i, (q, sigma, eps) in enumerate(particles):
+                    force.setParticleParameters(i, 0.0, sigma, eps)
+                for k, (i, j, qq, sigma, eps) in enumerate(exceptions):
+                    force.setExceptionParameters(k, i, j, 0.0, sigma, eps)
+                self.saved.append((force, particles, exceptions))
+            else:
+                particles = [force.getParticleParameters(i) for i in range(force.getNumParticles())]
+                for i, (q, radius, scale) in enumerate(particles):
+                    force.setParticleParameters(i, 0.0, radius, scale)
+                self.saved.append((force, particles, None))
+            force.updateParametersInContext(self.context)
+
+    def __exit__(self, *exc):
+        for force, particles, exceptions in self.saved:
+            for i, params in enumerate(particles):
+                force.setParticleParameters(i, *params)
+            for k, params in enumerate(exceptions or ()):
+                force.setExceptionParameters(k, *params)
+            force.updateParametersInContext(self.context)
+
+
+def _minimize_pass(simulation: app.Simulation, tolerance: float, max_iterations: int) -> tuple[bool, float]:
+    try:
+        simulation.minimizeEnergy(tolerance=tolerance * KJ_NM, maxIterations=max_iterations)
+    except mm.OpenMMException as exc:  # "Particle coordinate is NaN"
+        if "nan" not in str(exc).lower():
+            raise
+        return False, np.inf
+    state = simulation.context.getState(getPositions=True)
+    if not np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)).all():
+        return False, np.inf
+    rms = _rms_force(simulation.context)
+    return bool(np.isfinite(rms)), rms
+
+
+def _rms_force(context: mm.Context) -> float:
+    forces = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(KJ_NM)
+    return float(np.sqrt(np.mean(forces ** 2)))
+
+
+def _collapsed(simulation: app.Simulation, distance_nm: float) -> bool:
+    """Whether two atoms that are not bonded sit closer than ``distance_nm``."""
+    from scipy.spatial import cKDTree
+
+    xyz = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    pairs = cKDTree(xyz).query_pairs(distance_nm, output_type="ndarray")
+    if not len(pairs):
+        return False
+    n = len(xyz)
+    bonded = {min(a.index, b.index) * n + max(a.index, b.index) for a, b in simulation.topology.bonds()}
+    return any(int(i) * n + int(j) not in bonded for i, j in np.sort(pairs, axis=1))
+
+
+class _repulsive_polar_hydrogens:
+    """Context manager: charged particles without Lennard-Jones get sigma 0.1 nm, eps 0.1 kJ/mol."""
+
+    def __init__(self, simulation: app.Simulation, enabled: bool = True):  # noqa: D107
+        forces = [f for f in simulation.system.getForces() if isinstance(f, mm.NonbondedForce)]
+        self.context, self.force, self.bare = simulation.context, forces[0] if forces else None, []
+        if enabled and self.force is not None:
+            for i in range(self.force.getNumParticles()):
+                q, sigma, eps = self.force.getParticleParameters(i)
+                if eps.value_in_unit(unit.kilojoule_per_mole) == 0.0 and q.value_in_unit(unit.elementary_charge) != 0.0:
+                    self.bare.append((i, q, sigma, eps))
+
+    def _set(self, original: bool) -> None:
+        for i, q, sigma, eps in self.bare:
+            if original:
+                self.force.setParticleParameters(i, q, sigma, eps)
+            else:
+                self.force.setParticleParameters(i, q, 0.1 * unit.nanometer, 0.1 * unit.kilojoule_per_mole)
+        if self.bare:
+            self.force.updateParametersInContext(self.context)
+
+    def __enter__(self):
+        self._set(False)
+
+    def __exit__(self, *exc):
+        self._set(True)
 
 
 def equilibrate(simulation: app.Simulation, picoseconds: float, temperature: float, restraint_parameter: str | None,

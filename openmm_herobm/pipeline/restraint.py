@@ -36,12 +36,19 @@ def bead_restraint_force(weights, atom_index: np.ndarray, targets_nm: np.ndarray
     """An ``openmmtorch.TorchForce`` restraining beads of the atoms ``atom_index``.
 
     ``weights`` is the sparse ``(n_beads, n_heavy)`` matrix of :class:`SystemMapping`;
-    ``atom_index[j]`` is the particle index of heavy atom ``j`` in the OpenMM system.
+    ``atom_index[j]`` is the particle index of heavy atom ``j`` in the OpenMM system, or -1
+    for an atom the system does not have (its beads are then not restrained).
     """
     from openmmtorch import TorchForce
 
     coo = weights.tocoo()
-    module = torch.jit.script(BeadRestraint(coo.row, atom_index[coo.col], coo.data, targets_nm))
+    particle = atom_index[coo.col]
+    complete = np.ones(weights.shape[0], bool)
+    complete[coo.row[particle < 0]] = False
+    keep = complete[coo.row]
+    beads = np.flatnonzero(complete)
+    row = np.searchsorted(beads, coo.row[keep])
+    module = torch.jit.script(BeadRestraint(row, particle[keep], coo.data[keep], targets_nm[beads]))
     force = TorchForce(module)
     force.addGlobalParameter(PARAMETER, float(k))
     force.setName("HEroBM bead restraint")

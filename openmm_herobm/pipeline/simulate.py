@@ -9,6 +9,7 @@ JSON report).  Trajectories reuse frame 0's topology and System for every frame.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class SimulationResult:
     timings: dict = field(default_factory=dict)  # s
     report: dict = field(default_factory=dict)
     written: list = field(default_factory=list)
+    residue_source: np.ndarray | None = None  # per output residue, its residue index in the model's output
 
     @property
     def trajectory(self) -> mdtraj.Trajectory:
@@ -97,6 +99,11 @@ class Refiner:
         with timed(self.timings, "topology"):
             self.prepared = prepare_topology(backmapped.trajectory.slice([0], copy=False))
         self.report.update(n_chain_breaks=self.prepared.n_breaks, n_disulfides=self.prepared.n_disulfides)
+        if self.prepared.dropped:
+            self.report["dropped_residues"] = list(self.prepared.dropped)
+            warnings.warn(f"{len(self.prepared.dropped)} residue(s) isolated between two chain breaks, too far from "
+                          f"both neighbours to bond, left out of the refined structure (a free amino acid has no "
+                          f"force-field template): {', '.join(self.prepared.dropped[:10])}", stacklevel=3)
         modeller = self._protonate(heavy0, 0)
         self.topology = modeller.topology
         self.report["n_atoms"] = self.topology.getNumAtoms()
@@ -145,10 +152,12 @@ class Refiner:
         if self.options.restraint_k <= 0:
             return forces
         # heavy atom j of the backmapped trajectory sits at particle heavy_particles[inverse[j]]
-        inverse = np.empty(len(self.source), np.int64)
+        # (-1: its residue was left out; the beads it weighs in are not restrained)
+        inverse = np.full(self.bm.trajectory.n_atoms, -1, np.int64)
         inverse[self.source] = np.arange(len(self.source))
-        return forces + [bead_restraint_force(self.bm.system.weights, self.heavy_particles[inverse],
-                                              self.beads[frame], self.options.restraint_k)]
+        particles = np.where(inverse >= 0, self.heavy_particles[np.clip(inverse, 0, None)], -1)
+        return forces + [bead_restraint_force(self.bm.system.weights, particles, self.beads[frame],
+                                              self.options.restraint_k)]
 
     def refine(self, frame: int = 0) -> SimulationResult:
         options, energies = self.options, {}
@@ -164,7 +173,9 @@ class Refiner:
         energies["initial"] = potential(self.simulation)
         if options.minimize:
             with timed(self.timings, "minimize"):
-                minimize(self.simulation, options.tolerance)
+                info = minimize(self.simulation, options.tolerance,
+                                restraint_parameter=PARAMETER if options.restraint_k > 0 else None)
+            self.report["minimize"] = info
             energies["minimized"] = potential(self.simulation)
         state = self.simulation.context.getState(getPositions=True)
         system, simulation = self.system, self.simulation
@@ -179,7 +190,7 @@ class Refiner:
                 state = simulation.context.getState(getPositions=True)
                 energies["equilibrated"] = potential(simulation)
         return SimulationResult(self.topology, state.getPositions(), system, simulation, energies,
-                                dict(self.timings), dict(self.report))
+                                dict(self.timings), dict(self.report), residue_source=self.prepared.source_residue)
 
     def _set_restraint_targets(self, frame: int) -> None:
         # a new frame has new bead targets: rebuild the context's restraint force

@@ -3,6 +3,10 @@
 * Chains are split at chain breaks (CA(i)-CA(i+1) > 4.3 A; a trans peptide spans 3.8 A and
   CA positions are what the CG beads pin down best), so each piece gets real termini
   instead of a stretched peptide bond.
+* A residue alone between two breaks would be a free amino acid, which no protein force
+  field has a template for: it stays bonded to a neighbour whose CA is within 6.5 A (a
+  stretched bond that minimisation closes), else it is left out of the refined structure
+  and reported (crystal structures with unresolved loops; CG simulation chains are whole).
 * Disulfides are detected from geometry (SG-SG < 2.5 A) and bonded; their cysteines
   are named CYS, and the bond keeps the hydrogen off SG.
 * Protonation variants named in the input (HID/HIE/HIP, HSD/HSE/HSP, ASH, GLH, LYN, CYM)
@@ -25,6 +29,7 @@ _VARIANTS = {
     "ASH": ("ASP", "ASH"), "GLH": ("GLU", "GLH"), "LYN": ("LYS", "LYN"),
     "CYM": ("CYS", "CYX"), "CYX": ("CYS", None),
 }
+LONE_JOIN_MAX = 0.65  # nm: a lone residue is bonded to a neighbour whose CA is at most this far
 _PROTEIN = {"ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS", "MET", "PHE",
             "PRO", "SER", "THR", "TRP", "TYR", "VAL", "ACE", "NME"}
 
@@ -37,6 +42,8 @@ class PreparedTopology:
     source_atom: np.ndarray  # (n_atoms,) index of each atom in the input heavy-atom trajectory
     n_breaks: int
     n_disulfides: int
+    source_residue: np.ndarray  # (n_residues,) index of each residue in the input trajectory
+    dropped: list  # labels of input residues left out (isolated between two breaks, too far to join)
 
 
 def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopology:
@@ -46,28 +53,39 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
     positions, variants, source = [], [], []
     n_breaks = 0
     by_residue: list[dict] = []
+    source_residue: list[int] = []
+    dropped: list[str] = []
     for chain in traj.topology.chains:
         chain_id = getattr(chain, "chain_id", None) or chr(ord("A") + chain.index % 26)
         new_chain = top.addChain(chain_id)
         residues = list(chain.residues)
         ca = [next((a.index for a in r.atoms if a.name == "CA"), None) if r.name in _PROTEIN else None
               for r in residues]
-        gap = [k > 0 and ca[k] is not None and ca[k - 1] is not None
-               and np.linalg.norm(xyz[ca[k]] - xyz[ca[k - 1]]) > 0.43 for k in range(len(residues))]
-        # a lone residue between two gaps would be a free amino acid (no force-field template):
-        # keep it bonded to its left neighbour instead (minimisation closes the stretched bond)
+        ca_dist = [np.linalg.norm(xyz[ca[k]] - xyz[ca[k - 1]]) if k > 0 and ca[k] is not None
+                   and ca[k - 1] is not None else np.inf for k in range(len(residues))]
+        gap = [k > 0 and ca_dist[k] > 0.43 and np.isfinite(ca_dist[k]) for k in range(len(residues))]
         n_res = len(residues)
+        drop = [False] * n_res
         for k in range(n_res):
-            starts_alone = (k == 0 or gap[k]) and (k == n_res - 1 or gap[k + 1])
-            if starts_alone and n_res > 1:
-                if k > 0:
-                    gap[k] = False  # join the left neighbour
-                else:
-                    gap[1] = False  # the first residue joins its right neighbour
+            alone = (k == 0 or gap[k]) and (k == n_res - 1 or gap[k + 1]) and residues[k].name in _PROTEIN
+            if not alone or n_res == 1:
+                continue
+            left = ca_dist[k] if k > 0 else np.inf
+            right = ca_dist[k + 1] if k < n_res - 1 else np.inf
+            if min(left, right) <= LONE_JOIN_MAX:
+                gap[k if left <= right else k + 1] = False  # join the nearer neighbour
+            else:
+                drop[k] = True
+                dropped.append(f"{residue_label(residues[k], chain_id)}")
         for k, residue in enumerate(residues):
-            if gap[k]:
+            if drop[k]:
+                if k + 1 < n_res:
+                    gap[k + 1] = True  # what follows starts a new chain
+                continue
+            if gap[k] and next(iter(new_chain.residues()), None) is not None:
                 new_chain = top.addChain(chain_id)  # a break: start a new chain (new termini)
                 n_breaks += 1
+            source_residue.append(residue.index)
             standard, variant = _VARIANTS.get(residue.name, (residue.name, None))
             new_res = top.addResidue(standard, new_chain, str(residue.resSeq),
                                      getattr(residue, "insertion_code", "") or "")
@@ -87,7 +105,33 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
     from .chirality import repair_chirality
 
     n_ss = _bond_disulfides(top, repair_chirality(top, pos)[0], variants)
-    return PreparedTopology(top, unit.Quantity(pos, unit.nanometer), variants, np.array(source), n_breaks, n_ss)
+    # a chain emptied by dropped residues is removed (OpenMM would write an empty TER)
+    if any(next(iter(c.residues()), None) is None for c in top.chains()):
+        top = _without_empty_chains(top)
+    return PreparedTopology(top, unit.Quantity(pos, unit.nanometer), variants, np.array(source, np.int64), n_breaks,
+                            n_ss, np.array(source_residue, np.int64), dropped)
+
+
+def residue_label(residue, chain_id: str) -> str:
+    code = getattr(residue, "insertion_code", "") or ""
+    return f"{residue.name} {residue.resSeq}{code.strip()} (chain {chain_id})"
+
+
+def _without_empty_chains(top: app.Topology) -> app.Topology:
+    new = app.Topology()
+    atoms = {}
+    for chain in top.chains():
+        residues = list(chain.residues())
+        if not residues:
+            continue
+        c = new.addChain(chain.id)
+        for res in residues:
+            r = new.addResidue(res.name, c, res.id, res.insertionCode)
+            for a in res.atoms():
+                atoms[a] = new.addAtom(a.name, a.element, r)
+    for a, b in top.bonds():
+        new.addBond(atoms[a], atoms[b])
+    return new
 
 
 def _bond_disulfides(top: app.Topology, pos: np.ndarray, variants: list) -> int:

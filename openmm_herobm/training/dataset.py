@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HeroBMError, StructureError
-from ..io import atom_slice, load_structure
+from ..io import atom_slice, load_structure, make_whole
 from ..mapping.mapping_set import MappingSet
 from ..mapping.system import SystemMapping, match_residue_atoms
 
@@ -38,7 +38,7 @@ N_REPORTED_LABELS = 50
 # residue variants -> the standard name whose bond template (mdtraj residues.xml) they use
 _STANDARD_NAME = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
                   "CYX": "CYS", "CYM": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS"}
-_INPUT_SUFFIXES = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz")
+_INPUT_SUFFIXES = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro", ".gro.gz")
 
 
 # ====================================================================== report
@@ -112,8 +112,11 @@ def _worker(path: str):
 
 
 def _load(path: str):
-    """First model of a structure file (mdtraj Trajectory, nm)."""
-    return load_structure(path, frames=0)
+    """First model of a structure file (mdtraj Trajectory, nm), molecules made whole when periodic."""
+    traj = load_structure(path, frames=0)
+    if traj.unitcell_lengths is not None and (traj.unitcell_lengths > 2.0).all():
+        traj = make_whole(traj)  # e.g. GROMACS bilayer snapshots; a 1 A CRYST1 placeholder is not a box
+    return traj
 
 
 def process_structure(path: str, ms: MappingSet) -> dict:
@@ -339,13 +342,13 @@ _PER_CHAIN = {  # key -> offsets array that cuts it into chains
 
 
 def find_structures(input_dir_or_files) -> list[str]:
-    """Structure files (.pdb, .cif, optionally .gz) of a folder, sorted; or the given files."""
+    """Structure files (.pdb, .cif, .gro, optionally .gz) of a folder, sorted; or the given files."""
     if isinstance(input_dir_or_files, (str, os.PathLike)):
         path = Path(input_dir_or_files)
         if path.is_dir():
             files = sorted(str(p) for p in path.iterdir() if p.name.lower().endswith(_INPUT_SUFFIXES))
             if not files:
-                raise HeroBMError(f"{path}: no structure files (.pdb, .cif, optionally .gz) in this folder")
+                raise HeroBMError(f"{path}: no structure files (.pdb, .cif, .gro, optionally .gz) in this folder")
             return files
         if not path.exists():
             raise HeroBMError(f"{path}: no such file or folder")
