@@ -155,10 +155,15 @@ def _nm():
     return unit.nanometer
 
 
-def bead_rmsd_A(system, xyz_nm: np.ndarray, beads_nm: np.ndarray) -> float:
-    """RMSD (A) of the beads forward-mapped from ``xyz_nm`` (system atom order) from ``beads_nm``."""
-    mapped = system.map(xyz_nm)
-    return float(np.sqrt(((mapped - beads_nm) ** 2).sum(1).mean()) * 10.0)
+def bead_rmsd_A(system, xyz_nm: np.ndarray, beads_nm: np.ndarray, present: np.ndarray | None = None) -> float:
+    """RMSD (A) of the beads forward-mapped from ``xyz_nm`` (system atom order) from ``beads_nm``,
+    over the beads all of whose atoms are ``present`` (residues the pipeline left out are skipped)."""
+    mapped = system.map(np.nan_to_num(xyz_nm))
+    ok = np.ones(len(beads_nm), bool)
+    if present is not None and not present.all():
+        w = system.weights.tocoo()
+        ok[w.row[~present[w.col]]] = False
+    return float(np.sqrt(((mapped[ok] - beads_nm[ok]) ** 2).sum(1).mean()) * 10.0)
 
 
 def metric_row(metrics: dict) -> dict:
@@ -337,7 +342,7 @@ def run_chain(path: Path, model, args, hb, backmap_and_simulate) -> tuple[dict, 
             traj, index = refined_on_input_chains(res, bm.system.aa_topology)
             metrics = hb.evaluate(traj, ref)
             missing = int((index < 0).sum())
-            bead = (bead_rmsd_A(bm.system, traj.xyz[0, index].astype(np.float64), beads) if not missing else None)
+            bead = bead_rmsd_A(bm.system, traj.xyz[0, np.clip(index, 0, None)].astype(np.float64), beads, index >= 0)
         except Exception as exc:  # keep going; the failure is reported
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             failed.append({"chain": name, "variant": vname, "error": f"{type(exc).__name__}: {msg}"})

@@ -100,9 +100,10 @@ def _cmd_backmap(args) -> int:
 
         result = backmap(args.cg, args.model, trajectory=args.trajectory, output=args.output,
                          trajectory_output=args.traj_out, unmapped=args.unmapped, chunk=args.chunk)
-        system = result.system
-        print(f"backmapped {system.n_beads} beads in {len(system.residues)} residues to {system.n_atoms} heavy atoms "
-              f"({result.trajectory.n_frames} frame(s)) with model {result.model.path.name}; no refinement")
+        print(result.summary() + "; no refinement")
+        if result.solvent:
+            print("CG solvent not backmapped (the pipeline rebuilds it with --solvent explicit): "
+                  + ", ".join(f"{n} x{c}" for n, c in sorted(result.solvent.items())))
         written = result.written
     else:
         from ..pipeline import backmap_and_simulate
@@ -225,17 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "equilibrate. Writes OUT plus OUT.system.xml, OUT.state.xml, OUT.report.json.")
     b.add_argument("cg", help="CG structure (PDB, GRO, mmCIF)")
     b.add_argument("-o", "--output", help="all-atom structure out (PDB, GRO, mmCIF): the first frame")
-    b.add_argument("--model", help="shipped model name or a deployed .pt file (default: the shipped model that "
-                                   "knows the input's residues)")
+    b.add_argument("--model", action="append", help="shipped model name or a deployed .pt file; repeat it for "
+                   "whole systems (each residue goes to the first model that knows it). Default: the shipped "
+                   "models (proteins: martini3_protein, POPC/cholesterol: martini3_lipids)")
     b.add_argument("-t", "--trajectory", help="CG trajectory (XTC, DCD, TRR) over the structure's topology")
     b.add_argument("--traj-out", help="all-atom trajectory out (DCD, XTC): every frame")
     b.add_argument("--unmapped", choices=["fail", "drop"], default="fail",
-                   help="residues the model's mapping does not know: stop with their list, or leave them out")
+                   help="molecules no model knows: stop with their names and counts, or leave them out "
+                   "(Martini water W and ION beads are solvent: rebuilt by --solvent explicit, else left out)")
     b.add_argument("--chunk", type=float, default=40.0, help="edge of the spatial chunks for big systems (A)")
     b.add_argument("--no-minimize", action="store_true",
                    help="write the model's heavy atoms as they are: no hydrogens, no OpenMM refinement")
     b.add_argument("--ph", type=float, default=7.0, help="pH for the protonation states (default 7.0)")
-    b.add_argument("--forcefield", default="amber14-all.xml", help="OpenMM/openmmforcefields XML (default amber14-all.xml)")
+    b.add_argument("--forcefield", default=None, help="OpenMM/openmmforcefields XML (default: amber14-all.xml for "
+                   "proteins, charmm36.xml when lipids are present)")
     b.add_argument("--solvent", choices=["implicit", "explicit", "vacuum"], default="implicit",
                    help="implicit (OBC2, default), explicit (TIP3P-FB box, 1 nm padding, neutralised) or vacuum")
     b.add_argument("--equilibrate", type=float, metavar="PS", help="NVT equilibration after minimisation (ps)")

@@ -143,3 +143,124 @@ def _dihedral(p: np.ndarray) -> float:
     v = b0 - np.dot(b0, b1) * b1
     w = b2 - np.dot(b2, b1) * b1
     return float(np.arctan2(np.dot(np.cross(b1, v), w), np.dot(v, w)))
+
+
+# ------------------------------------------------------------------ lipids and other molecules
+
+
+def _molecule_checks():
+    """Non-protein stereo checks of :mod:`openmm_herobm.evaluation.metrics` (lipid centres, double bonds)."""
+    from ..evaluation.metrics import ALWAYS_REPORTED, CHIRALITY_CHECKS, DOUBLE_BOND_CHECKS
+
+    centres = {k: v for k, v in CHIRALITY_CHECKS.items() if k not in ALWAYS_REPORTED}
+    return centres, DOUBLE_BOND_CHECKS
+
+
+def _matches(residue_name: str, names: tuple) -> bool:
+    return residue_name in names or FORCEFIELD_NAMES.get(residue_name) in names or any(
+        FORCEFIELD_NAMES.get(n) == residue_name for n in names)
+
+
+#: residue names the CHARMM36 XML uses for molecules our mappings name otherwise
+FORCEFIELD_NAMES = {"CHL": "CHL1", "CHOL": "CHL1"}
+_CIS_BOND = (0.150, 0.134)  # nm: C-C single and C=C double bond of a cis alkene (angles ~125 deg)
+
+
+def repair_molecule_stereo(topology: app.Topology, positions_nm: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Fix inverted lipid stereocentres and trans-for-cis double bonds; positions (nm) and counts.
+
+    * A centre with the wrong sign is reflected through the plane of its three listed
+      neighbours: its bonds to them keep their lengths and the configuration flips.
+    * A cis double bond A-B=C-D built trans gets B and C rebuilt in the plane of A, D and
+      their old midpoint, on the same side (cis), with B-C 1.34 A and A-B = C-D 1.50 A
+      where the A-D distance allows it.  A and D (and the rest of the chain) stay.
+    """
+    centres, double_bonds = _molecule_checks()
+    pos = np.array(positions_nm, dtype=np.float64, copy=True)
+    fixed: dict = {}
+    for residue in topology.residues():
+        atoms = {a.name: a.index for a in residue.atoms()}
+        for key, (resnames, centre, a, b, c, sign) in centres.items():
+            if not _matches(residue.name, resnames) or not all(n in atoms for n in (centre, a, b, c)):
+                continue
+            x0, xa, xb, xc = (pos[atoms[n]] for n in (centre, a, b, c))
+            if sign * _volume(x0, xa, xb, xc) > 0:
+                continue
+            normal = np.cross(xb - xa, xc - xa)
+            normal /= np.linalg.norm(normal)
+            new = x0 - 2 * np.dot(x0 - xa, normal) * normal
+            if sign * _volume(new, xa, xb, xc) < _FLAT:  # (nearly) flat: out of the plane on the right side
+                base = (xa + xb + xc) / 3
+                new = max((base + 0.05 * normal, base - 0.05 * normal), key=lambda x: sign * _volume(x, xa, xb, xc))
+            pos[atoms[centre]] = new
+            fixed[key] = fixed.get(key, 0) + 1
+        for key, (resnames, quad, kind) in double_bonds.items():
+            if kind != "cis" or not _matches(residue.name, resnames) or not all(n in atoms for n in quad):
+                continue
+            ia, ib, ic, id_ = (atoms[n] for n in quad)
+            if _cos_dihedral(pos[ia], pos[ib], pos[ic], pos[id_]) > 0:
+                continue
+            pos[ib], pos[ic] = _cis_pair(pos[ia], pos[id_], 0.5 * (pos[ib] + pos[ic]))
+            fixed[key] = fixed.get(key, 0) + 1
+    return pos, fixed
+
+
+def _cos_dihedral(a, b, c, d) -> float:
+    b1 = (c - b) / np.linalg.norm(c - b)
+    n0 = (a - b) - np.dot(a - b, b1) * b1
+    n2 = (d - c) - np.dot(d - c, b1) * b1
+    return float(np.dot(n0, n2))
+
+
+def _cis_pair(a: np.ndarray, d: np.ndarray, hint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    single, double = _CIS_BOND
+    ad = d - a
+    length = np.linalg.norm(ad)
+    u = ad / length
+    w = (hint - a) - np.dot(hint - a, u) * u
+    if np.linalg.norm(w) < 1e-6:
+        w = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.9 else [0.0, 1.0, 0.0])
+    w /= np.linalg.norm(w)
+    half = 0.5 * min(double, length)
+    offset = max(0.5 * (length - double), 0.0)
+    h = max(np.sqrt(max(single ** 2 - offset ** 2, 0.0)), 0.04)  # too far apart for cis: bent, minimisation relaxes
+    mid = 0.5 * (a + d)
+    return mid - half * u + h * w, mid + half * u + h * w
+
+
+def molecule_stereo_force(topology: app.Topology, k: float = 1.0e8, minimum: float = 1.5e-3,
+                          k_cis: float = 1000.0, tolerance_deg: float = 30.0) -> list:
+    """Flat-bottom guards for lipid centres (signed volume) and cis double bonds (dihedral), for minimisation.
+
+    Zero on a correct structure; they stop the minimiser from inverting a centre or
+    turning a cis double bond trans.  Empty list when the topology has none.
+    """
+    import openmm as mm
+
+    centres, double_bonds = _molecule_checks()
+    a = "(x1-x4)"; b = "(x2-x4)"; c = "(x3-x4)"
+    ay, by, cy = a.replace("x", "y"), b.replace("x", "y"), c.replace("x", "y")
+    az, bz, cz = a.replace("x", "z"), b.replace("x", "z"), c.replace("x", "z")
+    volume = f"{a}*({by}*{cz}-{bz}*{cy}) + {ay}*({bz}*{c}-{b}*{cz}) + {az}*({b}*{cy}-{by}*{c})"
+    chiral = mm.CustomCompoundBondForce(4, f"k_mol_chiral*step(vmin_mol-v)*(vmin_mol-v)^2; v=sign_v*({volume})")
+    chiral.addGlobalParameter("k_mol_chiral", k)
+    chiral.addGlobalParameter("vmin_mol", minimum)
+    chiral.addPerBondParameter("sign_v")
+    cis = mm.CustomTorsionForce("k_cis*step(d-tol_cis)*(d-tol_cis)^2; d=abs(atan2(sin(theta), cos(theta)))")
+    cis.addGlobalParameter("k_cis", k_cis)
+    cis.addGlobalParameter("tol_cis", np.radians(tolerance_deg))
+    for residue in topology.residues():
+        atoms = {x.name: x.index for x in residue.atoms()}
+        for resnames, centre, na, nb, nc, sign in centres.values():
+            if _matches(residue.name, resnames) and all(n in atoms for n in (centre, na, nb, nc)):
+                chiral.addBond([atoms[na], atoms[nb], atoms[nc], atoms[centre]], [float(sign)])
+        for resnames, quad, kind in double_bonds.values():
+            if kind == "cis" and _matches(residue.name, resnames) and all(n in atoms for n in quad):
+                cis.addTorsion(*(atoms[n] for n in quad), [])
+    chiral.setName(MOLECULE_CHIRALITY_FORCE)
+    cis.setName(CIS_FORCE)
+    return [f for f, n in ((chiral, chiral.getNumBonds()), (cis, cis.getNumTorsions())) if n]
+
+
+MOLECULE_CHIRALITY_FORCE = "HEroBM lipid stereocentre restraint"
+CIS_FORCE = "HEroBM cis double-bond restraint"

@@ -7,6 +7,7 @@ CPU platform); constraints are added only for dynamics.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ KJ_NM = unit.kilojoule_per_mole / unit.nanometer
 #: force-field files per solvent model
 IMPLICIT = "implicit/obc2.xml"
 EXPLICIT_WATER = "amber14/tip3pfb.xml"
+CHARMM_WATER = "charmm36/water.xml"  # CHARMM TIP3P and ions
 
 
 def choose_platform(name: str | None = None) -> mm.Platform:
@@ -41,7 +43,7 @@ def load_forcefield(forcefield: str | list[str], solvent: str | None) -> app.For
     if solvent == "implicit":
         files.append(IMPLICIT)
     elif solvent == "explicit":
-        files.append(EXPLICIT_WATER)
+        files.append(CHARMM_WATER if any("charmm" in f.lower() for f in files) else EXPLICIT_WATER)
     elif solvent not in (None, "vacuum"):
         raise HeroBMError(f"solvent must be None, 'implicit' or 'explicit', not {solvent!r}")
     try:
@@ -99,8 +101,85 @@ def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float,
         for end in {residues[0].index, residues[-1].index}:
             if variants[end] in ("ASH", "GLH", "LYN"):
                 variants[end] = None
+    load_hydrogen_definitions(forcefield, topology)
     # the platform matters: addHydrogens minimises the new hydrogens (Reference is slow)
-    modeller.addHydrogens(forcefield, pH=ph, variants=variants, platform=platform)
+    try:
+        modeller.addHydrogens(forcefield, pH=ph, variants=variants, platform=platform,
+                              residueTemplates=named_templates(forcefield, modeller.topology))
+    except mm.OpenMMException as exc:
+        # the relaxation of the new hydrogens (heavy atoms fixed) blew up on overlapping heavy
+        # atoms: place them by geometry only; the pipeline's soft-start minimisation follows
+        if "nan" not in str(exc).lower():
+            raise
+        modeller.addHydrogens(None, pH=ph, variants=variants)
+    separate_overlapping_hydrogens(modeller)
+
+
+def separate_overlapping_hydrogens(modeller: app.Modeller, distance_nm: float = 0.05, seed: int = 0) -> int:
+    """Move hydrogens that sit on another atom by 0.03 nm in a random (seeded) direction.
+
+    Geometric placement can put the two hydrogens of a CH2 whose neighbours are collinear on
+    one spot; there the H-C-H angle force has no gradient, so minimisation alone never
+    separates them.  Returns how many were moved.
+    """
+    from scipy.spatial import cKDTree
+
+    xyz = np.asarray(modeller.positions.value_in_unit(unit.nanometer), dtype=np.float64)
+    pairs = cKDTree(xyz).query_pairs(distance_nm, output_type="ndarray")
+    if not len(pairs):
+        return 0
+    atoms = list(modeller.topology.atoms())
+    hydrogens = {int(i) for pair in pairs for i in pair if atoms[int(i)].element is app.element.hydrogen}
+    rng = np.random.default_rng(seed)
+    for i in sorted(hydrogens):
+        step = rng.normal(size=3)
+        xyz[i] += 0.03 * step / np.linalg.norm(step)
+    modeller.positions = unit.Quantity(xyz, unit.nanometer)
+    return len(hydrogens)
+
+
+def named_templates(forcefield: app.ForceField, topology: app.Topology) -> dict:
+    """{residue: its name} for non-protein residues named like a template of ``forcefield``.
+
+    CHARMM36 has two cholesterol templates with the same atoms (CHL1, CLOL): the name decides.
+    """
+    from .topology import _PROTEIN
+
+    return {r: r.name for r in topology.residues() if r.name not in _PROTEIN and r.name in forcefield._templates}
+
+
+def load_hydrogen_definitions(forcefield: app.ForceField, topology: app.Topology) -> list[str]:
+    """Teach ``Modeller.addHydrogens`` the residues it has no definitions for (lipids, ligands).
+
+    Each hydrogen's parent is the heavy atom it is bonded to in the force field's template
+    of that name; returns the residue names that got definitions.
+    """
+    import tempfile
+    from xml.sax.saxutils import quoteattr
+
+    app.Modeller._loadStandardHydrogenDefinitions()  # else they would load later, on top of ours
+    known = app.Modeller._residueHydrogens
+    lines, added = ["<Residues>"], []
+    for name in sorted({r.name for r in topology.residues()} - set(known)):
+        template = forcefield._templates.get(name)
+        if template is None:
+            continue
+        lines.append(f" <Residue name={quoteattr(name)}>")
+        for i, j in template.bonds:
+            for h, parent in ((i, j), (j, i)):
+                atom, heavy = template.atoms[h], template.atoms[parent]
+                if atom.element is app.element.hydrogen and heavy.element is not app.element.hydrogen:
+                    lines.append(f"  <H name={quoteattr(atom.name)} parent={quoteattr(heavy.name)}/>")
+        lines.append(" </Residue>")
+        added.append(name)
+    if added:
+        with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as f:
+            f.write("\n".join(lines + ["</Residues>"]))
+        try:
+            app.Modeller.loadHydrogenDefinitions(f.name)
+        finally:
+            Path(f.name).unlink()
+    return added
 
 
 @dataclass
@@ -118,7 +197,7 @@ def build_simulation(topology, positions, forcefield: app.ForceField, solvent: s
     method = app.PME if solvent == "explicit" else app.CutoffNonPeriodic
     try:
         system = forcefield.createSystem(topology, nonbondedMethod=method, nonbondedCutoff=1.0 * unit.nanometer,
-                                         constraints=constraints)
+                                         constraints=constraints, residueTemplates=named_templates(forcefield, topology))
     except ValueError as exc:  # e.g. no template for a residue
         raise HeroBMError(f"the force field cannot parameterise the backmapped structure: {str(exc).split('  For more')[0]} "
                           "(use --no-minimize for the model's heavy atoms, or another --forcefield)") from None
@@ -185,7 +264,10 @@ def minimize(simulation: app.Simulation, tolerance: float = 500.0, *, max_iterat
     """
     context = simulation.context
     k0 = context.getParameter(restraint_parameter) if restraint_parameter else None
-    info = {"passes": 0, "restraint_scale": 1.0}
+    info = {"passes": 0, "restraint_scale": 1.0, "soft_start": False}
+    if _collapsed(simulation, 0.08):
+        info["soft_start"] = True
+        soft_start(simulation, tolerance, max_iterations)
     with _no_electrostatics(simulation):
         _minimize_with_retries(simulation, tolerance, max_iterations, restraint_parameter, k0, attempts, info)
     relaxed = context.getState(getPositions=True).getPositions(asNumpy=True)
@@ -194,9 +276,11 @@ def minimize(simulation: app.Simulation, tolerance: float = 500.0, *, max_iterat
         with _repulsive_polar_hydrogens(simulation, enabled=shell):
             finite, _ = _minimize_pass(simulation, tolerance, max_iterations)
         info["passes"] += 1
-        if finite and not _collapsed(simulation, 0.09):
+        collapsed = _collapsed(simulation, 0.09) if finite else False
+        if finite and not collapsed:
             info["stage2"] = stage2
             break
+        info[f"stage2_{stage2}_failed"] = collapsed or "non-finite"
         context.setPositions(relaxed)
     if k0 is not None:
         context.setParameter(restraint_parameter, k0)
@@ -228,9 +312,11 @@ def _minimize_with_retries(simulation, tolerance, max_iterations, restraint_para
 
 
 class _no_electrostatics:
-    """Context manager: every charge (NonbondedForce particles and exceptions, GBSAOBCForce) set to zero."""
+    """Context manager: every charge (NonbondedForce particles and exceptions, GBSAOBCForce) set to zero,
+    and with ``lennard_jones=False`` every Lennard-Jones well too."""
 
-    def __init__(self, simulation: app.Simulation):  # noqa: D107
+    def __init__(self, simulation: app.Simulation, lennard_jones: bool = True):  # noqa: D107
+        self.lj = lennard_jones
         self.context = simulation.context
         self.forces = [f for f in simulation.system.getForces() if isinstance(f, (mm.NonbondedForce, mm.GBSAOBCForce))]
         self.saved = []
@@ -241,9 +327,9 @@ class _no_electrostatics:
                 particles = [force.getParticleParameters(i) for i in range(force.getNumParticles())]
                 exceptions = [force.getExceptionParameters(i) for i in range(force.getNumExceptions())]
                 for i, (q, sigma, eps) in enumerate(particles):
-                    force.setParticleParameters(i, 0.0, sigma, eps)
+                    force.setParticleParameters(i, 0.0, sigma, eps if self.lj else 0.0)
                 for k, (i, j, qq, sigma, eps) in enumerate(exceptions):
-                    force.setExceptionParameters(k, i, j, 0.0, sigma, eps)
+                    force.setExceptionParameters(k, i, j, 0.0, sigma, eps if self.lj else 0.0)
                 self.saved.append((force, particles, exceptions))
             else:
                 particles = [force.getParticleParameters(i) for i in range(force.getNumParticles())]
@@ -259,6 +345,59 @@ class _no_electrostatics:
             for k, params in enumerate(exceptions or ()):
                 force.setExceptionParameters(k, *params)
             force.updateParametersInContext(self.context)
+
+
+SOFT_K = 5.0e4  # kJ/mol: height of the capped repulsion at full overlap
+_BONDED = (mm.HarmonicBondForce, mm.HarmonicAngleForce, mm.PeriodicTorsionForce, mm.RBTorsionForce,
+           mm.CustomTorsionForce, mm.CMAPTorsionForce, mm.CustomAngleForce, mm.CustomCompoundBondForce)
+
+
+def soft_start(simulation: app.Simulation, tolerance: float, max_iterations: int = 0) -> None:
+    """Push overlapping atoms apart before the force field sees them (its r^-12 is infinite there).
+
+    A separate System with the same particles, every bonded force and stereo guard
+    (torsions, CMAP, chirality, cis/trans) but not the bead restraint and, instead of all nonbonded forces, a capped repulsion
+    ``k (1 - r/s)^2`` for ``r < s`` (s = 0.3 nm between heavy atoms, 0.25 nm heavy-H,
+    0.2 nm H-H; same exclusions as the NonbondedForce).  Force fields keep Lennard-Jones in
+    different forces (Amber: NonbondedForce; CHARMM: custom forces with NBFIX), so the
+    whitelist of bonded forces is what makes this work for any of them.
+    """
+    system = simulation.system
+    soft = mm.System()
+    for i in range(system.getNumParticles()):
+        soft.addParticle(system.getParticleMass(i))
+    for force in system.getForces():
+        if isinstance(force, _BONDED):  # (a TorchForce does not survive XML copying: left out)
+            soft.addForce(mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(force)))
+    repulsion = mm.CustomNonbondedForce("k_soft*step(s-r)*(1-r/s)^2; s=radius1+radius2")
+    repulsion.addGlobalParameter("k_soft", SOFT_K)
+    repulsion.addPerParticleParameter("radius")
+    for atom in simulation.topology.atoms():
+        repulsion.addParticle([0.1 if atom.element is app.element.hydrogen else 0.15])
+    nonbonded = [f for f in system.getForces() if isinstance(f, mm.NonbondedForce)]
+    if nonbonded:
+        for k in range(nonbonded[0].getNumExceptions()):
+            repulsion.addExclusion(*nonbonded[0].getExceptionParameters(k)[:2])
+    else:
+        for a, b in simulation.topology.bonds():
+            repulsion.addExclusion(a.index, b.index)
+    repulsion.setNonbondedMethod(mm.CustomNonbondedForce.CutoffNonPeriodic)
+    repulsion.setCutoffDistance(0.3 * unit.nanometer)
+    soft.addForce(repulsion)
+    context = mm.Context(soft, mm.VerletIntegrator(0.001), simulation.context.getPlatform())
+    for name in _global_parameters(system):
+        if name in _global_parameters(soft):
+            context.setParameter(name, simulation.context.getParameter(name))
+    context.setPositions(simulation.context.getState(getPositions=True).getPositions())
+    mm.LocalEnergyMinimizer.minimize(context, tolerance, max_iterations)
+    xyz = context.getState(getPositions=True).getPositions(asNumpy=True)
+    if np.isfinite(xyz.value_in_unit(unit.nanometer)).all():
+        simulation.context.setPositions(xyz)
+
+
+def _global_parameters(system: mm.System) -> set:
+    return {f.getGlobalParameterName(i) for f in system.getForces() if hasattr(f, "getNumGlobalParameters")
+            for i in range(f.getNumGlobalParameters())}
 
 
 def _minimize_pass(simulation: app.Simulation, tolerance: float, max_iterations: int) -> tuple[bool, float]:
@@ -290,7 +429,15 @@ def _collapsed(simulation: app.Simulation, distance_nm: float) -> bool:
         return False
     n = len(xyz)
     bonded = {min(a.index, b.index) * n + max(a.index, b.index) for a, b in simulation.topology.bonds()}
-    return any(int(i) * n + int(j) not in bonded for i, j in np.sort(pairs, axis=1))
+    atoms = list(simulation.topology.atoms())
+    for i, j in np.sort(pairs, axis=1):
+        if int(i) * n + int(j) not in bonded:
+            return f"{_atom_label(atoms[i])} - {_atom_label(atoms[j])}"
+    return False
+
+
+def _atom_label(atom) -> str:
+    return f"{atom.residue.name} {atom.residue.id} {atom.name}"
 
 
 class _repulsive_polar_hydrogens:

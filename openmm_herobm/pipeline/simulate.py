@@ -21,22 +21,24 @@ import openmm.unit as unit
 
 from ..errors import HeroBMError
 from .backbone import optimise_backbone
-from .chirality import (CHIRALITY_FORCE, PEPTIDE_FORCE, chirality_restraint_force, peptide_restraint_force,
-                        repair_chirality)
+from .chirality import (CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHIRALITY_FORCE, PEPTIDE_FORCE,
+                        chirality_restraint_force, molecule_stereo_force, peptide_restraint_force, repair_chirality,
+                        repair_molecule_stereo)
 from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
                      potential, timed)
 from .restraint import PARAMETER, bead_restraint_force
+from .topology import _VARIANTS as _VARIANT_NAMES
 from .topology import prepare_topology
 
 
 #: forces the pipeline adds for refinement only; the System written for production has none
-PIPELINE_FORCES = ("HEroBM bead restraint", CHIRALITY_FORCE, PEPTIDE_FORCE)
+PIPELINE_FORCES = ("HEroBM bead restraint", CHIRALITY_FORCE, PEPTIDE_FORCE, MOLECULE_CHIRALITY_FORCE, CIS_FORCE)
 
 
 @dataclass
 class PipelineOptions:
     ph: float = 7.0
-    forcefield: str | list = "amber14-all.xml"
+    forcefield: str | list | None = None  # None: amber14-all for proteins, charmm36 when lipids are present
     minimize: bool = True
     tolerance: float = 500.0  # kJ/mol/nm
     equilibrate_ps: float | None = None
@@ -66,16 +68,17 @@ class SimulationResult:
         return mdtraj.Trajectory(xyz, mdtraj.Topology.from_openmm(self.topology))
 
 
-def residue_phi_psi(backmapped, frame: int = 0) -> np.ndarray:
-    """Predicted (phi, psi) per residue (radians) from the BB beads' dihedral outputs."""
-    system = backmapped.system
-    dih = backmapped.dihedrals[frame]
-    out = np.full((len(system.residues), 2), np.nan)
-    for r, res in enumerate(system.residues):
-        if "BB" in res.mapping.beads:
-            d = dih[res.beads[res.mapping.beads.index("BB")]]
-            out[r] = np.arctan2(d[0], d[1]), np.arctan2(d[2], d[3])
-    return out
+WATER_BEADS = ("W", "SW", "TW", "PW", "WF", "SOL")
+PROTEIN_FORCEFIELD = "amber14-all.xml"
+MEMBRANE_FORCEFIELD = "charmm36.xml"  # CHARMM36m protein + CHARMM36 lipids (POPC, cholesterol CHL1, ...)
+
+
+def default_forcefield(topology) -> str:
+    """amber14-all for proteins only; charmm36 as soon as anything else (lipids) is present."""
+    from .topology import _PROTEIN
+
+    names = {r.name for r in topology.residues}
+    return PROTEIN_FORCEFIELD if names <= _PROTEIN | set(_VARIANT_NAMES) else MEMBRANE_FORCEFIELD
 
 
 class Refiner:
@@ -89,12 +92,13 @@ class Refiner:
         self.bm = backmapped
         self.options = options
         self.platform = choose_platform(options.platform)
-        self.forcefield = load_forcefield(options.forcefield, options.solvent)
+        forcefield = options.forcefield or default_forcefield(backmapped.trajectory.topology)
+        self.forcefield = load_forcefield(forcefield, options.solvent)
         # hydrogens are placed (and briefly relaxed) with the force field alone: implicit
         # solvent would make that step several times slower for nothing
-        self.hydrogen_forcefield = load_forcefield(options.forcefield, None)
+        self.hydrogen_forcefield = load_forcefield(forcefield, None)
         self.timings: dict = {}
-        self.report: dict = {"platform": self.platform.getName()}
+        self.report: dict = {"platform": self.platform.getName(), "forcefield": forcefield}
         heavy0 = self._heavy_positions(0)
         with timed(self.timings, "topology"):
             self.prepared = prepare_topology(backmapped.trajectory.slice([0], copy=False))
@@ -129,26 +133,45 @@ class Refiner:
         positions = heavy_xyz[self.prepared.source_atom]
         if self.options.optimize_backbone:
             with timed(self.timings, "backbone"):
-                result = optimise_backbone(self.prepared.topology, positions, residue_phi_psi(self.bm, frame))
+                phi_psi = self.bm.phi_psi(frame)[self.prepared.source_residue]
+                result = optimise_backbone(self.prepared.topology, positions, phi_psi)
                 positions = result.positions
                 self.report["omega_fixed"] = self.report.get("omega_fixed", 0) + result.n_omega_fixed
         # stereo repair after the backbone is sane (a collapsed N-CA-C makes every centre flat)
         with timed(self.timings, "chirality"):
             positions, repaired = repair_chirality(self.prepared.topology, positions)
+            positions, more = repair_molecule_stereo(self.prepared.topology, positions)
+            repaired.update(more)
             for key, count in repaired.items():
                 self.report[f"repaired_chirality_{key}"] = self.report.get(f"repaired_chirality_{key}", 0) + count
         with timed(self.timings, "hydrogens"):
             modeller = app.Modeller(self.prepared.topology, unit.Quantity(positions, unit.nanometer))
             add_hydrogens(modeller, self.hydrogen_forcefield, self.options.ph, list(self.prepared.variants), self.platform)
             if self.options.solvent == "explicit":
-                modeller.addSolvent(self.forcefield, padding=1.0 * unit.nanometer, neutralize=True)
+                self._add_solvent(modeller)
         return modeller
+
+    def _add_solvent(self, modeller: app.Modeller) -> None:
+        """Explicit water and ions: in the CG box when the input had one (its W beads and ions are
+        rebuilt, at the CG salt concentration), else a 1 nm padded box; neutralised either way."""
+        solvent = self.bm.solvent
+        if self.bm.box is None:
+            modeller.addSolvent(self.forcefield, padding=1.0 * unit.nanometer, neutralize=True)
+            return
+        waters = 4 * sum(n for name, n in solvent.items() if name in WATER_BEADS)  # Martini: 4 waters per bead
+        pairs = min(solvent.get("NA", 0), solvent.get("CL", 0))
+        molar = 55.5 * pairs / waters if waters else 0.0
+        box = self.bm.box[0]
+        modeller.addSolvent(self.forcefield, boxVectors=tuple(mm.Vec3(*row) for row in box) * unit.nanometer,
+                            neutralize=True, ionicStrength=molar * unit.molar)
+        self.report["solvent_rebuilt"] = {"cg_beads": dict(solvent), "ionic_strength_M": round(molar, 4),
+                                          "box_nm": np.round(np.diag(box), 3).tolist()}
 
     def _restraint(self, frame: int) -> list:
         # stereo centres may not be pushed through their plane, nor trans peptides flipped to
         # cis, by the minimiser (flat-bottom guards, zero for a sane structure)
         forces = [chirality_restraint_force(self.topology),
-                  peptide_restraint_force(self.topology, self.omega_reference)]
+                  peptide_restraint_force(self.topology, self.omega_reference)] + molecule_stereo_force(self.topology)
         if self.options.restraint_k <= 0:
             return forces
         # heavy atom j of the backmapped trajectory sits at particle heavy_particles[inverse[j]]
@@ -156,7 +179,7 @@ class Refiner:
         inverse = np.full(self.bm.trajectory.n_atoms, -1, np.int64)
         inverse[self.source] = np.arange(len(self.source))
         particles = np.where(inverse >= 0, self.heavy_particles[np.clip(inverse, 0, None)], -1)
-        return forces + [bead_restraint_force(self.bm.system.weights, particles, self.beads[frame],
+        return forces + [bead_restraint_force(self.bm.weights, particles, self.beads[frame],
                                               self.options.restraint_k)]
 
     def refine(self, frame: int = 0) -> SimulationResult:
@@ -203,7 +226,7 @@ class Refiner:
 
 
 def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
-                         forcefield: str | list[str] = "amber14-all.xml", minimize: bool = True,
+                         forcefield: str | list[str] | None = None, minimize: bool = True,
                          tolerance: float = 500.0, equilibrate: float | None = None, temperature: float = 300.0,
                          solvent: str | None = "implicit", platform: str | None = None, restraint_k: float = 1.0e5,
                          optimize_backbone: bool = True, output: str | Path | None = None,
@@ -234,7 +257,11 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     cg_traj, _ = load_input(cg, trajectory)
     with timed(timings, "model"):
         bm = backmap(cg_traj, model, unmapped=unmapped)
-    beads = cg_traj.xyz[:, bm.system.cg_input_index].astype(np.float64)
+    if bm.solvent and solvent != "explicit":
+        listing = ", ".join(f"{n} x{c}" for n, c in sorted(bm.solvent.items()))
+        warnings.warn(f"CG solvent not rebuilt ({listing}): it is rebuilt with solvent='explicit' "
+                      f"(--solvent explicit), in the CG box", stacklevel=2)
+    beads = cg_traj.xyz[:, bm.bead_index].astype(np.float64)
     refiner = Refiner(bm, beads, options)
     result = refiner.refine(0)
     frames = [result.positions.value_in_unit(unit.nanometer)]

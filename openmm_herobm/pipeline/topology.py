@@ -22,6 +22,8 @@ import numpy as np
 import openmm.app as app
 import openmm.unit as unit
 
+from .chirality import FORCEFIELD_NAMES
+
 # input residue name -> (standard name, Modeller.addHydrogens variant or None = from the pH)
 _VARIANTS = {
     "HID": ("HIS", "HID"), "HIE": ("HIS", "HIE"), "HIP": ("HIS", "HIP"),
@@ -55,6 +57,7 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
     by_residue: list[dict] = []
     source_residue: list[int] = []
     dropped: list[str] = []
+    new_atom: dict = {}
     for chain in traj.topology.chains:
         chain_id = getattr(chain, "chain_id", None) or chr(ord("A") + chain.index % 26)
         new_chain = top.addChain(chain_id)
@@ -87,6 +90,7 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
                 n_breaks += 1
             source_residue.append(residue.index)
             standard, variant = _VARIANTS.get(residue.name, (residue.name, None))
+            standard = FORCEFIELD_NAMES.get(standard, standard)
             new_res = top.addResidue(standard, new_chain, str(residue.resSeq),
                                      getattr(residue, "insertion_code", "") or "")
             atoms = {}
@@ -94,12 +98,17 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
                 if atom.element is None or atom.element.symbol in ("H", "VS"):
                     continue
                 atoms[atom.name] = top.addAtom(atom.name, app.Element.getBySymbol(atom.element.symbol), new_res)
+                new_atom[atom.index] = atoms[atom.name]
                 positions.append(xyz[atom.index])
                 source.append(atom.index)
             variants.append(variant)
             by_residue.append(atoms)
-    # bonds inside residues and peptide bonds come from OpenMM's templates
+    # bonds inside residues and peptide bonds come from OpenMM's templates; other molecules
+    # (lipids, ligands) bring theirs from the mapping (the backmapped topology has them)
     top.createStandardBonds()
+    for a, b in traj.topology.bonds:
+        if a.residue.name not in _PROTEIN and a.index in new_atom and b.index in new_atom:
+            top.addBond(new_atom[a.index], new_atom[b.index])
     pos = np.array(positions)
     # disulfides on the stereo-repaired geometry: a mirrored D-cysteine moves its SG
     from .chirality import repair_chirality
