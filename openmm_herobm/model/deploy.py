@@ -16,7 +16,7 @@ import torch
 
 from ..errors import HeroBMError
 from ..mapping import MappingSet
-from ..resources import models_dir
+from ..resources import mappings_dir, models_dir
 
 METADATA = "metadata.json"
 
@@ -67,6 +67,11 @@ def deploy(checkpoint: str | Path, output: str | Path, description: str = "") ->
         "validation": json.loads(state["metrics"]),
         "units": "Angstrom",
     }
+    if not (mappings_dir() / mapping_set.name).is_dir():
+        # a user's own set (a ligand...): the model file carries its YAML files, so it works anywhere
+        folder = Path(config.mapping)
+        metadata["mapping_files"] = {f.name: f.read_bytes().decode() for f in sorted(
+            list(folder.glob("*.yaml")) + list(folder.glob("*.yml")))}
     with atomic_output(output) as tmp:
         torch.jit.save(scripted, tmp, _extra_files={METADATA: json.dumps(metadata, indent=1)})
     return Path(output)
@@ -98,7 +103,12 @@ def load_model(name_or_path: str | Path, mapping: str | Path | MappingSet | None
     if not extra[METADATA]:
         raise HeroBMError(f"{path}: model file has no metadata; re-create it with `herobm deploy`")
     metadata = json.loads(extra[METADATA])
-    mapping_set = mapping if isinstance(mapping, MappingSet) else MappingSet.load(mapping or metadata["mapping_set"])
+    if isinstance(mapping, MappingSet):
+        mapping_set = mapping
+    elif mapping is None and "mapping_files" in metadata:
+        mapping_set = _embedded_mapping_set(metadata)
+    else:
+        mapping_set = MappingSet.load(mapping or metadata["mapping_set"])
     if mapping_set.files_hash != metadata["mapping_hash"]:
         raise HeroBMError(
             f"{path}: model was trained with mapping set {metadata['mapping_set']} "
@@ -107,6 +117,17 @@ def load_model(name_or_path: str | Path, mapping: str | Path | MappingSet | None
         )
     module.eval()
     return LoadedModel(module, metadata, mapping_set, path)
+
+
+def _embedded_mapping_set(metadata: dict) -> MappingSet:
+    """The mapping set stored in a model file, written to a temporary folder named like the original."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="herobm_mapping_")) / metadata["mapping_set"]
+    folder.mkdir()
+    for name, text in metadata["mapping_files"].items():
+        (folder / Path(name).name).write_bytes(text.encode())
+    return MappingSet.load(folder)
 
 
 def shipped_models() -> list[Path]:

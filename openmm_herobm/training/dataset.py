@@ -112,15 +112,19 @@ def _worker(path: str):
 
 
 def _load(path: str):
-    """First model of a structure file (mdtraj Trajectory, nm), molecules made whole when periodic."""
-    traj = load_structure(path, frames=0)
+    """Every model of a structure file (mdtraj Trajectory, nm), molecules made whole when periodic.
+
+    A multi-model file (e.g. conformations of a ligand) gives one training entry per model.
+    """
+    traj = load_structure(path)
     if traj.unitcell_lengths is not None and (traj.unitcell_lengths > 2.0).all():
         traj = make_whole(traj)  # e.g. GROMACS bilayer snapshots; a 1 A CRYST1 placeholder is not a box
     return traj
 
 
-def process_structure(path: str, ms: MappingSet) -> dict:
-    """All arrays of one chain (chain-local indices, Å) and its counts (key ``stats``)."""
+def process_structure(path: str, ms: MappingSet) -> dict | list[dict]:
+    """All arrays of one chain (chain-local indices, Å) and its counts (key ``stats``); a list of
+    them, one per model, for a multi-model file."""
     name = os.path.basename(path)
     stem = name.split(".")[0]
     traj = _load(path)
@@ -148,13 +152,18 @@ def process_structure(path: str, ms: MappingSet) -> dict:
                 for res, reason in bad:
                     stats["rejected_residues"].append(f"{stem}: {reason}")
                     keep[kept_index[[a.index for a in res.atoms]]] = False
-    xyz = sub.xyz[0].astype(np.float64) * 10.0  # nm -> Å
-    out = _chain_arrays(sm, xyz)
-    stats.update(out.pop("stats"))
-    stats["skipped_residues"] = [f"{stem}: {label}" for label in sm.skipped_residues]
-    out["stats"] = stats
-    out["name"] = stem
-    return out
+    entries = []
+    for frame in range(sub.n_frames):
+        xyz = sub.xyz[frame].astype(np.float64) * 10.0  # nm -> Å
+        out = _chain_arrays(sm, xyz)
+        frame_stats = dict(stats, **out.pop("stats"))
+        frame_stats["skipped_residues"] = [f"{stem}: {label}" for label in sm.skipped_residues]
+        if frame:  # per-file counts are reported once
+            frame_stats.update(n_hydrogens_dropped=0, skipped_residues=[], rejected_residues=[], dropped_residues={})
+        out["stats"] = frame_stats
+        out["name"] = stem if sub.n_frames == 1 else f"{stem}#{frame}"
+        entries.append(out)
+    return entries[0] if len(entries) == 1 else entries
 
 
 def _unmappable_residues(top, ms):
@@ -429,6 +438,8 @@ def _collect(results, total, progress, report) -> list[dict]:
     for path, chain, error in results:
         if chain is None:
             report.failed.append((os.path.basename(path), error))
+        elif isinstance(chain, list):  # a multi-model file
+            chains.extend(chain)
         else:
             chains.append(chain)
     return chains
