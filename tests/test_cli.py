@@ -8,7 +8,6 @@ from pathlib import Path
 
 import mdtraj
 import numpy as np
-import pytest
 import yaml
 
 from openmm_herobm.cli.main import main
@@ -32,7 +31,7 @@ def test_console_script_and_help():
     assert exe is not None, "the herobm console script is not installed"
     top = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert top.returncode == 0
-    for command in ("map", "mapping", "backmap", "dataset", "train", "deploy", "evaluate"):
+    for command in ("map", "mapping", "backmap", "dataset", "train", "deploy", "evaluate", "ligand-params"):
         assert command in top.stdout
         sub = subprocess.run([exe, command, "--help"], capture_output=True, text=True)
         assert sub.returncode == 0 and "usage: herobm" in sub.stdout
@@ -154,3 +153,15 @@ def test_python_entry_point():
     res = subprocess.run([sys.executable, "-m", "openmm_herobm.cli.main", "mapping", "check", "ca"],
                          capture_output=True, text=True)
     assert res.returncode == 0 and "ca" in res.stdout
+
+
+def test_ligand_params_errors_are_one_line(tmp_path, capsys):
+    from openmm_herobm.cli.main import main
+
+    assert main(["ligand-params", str(tmp_path / "missing.sdf"), "--name", "LIG", "-o", str(tmp_path / "x.xml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "lig.txt"
+    bad.write_text("not a molecule")
+    assert main(["ligand-params", str(bad), "--name", "LIG", "-o", str(tmp_path / "x.xml")]) == 2
+    assert ".sdf, .mol, .mol2 or .pdb" in capsys.readouterr().err
+    assert not (tmp_path / "x.xml").exists()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import os
 import tempfile
-import warnings
 from collections import deque
 from pathlib import Path
 

@@ -117,6 +117,8 @@ def peptide_restraint_force(topology: app.Topology, positions_nm: np.ndarray, k:
     """
     import openmm as mm
 
+    from .backbone import _dihedral
+
     force = mm.CustomTorsionForce("k_omega*step(d-tol_omega)*(d-tol_omega)^2; "
                                   "d=abs(atan2(sin(theta-theta0), cos(theta-theta0)))")
     force.addGlobalParameter("k_omega", k)
@@ -135,14 +137,6 @@ def peptide_restraint_force(topology: app.Topology, positions_nm: np.ndarray, k:
         force.addTorsion(*quad, [0.0 if cis_pro else np.pi])
     force.setName(PEPTIDE_FORCE)
     return force
-
-
-def _dihedral(p: np.ndarray) -> float:
-    b0, b1, b2 = p[0] - p[1], p[2] - p[1], p[3] - p[2]
-    b1 = b1 / np.linalg.norm(b1)
-    v = b0 - np.dot(b0, b1) * b1
-    w = b2 - np.dot(b2, b1) * b1
-    return float(np.arctan2(np.dot(np.cross(b1, v), w), np.dot(v, w)))
 
 
 # ------------------------------------------------------------------ lipids and other molecules

@@ -102,6 +102,15 @@ def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float,
             if variants[end] in ("ASH", "GLH", "LYN"):
                 variants[end] = None
     load_hydrogen_definitions(forcefield, topology)
+    from .topology import _PROTEIN
+
+    if any(r.name not in _PROTEIN for r in modeller.topology.residues()):
+        # lipids/ligands: their heavy atoms may overlap (raw model output), which makes the
+        # hydrogen relaxation of addHydrogens (heavy atoms fixed, no cutoff) fail after a long
+        # run; place hydrogens by geometry, the staged minimisation relaxes them
+        modeller.addHydrogens(None, pH=ph, variants=variants)
+        separate_overlapping_hydrogens(modeller)
+        return
     # the platform matters: addHydrogens minimises the new hydrogens (Reference is slow)
     try:
         modeller.addHydrogens(forcefield, pH=ph, variants=variants, platform=platform,

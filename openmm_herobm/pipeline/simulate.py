@@ -273,9 +273,9 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
         result.timings = dict(refiner.timings)
     result.timings["model"] = timings["model"]
     geometry = evaluate(result.trajectory)
-    result.report.update({k: geometry[k] for k in (
-        "n_clashes", "n_close_contacts", "chirality_errors_ca", "chirality_errors_ile_cb", "chirality_errors_thr_cb",
-        "cis_peptides_nonpro", "cis_peptides_pro", "n_bonds_out_of_range", "n_pierced_rings") if k in geometry})
+    result.report.update({k: v for k, v in geometry.items() if k in (
+        "n_clashes", "n_close_contacts", "cis_peptides_nonpro", "cis_peptides_pro", "n_bonds_out_of_range",
+        "n_pierced_rings") or k.startswith(("chirality_errors_", "double_bond_errors_")) and not isinstance(v, dict)})
     result.report.update(energies_kj_mol=result.energies, timings_s=result.timings, n_frames=len(frames))
     if output is not None:
         result.written = _write_outputs(result, Path(output), atomic_output)
