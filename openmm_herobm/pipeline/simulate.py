@@ -24,7 +24,7 @@ from .backbone import optimise_backbone
 from .chirality import (CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHIRALITY_FORCE, PEPTIDE_FORCE,
                         chirality_restraint_force, molecule_stereo_force, peptide_restraint_force, repair_chirality,
                         repair_molecule_stereo)
-from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
+from .refine import (add_hydrogens, named_templates, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
                      potential, timed)
 from .restraint import PARAMETER, bead_restraint_force
 from .topology import _VARIANTS as _VARIANT_NAMES
@@ -155,15 +155,17 @@ class Refiner:
         """Explicit water and ions: in the CG box when the input had one (its W beads and ions are
         rebuilt, at the CG salt concentration), else a 1 nm padded box; neutralised either way."""
         solvent = self.bm.solvent
+        templates = named_templates(self.forcefield, modeller.topology)
         if self.bm.box is None:
-            modeller.addSolvent(self.forcefield, padding=1.0 * unit.nanometer, neutralize=True)
+            modeller.addSolvent(self.forcefield, padding=1.0 * unit.nanometer, neutralize=True,
+                                residueTemplates=templates)
             return
         waters = 4 * sum(n for name, n in solvent.items() if name in WATER_BEADS)  # Martini: 4 waters per bead
         pairs = min(solvent.get("NA", 0), solvent.get("CL", 0))
         molar = 55.5 * pairs / waters if waters else 0.0
         box = self.bm.box[0]
         modeller.addSolvent(self.forcefield, boxVectors=tuple(mm.Vec3(*row) for row in box) * unit.nanometer,
-                            neutralize=True, ionicStrength=molar * unit.molar)
+                            neutralize=True, ionicStrength=molar * unit.molar, residueTemplates=templates)
         self.report["solvent_rebuilt"] = {"cg_beads": dict(solvent), "ionic_strength_M": round(molar, 4),
                                           "box_nm": np.round(np.diag(box), 3).tolist()}
 
