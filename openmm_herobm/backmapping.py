@@ -94,15 +94,6 @@ class BackmapResult:
                 f"({self.trajectory.n_frames} frame(s)) with {models}")
 
 
-def choose_model(cg_topology: mdtraj.Topology) -> LoadedModel:
-    """The shipped model whose mapping knows the most residues of the input."""
-    plan, _ = assign_models(cg_topology)
-    if not plan:
-        names = {r.name for r in cg_topology.residues}
-        raise HeroBMError(f"no shipped model knows any of the residues {sorted(names)[:10]}; pass --model")
-    return max(plan, key=lambda item: len(item[1]))[0]
-
-
 def assign_models(cg_topology: mdtraj.Topology, models: list | None = None) -> tuple[list, Counter]:
     """[(model, residue indices)] for the non-solvent residues some model knows, and the names no model knows.
 

@@ -120,13 +120,22 @@ def load_model(name_or_path: str | Path, mapping: str | Path | MappingSet | None
 
 
 def _embedded_mapping_set(metadata: dict) -> MappingSet:
-    """The mapping set stored in a model file, written to a temporary folder named like the original."""
+    """The mapping set stored in a model file, unpacked once per content hash into a folder named
+    like the original (loading the model again reuses it)."""
+    import shutil
     import tempfile
 
-    folder = Path(tempfile.mkdtemp(prefix="herobm_mapping_")) / metadata["mapping_set"]
-    folder.mkdir()
-    for name, text in metadata["mapping_files"].items():
-        (folder / Path(name).name).write_bytes(text.encode())
+    folder = (Path(tempfile.gettempdir()) / f"herobm_mapping_{metadata['mapping_hash'][:16]}"
+              / metadata["mapping_set"])
+    if not folder.is_dir():  # unpacked beside it, then moved: never a half-written folder
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent))
+        for name, text in metadata["mapping_files"].items():
+            (staging / Path(name).name).write_bytes(text.encode())
+        try:
+            staging.rename(folder)
+        except OSError:  # another process got there first
+            shutil.rmtree(staging, ignore_errors=True)
     return MappingSet.load(folder)
 
 

@@ -150,11 +150,6 @@ def _molecule_checks():
     return centres, DOUBLE_BOND_CHECKS
 
 
-def _matches(residue_name: str, names: tuple) -> bool:
-    return residue_name in names or FORCEFIELD_NAMES.get(residue_name) in names or any(
-        FORCEFIELD_NAMES.get(n) == residue_name for n in names)
-
-
 #: residue names the CHARMM36 XML uses for molecules our mappings name otherwise
 FORCEFIELD_NAMES = {"CHL": "CHL1", "CHOL": "CHL1"}
 _CIS_BOND = (0.150, 0.134)  # nm: C-C single and C=C double bond of a cis alkene (angles ~125 deg)
@@ -175,7 +170,7 @@ def repair_molecule_stereo(topology: app.Topology, positions_nm: np.ndarray) -> 
     for residue in topology.residues():
         atoms = {a.name: a.index for a in residue.atoms()}
         for key, (resnames, centre, a, b, c, sign) in centres.items():
-            if not _matches(residue.name, resnames) or not all(n in atoms for n in (centre, a, b, c)):
+            if not residue.name in resnames or not all(n in atoms for n in (centre, a, b, c)):
                 continue
             x0, xa, xb, xc = (pos[atoms[n]] for n in (centre, a, b, c))
             if sign * _volume(x0, xa, xb, xc) > 0:
@@ -189,7 +184,7 @@ def repair_molecule_stereo(topology: app.Topology, positions_nm: np.ndarray) -> 
             pos[atoms[centre]] = new
             fixed[key] = fixed.get(key, 0) + 1
         for key, (resnames, quad, kind) in double_bonds.items():
-            if kind != "cis" or not _matches(residue.name, resnames) or not all(n in atoms for n in quad):
+            if kind != "cis" or not residue.name in resnames or not all(n in atoms for n in quad):
                 continue
             ia, ib, ic, id_ = (atoms[n] for n in quad)
             if _cos_dihedral(pos[ia], pos[ib], pos[ic], pos[id_]) > 0:
@@ -246,10 +241,10 @@ def molecule_stereo_force(topology: app.Topology, k: float = 1.0e8, minimum: flo
     for residue in topology.residues():
         atoms = {x.name: x.index for x in residue.atoms()}
         for resnames, centre, na, nb, nc, sign in centres.values():
-            if _matches(residue.name, resnames) and all(n in atoms for n in (centre, na, nb, nc)):
+            if residue.name in resnames and all(n in atoms for n in (centre, na, nb, nc)):
                 chiral.addBond([atoms[na], atoms[nb], atoms[nc], atoms[centre]], [float(sign)])
         for resnames, quad, kind in double_bonds.values():
-            if kind == "cis" and _matches(residue.name, resnames) and all(n in atoms for n in quad):
+            if kind == "cis" and residue.name in resnames and all(n in atoms for n in quad):
                 cis.addTorsion(*(atoms[n] for n in quad), [])
     chiral.setName(MOLECULE_CHIRALITY_FORCE)
     cis.setName(CIS_FORCE)

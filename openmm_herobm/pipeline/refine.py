@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from dataclasses import dataclass, field
 
 import numpy as np
 import openmm as mm
@@ -102,9 +101,9 @@ def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float,
             if variants[end] in ("ASH", "GLH", "LYN"):
                 variants[end] = None
     load_hydrogen_definitions(forcefield, topology)
-    from .topology import _PROTEIN
+    from .topology import PROTEIN_RESIDUES
 
-    if any(r.name not in _PROTEIN for r in modeller.topology.residues()):
+    if any(r.name not in PROTEIN_RESIDUES for r in modeller.topology.residues()):
         # lipids/ligands: their heavy atoms may overlap (raw model output), which makes the
         # hydrogen relaxation of addHydrogens (heavy atoms fixed, no cutoff) fail after a long
         # run; place hydrogens by geometry, the staged minimisation relaxes them
@@ -152,9 +151,9 @@ def named_templates(forcefield: app.ForceField, topology: app.Topology) -> dict:
 
     CHARMM36 has two cholesterol templates with the same atoms (CHL1, CLOL): the name decides.
     """
-    from .topology import _PROTEIN
+    from .topology import PROTEIN_RESIDUES
 
-    return {r: r.name for r in topology.residues() if r.name not in _PROTEIN and r.name in forcefield._templates}
+    return {r: r.name for r in topology.residues() if r.name not in PROTEIN_RESIDUES and r.name in forcefield._templates}
 
 
 def load_hydrogen_definitions(forcefield: app.ForceField, topology: app.Topology) -> list[str]:
@@ -189,16 +188,6 @@ def load_hydrogen_definitions(forcefield: app.ForceField, topology: app.Topology
         finally:
             Path(f.name).unlink()
     return added
-
-
-@dataclass
-class Refinement:
-    topology: app.Topology
-    positions: unit.Quantity
-    system: mm.System
-    simulation: app.Simulation
-    energies: dict = field(default_factory=dict)  # kJ/mol at each stage
-    timings: dict = field(default_factory=dict)  # seconds per stage
 
 
 def build_simulation(topology, positions, forcefield: app.ForceField, solvent: str | None, platform: mm.Platform,
@@ -428,8 +417,8 @@ def _rms_force(context: mm.Context) -> float:
     return float(np.sqrt(np.mean(forces ** 2)))
 
 
-def _collapsed(simulation: app.Simulation, distance_nm: float) -> bool:
-    """Whether two atoms that are not bonded sit closer than ``distance_nm``."""
+def _collapsed(simulation: app.Simulation, distance_nm: float) -> str | bool:
+    """The first two unbonded atoms closer than ``distance_nm`` (as a label), or False."""
     from scipy.spatial import cKDTree
 
     xyz = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
@@ -437,12 +426,15 @@ def _collapsed(simulation: app.Simulation, distance_nm: float) -> bool:
     if not len(pairs):
         return False
     n = len(xyz)
-    bonded = {min(a.index, b.index) * n + max(a.index, b.index) for a, b in simulation.topology.bonds()}
+    bonds = np.array([(a.index, b.index) for a, b in simulation.topology.bonds()], np.int64).reshape(-1, 2)
+    bonds.sort(axis=1)
+    pairs = np.sort(pairs, axis=1)
+    loose = ~np.isin(pairs[:, 0] * n + pairs[:, 1], bonds[:, 0] * n + bonds[:, 1])
+    if not loose.any():
+        return False
+    i, j = pairs[np.argmax(loose)]
     atoms = list(simulation.topology.atoms())
-    for i, j in np.sort(pairs, axis=1):
-        if int(i) * n + int(j) not in bonded:
-            return f"{_atom_label(atoms[i])} - {_atom_label(atoms[j])}"
-    return False
+    return f"{_atom_label(atoms[i])} - {_atom_label(atoms[j])}"
 
 
 def _atom_label(atom) -> str:

@@ -27,8 +27,7 @@ from .chirality import (CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHIRALITY_FORCE, PE
 from .refine import (add_hydrogens, named_templates, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
                      potential, timed)
 from .restraint import PARAMETER, bead_restraint_force
-from .topology import _VARIANTS as _VARIANT_NAMES
-from .topology import prepare_topology
+from .topology import PROTEIN_RESIDUES, prepare_topology
 
 
 #: forces the pipeline adds for refinement only; the System written for production has none
@@ -75,10 +74,8 @@ MEMBRANE_FORCEFIELD = "charmm36.xml"  # CHARMM36m protein + CHARMM36 lipids (POP
 
 def default_forcefield(topology) -> str:
     """amber14-all for proteins only; charmm36 as soon as anything else (lipids) is present."""
-    from .topology import _PROTEIN
-
     names = {r.name for r in topology.residues}
-    return PROTEIN_FORCEFIELD if names <= _PROTEIN | set(_VARIANT_NAMES) else MEMBRANE_FORCEFIELD
+    return PROTEIN_FORCEFIELD if names <= PROTEIN_RESIDUES else MEMBRANE_FORCEFIELD
 
 
 class Refiner:

@@ -32,8 +32,9 @@ _VARIANTS = {
     "CYM": ("CYS", "CYX"), "CYX": ("CYS", None),
 }
 LONE_JOIN_MAX = 0.65  # nm: a lone residue is bonded to a neighbour whose CA is at most this far
-_PROTEIN = {"ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS", "MET", "PHE",
-            "PRO", "SER", "THR", "TRP", "TYR", "VAL", "ACE", "NME"}
+#: amino acids, caps and the protonation-variant names above (everything the protein path handles)
+PROTEIN_RESIDUES = frozenset({"ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS",
+                              "MET", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL", "ACE", "NME"} | set(_VARIANTS))
 
 
 @dataclass
@@ -62,7 +63,7 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
         chain_id = getattr(chain, "chain_id", None) or chr(ord("A") + chain.index % 26)
         new_chain = top.addChain(chain_id)
         residues = list(chain.residues)
-        ca = [next((a.index for a in r.atoms if a.name == "CA"), None) if r.name in _PROTEIN else None
+        ca = [next((a.index for a in r.atoms if a.name == "CA"), None) if r.name in PROTEIN_RESIDUES else None
               for r in residues]
         ca_dist = [np.linalg.norm(xyz[ca[k]] - xyz[ca[k - 1]]) if k > 0 and ca[k] is not None
                    and ca[k - 1] is not None else np.inf for k in range(len(residues))]
@@ -70,7 +71,7 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
         n_res = len(residues)
         drop = [False] * n_res
         for k in range(n_res):
-            alone = (k == 0 or gap[k]) and (k == n_res - 1 or gap[k + 1]) and residues[k].name in _PROTEIN
+            alone = (k == 0 or gap[k]) and (k == n_res - 1 or gap[k + 1]) and residues[k].name in PROTEIN_RESIDUES
             if not alone or n_res == 1:
                 continue
             left = ca_dist[k] if k > 0 else np.inf
@@ -107,7 +108,7 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
     # (lipids, ligands) bring theirs from the mapping (the backmapped topology has them)
     top.createStandardBonds()
     for a, b in traj.topology.bonds:
-        if a.residue.name not in _PROTEIN and a.index in new_atom and b.index in new_atom:
+        if a.residue.name not in PROTEIN_RESIDUES and a.index in new_atom and b.index in new_atom:
             top.addBond(new_atom[a.index], new_atom[b.index])
     pos = np.array(positions)
     # disulfides on the stereo-repaired geometry: a mirrored D-cysteine moves its SG
