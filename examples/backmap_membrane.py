@@ -1,18 +1,21 @@
 #!/usr/bin/env python
-"""A whole Martini 3 membrane frame -> minimised (optionally solvated and equilibrated) CHARMM36 system.
+"""A membrane-protein Martini 3 frame -> minimised, solvated, equilibrated CHARMM36 system for production MD.
 
-Default input: the real 8-lipid Martini 3 membrane of ``../shared/data/cg_real`` (mstool;
-80 POPC and 126 cholesterol among six lipid types we have no model for, W water, ions).
-Each molecule type goes to the shipped model that knows it (a protein in the frame would
-go to ``martini3_protein``, POPC/CHOL to ``martini3_lipids``); lipids without a model are
-left out and listed (``--unmapped drop``), never silently.  Then the OpenMM pipeline:
-stereo repair, CHARMM36 (protein + lipids), hydrogens, the bead restraint, staged
-minimisation; with ``--solvent explicit`` the W and ION beads are rebuilt as CHARMM TIP3P
-water and Na+/Cl- in the CG box, and ``--equilibrate PS`` heats and releases the restraint.
-Prints the time and peak memory of each stage and writes PDB + System/State XML + report.
+Default input: ``examples/data/tm_helix_popc_chol_cg.gro.gz``, a transmembrane helix in a
+POPC/cholesterol bilayer with W water and ions (see ``examples/data/README.md``).  Each
+molecule type goes to the shipped model that knows it (protein -> ``martini3_protein``,
+POPC/CHOL -> ``martini3_lipids``); molecules without a model are left out and listed
+(``--unmapped drop``), never silently.  Then the OpenMM pipeline with CHARMM36 (protein +
+lipids): stereo repair, hydrogens, the bead restraint, staged minimisation of the solute
+(vacuum: cheap); with ``--solvent explicit`` (default) the W and ION beads are rebuilt as
+CHARMM TIP3P water and Na+/Cl- in the CG box at the CG salt level, none inside the bilayer
+core, the water relaxed around the held solute, then everything; ``--equilibrate PS`` heats
+to 300 K with the restraint on and releases it (HBonds constraints, 2 fs).  Prints the time
+and peak memory of each stage and writes PDB + System/State XML (restraint-free: ready for
+production) + a JSON report.
 
     python examples/backmap_membrane.py -o membrane_aa.pdb
-    python examples/backmap_membrane.py -o membrane_aa.pdb --solvent explicit --equilibrate 10
+    python examples/backmap_membrane.py ../shared/data/cg_real/mstool_mix8_419lipids.gro.gz -o mix8.pdb --solvent vacuum
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import openmm_herobm as hb
 
-MEMBRANE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cg_real" / "mstool_mix8_419lipids.gro.gz"
+MEMBRANE = Path(__file__).resolve().parent / "data" / "tm_helix_popc_chol_cg.gro.gz"
 
 
 def peak_mb() -> float:
@@ -38,8 +41,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("cg", nargs="?", default=str(MEMBRANE), help="CG frame (.gro/.pdb, optionally .gz)")
     ap.add_argument("-o", "--output", required=True)
-    ap.add_argument("--solvent", choices=["vacuum", "implicit", "explicit"], default="vacuum")
-    ap.add_argument("--equilibrate", type=float, default=None, help="ps of NVT heating + restraint release")
+    ap.add_argument("--solvent", choices=["vacuum", "implicit", "explicit"], default="explicit")
+    ap.add_argument("--equilibrate", type=float, default=10.0, help="ps of NVT heating + restraint release (0: none)")
     args = ap.parse_args(argv)
 
     cg = Path(args.cg)
@@ -51,7 +54,7 @@ def main(argv=None) -> None:
             cg = plain
         t0 = time.perf_counter()
         result = hb.backmap_and_simulate(str(cg), unmapped="drop", solvent=None if args.solvent == "vacuum" else args.solvent,
-                                         equilibrate=args.equilibrate, output=args.output)
+                                         equilibrate=args.equilibrate or None, output=args.output)
     wall = time.perf_counter() - t0
     report = result.report
     print(f"{report['n_atoms']} atoms, force field {report['forcefield']}, platform {report['platform']}")
@@ -60,6 +63,9 @@ def main(argv=None) -> None:
     checks = {k: v for k, v in report.items() if k.startswith(("chirality_errors", "cis_peptides_nonpro", "n_close",
                                                                  "n_pierced"))}
     print("checks:", checks)
+    for key in ("minimize", "solvent_rebuilt", "minimize_solvent"):
+        if key in report:
+            print(f"{key}: {report[key]}")
     for path in result.written:
         print("wrote", path)
 

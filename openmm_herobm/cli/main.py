@@ -250,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. a ligand's from `herobm ligand-params`). Default: amber14-all.xml for proteins, "
                    "charmm36.xml when lipids are present")
     b.add_argument("--solvent", choices=["implicit", "explicit", "vacuum"], default="implicit",
-                   help="implicit (OBC2, default), explicit (TIP3P-FB box, 1 nm padding, neutralised) or vacuum")
+                   help="implicit (OBC2, default), explicit (solute refined in vacuum, then water + ions in the CG box "
+                        "at the CG salt level, or a 1 nm padded box; none in a bilayer core; water relaxed "
+                        "around the held solute) or vacuum")
     b.add_argument("--equilibrate", type=float, metavar="PS", help="NVT equilibration after minimisation (ps)")
     b.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     b.add_argument("--platform", help="OpenMM platform (default: the fastest available: CUDA, OpenCL, CPU)")

@@ -253,3 +253,54 @@ def molecule_stereo_force(topology: app.Topology, k: float = 1.0e8, minimum: flo
 
 MOLECULE_CHIRALITY_FORCE = "HEroBM lipid stereocentre restraint"
 CIS_FORCE = "HEroBM cis double-bond restraint"
+
+
+SHORT_BOND_NM = 0.10  # no bond between heavy atoms is this short (C#N is 0.116 nm)
+REBUILT_BOND_NM = 0.145
+SHORT_METHYL_NM = 0.135  # a terminal carbon (methyl) this close to its neighbour is compressed
+METHYL_BOND_NM = {"C": 0.152, "N": 0.147, "O": 0.143, "S": 0.181}
+
+
+def stretch_collapsed_bonds(topology: app.Topology, positions_nm: np.ndarray) -> tuple[np.ndarray, int]:
+    """Put back to length bonds that the model collapsed or compressed; positions (nm) and the number moved.
+
+    An averaged prediction for a freely rotating group (cholesterol's isopropyl end, a
+    leucine's or valine's methyls) can land two bonded atoms almost on one point, or pull a
+    methyl in to 1.3 A; hydrogens built on that leave the group inside-out, a tangle the
+    minimiser does not undo and dynamics blows up on.  So, before hydrogens:
+
+    * a bond between heavy atoms < 0.10 nm: the atom with fewer heavy neighbours moves along
+      the bond (or away from its residue's centre when the two coincide) to 0.145 nm;
+    * a terminal carbon (one heavy neighbour, single bond: a methyl) < 0.135 nm from its
+      neighbour moves along the bond to the single-bond length (C-C 0.152 nm, C-N 0.147 ...).
+    """
+    pos = np.array(positions_nm, dtype=np.float64, copy=True)
+    atoms = list(topology.atoms())
+    heavy = np.array([a.element is not None and a.element.symbol != "H" for a in atoms])
+    bonds = np.array([(a.index, b.index) for a, b in topology.bonds()], np.int64).reshape(-1, 2)
+    bonds = bonds[heavy[bonds].all(1)] if len(bonds) else bonds
+    if not len(bonds):
+        return pos, 0
+    degree = np.bincount(bonds.ravel(), minlength=len(pos))
+    symbol = np.array([a.element.symbol if a.element is not None else "" for a in atoms])
+    # moved atom = the end with fewer heavy neighbours
+    swap = degree[bonds[:, 1]] > degree[bonds[:, 0]]
+    moved = np.where(swap, bonds[:, 0], bonds[:, 1])
+    fixed = np.where(swap, bonds[:, 1], bonds[:, 0])
+    length = np.linalg.norm(pos[moved] - pos[fixed], axis=1)
+    target = np.full(len(bonds), np.nan)
+    methyl = (symbol[moved] == "C") & (degree[moved] == 1) & np.isin(symbol[fixed], list(METHYL_BOND_NM))
+    compressed = methyl & (length < SHORT_METHYL_NM)
+    target[compressed] = [METHYL_BOND_NM[e] for e in symbol[fixed[compressed]]]
+    collapsed = length < SHORT_BOND_NM
+    target[collapsed & ~compressed] = REBUILT_BOND_NM
+    residue_of = np.array([a.residue.index for a in atoms])
+    todo = np.nonzero(np.isfinite(target))[0]
+    for k in todo:  # a handful per structure: the loop is over broken bonds, not atoms
+        direction = pos[moved[k]] - pos[fixed[k]]
+        if np.linalg.norm(direction) < 1e-3:
+            direction = pos[moved[k]] - pos[residue_of == residue_of[moved[k]]].mean(0)
+        if np.linalg.norm(direction) < 1e-3:
+            direction = np.array([1.0, 0.0, 0.0])
+        pos[moved[k]] = pos[fixed[k]] + target[k] * direction / np.linalg.norm(direction)
+    return pos, len(todo)

@@ -123,21 +123,27 @@ def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float,
     separate_overlapping_hydrogens(modeller)
 
 
-def separate_overlapping_hydrogens(modeller: app.Modeller, distance_nm: float = 0.05, seed: int = 0) -> int:
-    """Move hydrogens that sit on another atom by 0.03 nm in a random (seeded) direction.
+def separate_overlapping_hydrogens(modeller: app.Modeller, distance_nm: float = 0.05, hh_distance_nm: float = 0.12,
+                                   seed: int = 0) -> int:
+    """Move hydrogens that sit on another atom (< ``distance_nm``), or on another hydrogen
+    (< ``hh_distance_nm``; geminal ones are 0.175 nm apart), by 0.03 nm in a random (seeded) direction.
 
-    Geometric placement can put the two hydrogens of a CH2 whose neighbours are collinear on
-    one spot; there the H-C-H angle force has no gradient, so minimisation alone never
-    separates them.  Returns how many were moved.
+    Geometric placement can put the two hydrogens of a CH2 whose neighbours are collinear, or
+    of a methyl built on a collapsed group, (nearly) on one spot; there the H-C-H angle force
+    has (almost) no gradient, so minimisation does not separate them and dynamics blows up.
+    Returns how many were moved.
     """
     from scipy.spatial import cKDTree
 
     xyz = np.asarray(modeller.positions.value_in_unit(unit.nanometer), dtype=np.float64)
-    pairs = cKDTree(xyz).query_pairs(distance_nm, output_type="ndarray")
+    pairs = cKDTree(xyz).query_pairs(max(distance_nm, hh_distance_nm), output_type="ndarray")
     if not len(pairs):
         return 0
     atoms = list(modeller.topology.atoms())
-    hydrogens = {int(i) for pair in pairs for i in pair if atoms[int(i)].element is app.element.hydrogen}
+    is_h = np.array([a.element is app.element.hydrogen for a in atoms])
+    length = np.linalg.norm(xyz[pairs[:, 0]] - xyz[pairs[:, 1]], axis=1)
+    bad = pairs[(length < distance_nm) | (is_h[pairs].all(1) & (length < hh_distance_nm))]
+    hydrogens = {int(i) for i in bad.ravel() if is_h[i]}
     rng = np.random.default_rng(seed)
     for i in sorted(hydrogens):
         step = rng.normal(size=3)
@@ -191,11 +197,19 @@ def load_hydrogen_definitions(forcefield: app.ForceField, topology: app.Topology
 
 
 def build_simulation(topology, positions, forcefield: app.ForceField, solvent: str | None, platform: mm.Platform,
-                     extra_forces=(), constraints=None, temperature=300.0) -> tuple[mm.System, app.Simulation]:
-    method = app.PME if solvent == "explicit" else app.CutoffNonPeriodic
+                     extra_forces=(), constraints=None, temperature=300.0,
+                     rigid_water: bool | None = None, periodic: bool = False) -> tuple[mm.System, app.Simulation]:
+    """System + Simulation (Langevin, 2 fs) at ``positions``; ``rigid_water=False`` for minimisation
+    (rigid water is constraints, which slow OpenMM's L-BFGS ~100x); ``periodic`` without solvent:
+    a 1 nm cutoff in the topology's box (a solute refined before it is solvated in that box)."""
+    if solvent == "explicit":
+        method = app.PME
+    else:
+        method = app.CutoffPeriodic if periodic else app.CutoffNonPeriodic
     try:
         system = forcefield.createSystem(topology, nonbondedMethod=method, nonbondedCutoff=1.0 * unit.nanometer,
-                                         constraints=constraints, residueTemplates=named_templates(forcefield, topology))
+                                         constraints=constraints, rigidWater=rigid_water,
+                                         residueTemplates=named_templates(forcefield, topology))
     except ValueError as exc:  # e.g. no template for a residue
         raise HeroBMError(f"the force field cannot parameterise the backmapped structure: {str(exc).split('  For more')[0]} "
                           "(use --no-minimize for the model's heavy atoms, or another --forcefield)") from None
@@ -282,7 +296,50 @@ def minimize(simulation: app.Simulation, tolerance: float = 500.0, *, max_iterat
         context.setPositions(relaxed)
     if k0 is not None:
         context.setParameter(restraint_parameter, k0)
+    _polish_max_force(simulation, tolerance, info)
     info["rms_force"] = _rms_force(context)
+    return info
+
+
+MAX_FORCE = 1.0e4  # kJ/mol/nm on any one atom: above this, dynamics from the structure can blow up
+POLISH_ITERATIONS = 2000
+
+
+def _polish_max_force(simulation: app.Simulation, tolerance: float, info: dict) -> None:
+    """OpenMM stops on the RMS force, which over 10^4 atoms hides a few atoms under huge forces
+    (a strained ring, a tangled methyl); minimise on (tolerance / 10) while any atom feels
+    more than :data:`MAX_FORCE`, at most twice, undoing a pass that breaks something."""
+    info["max_force"] = _max_force(simulation.context)
+    for _ in range(2):
+        if info["max_force"] <= MAX_FORCE:
+            return
+        start = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
+        finite, _ = _minimize_pass(simulation, tolerance / 10, POLISH_ITERATIONS)
+        if not finite or _collapsed(simulation, 0.09):
+            simulation.context.setPositions(start)
+            return
+        info["polish_passes"] = info.get("polish_passes", 0) + 1
+        info["max_force"] = _max_force(simulation.context)
+
+
+def relax_solvent(simulation: app.Simulation, tolerance: float, max_iterations: int, hold_parameter: str,
+                  hold_k: float) -> dict:
+    """Two capped L-BFGS passes over a freshly solvated system: the solute held (global parameter
+    ``hold_parameter`` = ``hold_k``: only water and ions move), then everything (hold off, the
+    bead restraint and stereo guards stay).  A pass that goes non-finite is undone.  Returns
+    the RMS and largest force after each pass (kJ/mol/nm) or ``<pass>_undone``."""
+    info = {}
+    for stage, k in (("water", hold_k), ("all", 0.0)):
+        simulation.context.setParameter(hold_parameter, k)
+        start = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
+        finite, rms = _minimize_pass(simulation, tolerance, max_iterations)
+        if not finite:
+            simulation.context.setPositions(start)
+            info[f"{stage}_undone"] = True
+        else:
+            info[f"{stage}_rms_force"] = round(float(rms), 1)
+            info[f"{stage}_max_force"] = round(_max_force(simulation.context), 1)
+    simulation.context.setParameter(hold_parameter, 0.0)
     return info
 
 
@@ -362,6 +419,7 @@ def soft_start(simulation: app.Simulation, tolerance: float, max_iterations: int
     """
     system = simulation.system
     soft = mm.System()
+    soft.setDefaultPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
     for i in range(system.getNumParticles()):
         soft.addParticle(system.getParticleMass(i))
     for force in system.getForces():
@@ -379,7 +437,8 @@ def soft_start(simulation: app.Simulation, tolerance: float, max_iterations: int
     else:
         for a, b in simulation.topology.bonds():
             repulsion.addExclusion(a.index, b.index)
-    repulsion.setNonbondedMethod(mm.CustomNonbondedForce.CutoffNonPeriodic)
+    repulsion.setNonbondedMethod(mm.CustomNonbondedForce.CutoffPeriodic if system.usesPeriodicBoundaryConditions()
+                                 else mm.CustomNonbondedForce.CutoffNonPeriodic)
     repulsion.setCutoffDistance(0.3 * unit.nanometer)
     soft.addForce(repulsion)
     context = mm.Context(soft, mm.VerletIntegrator(0.001), simulation.context.getPlatform())
@@ -410,6 +469,11 @@ def _minimize_pass(simulation: app.Simulation, tolerance: float, max_iterations:
         return False, np.inf
     rms = _rms_force(simulation.context)
     return bool(np.isfinite(rms)), rms
+
+
+def _max_force(context: mm.Context) -> float:
+    forces = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(KJ_NM)
+    return float(np.linalg.norm(forces, axis=1).max())
 
 
 def _rms_force(context: mm.Context) -> float:

@@ -23,15 +23,17 @@ from ..errors import HeroBMError
 from .backbone import optimise_backbone
 from .chirality import (CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHIRALITY_FORCE, PEPTIDE_FORCE,
                         chirality_restraint_force, molecule_stereo_force, peptide_restraint_force, repair_chirality,
-                        repair_molecule_stereo)
-from .refine import (add_hydrogens, named_templates, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
-                     potential, timed)
+                        repair_molecule_stereo, stretch_collapsed_bonds)
+from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
+                     named_templates, potential, relax_solvent, timed)
+from .solvent import HOLD_FORCE, HOLD_K, HOLD_PARAMETER, SOLVENT_ITERATIONS, clear_bilayer_core, solute_hold_force
 from .restraint import PARAMETER, bead_restraint_force
 from .topology import PROTEIN_RESIDUES, prepare_topology
 
 
 #: forces the pipeline adds for refinement only; the System written for production has none
-PIPELINE_FORCES = ("HEroBM bead restraint", CHIRALITY_FORCE, PEPTIDE_FORCE, MOLECULE_CHIRALITY_FORCE, CIS_FORCE)
+PIPELINE_FORCES = ("HEroBM bead restraint", CHIRALITY_FORCE, PEPTIDE_FORCE, MOLECULE_CHIRALITY_FORCE, CIS_FORCE,
+                   HOLD_FORCE)
 
 
 @dataclass
@@ -90,7 +92,12 @@ class Refiner:
         self.options = options
         self.platform = choose_platform(options.platform)
         forcefield = options.forcefield or default_forcefield(backmapped.trajectory.topology)
-        self.forcefield = load_forcefield(forcefield, options.solvent)
+        # explicit solvent: the solute is refined first (vacuum: cheap, and its bad contacts
+        # cannot push water around), then solvated in the CG box and only the water relaxed
+        self.explicit = options.solvent == "explicit"
+        self.solute_solvent = None if self.explicit else options.solvent
+        self.forcefield = load_forcefield(forcefield, self.solute_solvent)
+        self.solvated_forcefield = load_forcefield(forcefield, "explicit") if self.explicit else None
         # hydrogens are placed (and briefly relaxed) with the force field alone: implicit
         # solvent would make that step several times slower for nothing
         self.hydrogen_forcefield = load_forcefield(forcefield, None)
@@ -116,10 +123,15 @@ class Refiner:
         self.beads = bead_positions_nm
         # which X-Pro peptides are cis is decided once, on frame 0 (one System for all frames)
         self.omega_reference = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
+        # a solute that will be solvated in the CG box is refined in that box: atoms of molecules
+        # sticking out of it must not overlap the periodic images of others
+        periodic = self.explicit and backmapped.box is not None
+        if periodic:
+            self.topology.setPeriodicBoxVectors(tuple(mm.Vec3(*row) for row in backmapped.box[0]) * unit.nanometer)
         with timed(self.timings, "system"):
             self.system, self.simulation = build_simulation(
-                self.topology, modeller.positions, self.forcefield, options.solvent, self.platform,
-                self._restraint(0), constraints=None, temperature=options.temperature)
+                self.topology, modeller.positions, self.forcefield, self.solute_solvent, self.platform,
+                self._restraint(0), constraints=None, temperature=options.temperature, periodic=periodic)
         self.first_positions = modeller.positions
 
     # -- per frame -------------------------------------------------------------------
@@ -139,32 +151,61 @@ class Refiner:
             positions, repaired = repair_chirality(self.prepared.topology, positions)
             positions, more = repair_molecule_stereo(self.prepared.topology, positions)
             repaired.update(more)
+            positions, stretched = stretch_collapsed_bonds(self.prepared.topology, positions)
+            if stretched:
+                self.report["stretched_collapsed_bonds"] = self.report.get("stretched_collapsed_bonds", 0) + stretched
             for key, count in repaired.items():
                 self.report[f"repaired_chirality_{key}"] = self.report.get(f"repaired_chirality_{key}", 0) + count
         with timed(self.timings, "hydrogens"):
             modeller = app.Modeller(self.prepared.topology, unit.Quantity(positions, unit.nanometer))
             add_hydrogens(modeller, self.hydrogen_forcefield, self.options.ph, list(self.prepared.variants), self.platform)
-            if self.options.solvent == "explicit":
-                self._add_solvent(modeller)
         return modeller
 
     def _add_solvent(self, modeller: app.Modeller) -> None:
         """Explicit water and ions: in the CG box when the input had one (its W beads and ions are
-        rebuilt, at the CG salt concentration), else a 1 nm padded box; neutralised either way."""
+        rebuilt, at the CG salt concentration), else a 1 nm padded box; neutralised either way.
+        No water or ion is left inside a lipid bilayer's hydrophobic core."""
         solvent = self.bm.solvent
-        templates = named_templates(self.forcefield, modeller.topology)
+        forcefield = self.solvated_forcefield
+        templates = named_templates(forcefield, modeller.topology)
         if self.bm.box is None:
-            modeller.addSolvent(self.forcefield, padding=1.0 * unit.nanometer, neutralize=True,
+            modeller.addSolvent(forcefield, padding=1.0 * unit.nanometer, neutralize=True,
                                 residueTemplates=templates)
             return
         waters = 4 * sum(n for name, n in solvent.items() if name in WATER_BEADS)  # Martini: 4 waters per bead
         pairs = min(solvent.get("NA", 0), solvent.get("CL", 0))
         molar = 55.5 * pairs / waters if waters else 0.0
         box = self.bm.box[0]
-        modeller.addSolvent(self.forcefield, boxVectors=tuple(mm.Vec3(*row) for row in box) * unit.nanometer,
+        modeller.addSolvent(forcefield, boxVectors=tuple(mm.Vec3(*row) for row in box) * unit.nanometer,
                             neutralize=True, ionicStrength=molar * unit.molar, residueTemplates=templates)
         self.report["solvent_rebuilt"] = {"cg_beads": dict(solvent), "ionic_strength_M": round(molar, 4),
                                           "box_nm": np.round(np.diag(box), 3).tolist()}
+        core = clear_bilayer_core(modeller)
+        if core is not None:
+            self.report["solvent_rebuilt"]["bilayer_core_nm"] = core
+
+    def _solvate(self, frame: int, positions) -> tuple:
+        """Solvate the refined solute and relax the water around it; returns (topology, system, simulation).
+
+        Two capped L-BFGS passes over the solvated system with flexible water (rigid water
+        means constraints, and OpenMM's minimiser is ~100x slower with constraints): first
+        the solute held on its refined positions (only water and ions move), then everything
+        with the bead restraint and stereo guards alone.  A pass that goes non-finite or
+        collapses a pair is undone.
+        """
+        modeller = app.Modeller(self.topology, positions)
+        self._add_solvent(modeller)
+        topology = modeller.topology
+        n_solute = self.topology.getNumAtoms()
+        hold = solute_hold_force(positions, n_solute)
+        system, simulation = build_simulation(topology, modeller.positions, self.solvated_forcefield, "explicit",
+                                              self.platform, self._restraint(frame) + [hold], constraints=None,
+                                              temperature=self.options.temperature, rigid_water=False)
+        info = {"n_atoms": topology.getNumAtoms(), "n_waters": sum(r.name == "HOH" for r in topology.residues())}
+        info.update(relax_solvent(simulation, self.options.tolerance, SOLVENT_ITERATIONS, HOLD_PARAMETER, HOLD_K))
+        self.report["n_atoms_solvated"] = info["n_atoms"]
+        self.report["minimize_solvent"] = info
+        return topology, system, simulation
 
     def _restraint(self, frame: int) -> list:
         # stereo centres may not be pushed through their plane, nor trans peptides flipped to
@@ -200,18 +241,24 @@ class Refiner:
             self.report["minimize"] = info
             energies["minimized"] = potential(self.simulation)
         state = self.simulation.context.getState(getPositions=True)
-        system, simulation = self.system, self.simulation
+        topology, system, simulation = self.topology, self.system, self.simulation
+        if self.explicit:
+            with timed(self.timings, "solvate"):
+                topology, system, simulation = self._solvate(frame, state.getPositions())
+            state = simulation.context.getState(getPositions=True)
+            energies["solvated"] = potential(simulation)
         if options.equilibrate_ps:
             with timed(self.timings, "equilibrate"):
                 # dynamics needs HBonds constraints (minimisation ran unconstrained: much faster)
-                system, simulation = build_simulation(self.topology, state.getPositions(), self.forcefield,
+                forcefield = self.solvated_forcefield if self.explicit else self.forcefield
+                system, simulation = build_simulation(topology, state.getPositions(), forcefield,
                                                       options.solvent, self.platform, self._restraint(frame),
                                                       constraints=app.HBonds, temperature=options.temperature)
                 equilibrate(simulation, options.equilibrate_ps, options.temperature,
                             PARAMETER if options.restraint_k > 0 else None)
                 state = simulation.context.getState(getPositions=True)
                 energies["equilibrated"] = potential(simulation)
-        return SimulationResult(self.topology, state.getPositions(), system, simulation, energies,
+        return SimulationResult(topology, state.getPositions(), system, simulation, energies,
                                 dict(self.timings), dict(self.report), residue_source=self.prepared.source_residue)
 
     def _set_restraint_targets(self, frame: int) -> None:
@@ -300,6 +347,24 @@ def without_restraint(system: mm.System) -> mm.System:
     return copy
 
 
+def restore_residue_names(pdb_path, topology: app.Topology) -> None:
+    """Put back 4-character residue names (POPC, CHL1) that OpenMM's PDB writer cuts to 3.
+
+    Columns 18-21 hold the name, as CHARMM-GUI and GROMACS write it and OpenMM and mdtraj
+    read it; without this a written membrane reads back as 'POP'/'CHL' and matches no template.
+    """
+    names = [atom.residue.name for atom in topology.atoms()]
+    if all(len(n) <= 3 for n in names):
+        return
+    lines = Path(pdb_path).read_text().splitlines(keepends=True)
+    k = 0
+    for i, line in enumerate(lines):
+        if line.startswith(("ATOM  ", "HETATM")):
+            lines[i] = line[:17] + f"{names[k]:<4.4}" + line[21:]
+            k += 1
+    Path(pdb_path).write_text("".join(lines))
+
+
 def _write_outputs(result: SimulationResult, output: Path, atomic_output) -> list[str]:
     written = []
     with atomic_output(output) as tmp:
@@ -308,6 +373,8 @@ def _write_outputs(result: SimulationResult, output: Path, atomic_output) -> lis
                 app.PDBxFile.writeFile(result.topology, result.positions, f, keepIds=True)
             else:
                 app.PDBFile.writeFile(result.topology, result.positions, f, keepIds=True)
+        if output.suffix.lower() not in (".cif", ".mmcif"):
+            restore_residue_names(tmp, result.topology)
     written.append(str(output))
     stem = output.with_suffix("")
     state = result.simulation.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
