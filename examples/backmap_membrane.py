@@ -42,7 +42,8 @@ def main(argv=None) -> None:
     ap.add_argument("cg", nargs="?", default=str(MEMBRANE), help="CG frame (.gro/.pdb, optionally .gz)")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--solvent", choices=["vacuum", "implicit", "explicit"], default="explicit")
-    ap.add_argument("--equilibrate", type=float, default=10.0, help="ps of NVT heating + restraint release (0: none)")
+    ap.add_argument("--equilibrate", type=float, default=1.0,
+                    help="ps of NVT heating + restraint release (0: none; 1 ps takes ~20 min on 2 CPU cores, use 10+ on a GPU)")
     args = ap.parse_args(argv)
 
     cg = Path(args.cg)
