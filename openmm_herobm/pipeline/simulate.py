@@ -92,8 +92,8 @@ class Refiner:
         self.options = options
         self.platform = choose_platform(options.platform)
         forcefield = options.forcefield or default_forcefield(backmapped.trajectory.topology)
-        # explicit solvent: the solute is refined first (vacuum: cheap, and its bad contacts
-        # cannot push water around), then solvated in the CG box and only the water relaxed
+        # explicit solvent: the solute is refined first without solvent (cheap, and its bad
+        # contacts cannot push water around), then solvated and the water relaxed (_solvate)
         self.explicit = options.solvent == "explicit"
         self.solute_solvent = None if self.explicit else options.solvent
         self.forcefield = load_forcefield(forcefield, self.solute_solvent)
@@ -185,14 +185,9 @@ class Refiner:
             self.report["solvent_rebuilt"]["bilayer_core_nm"] = core
 
     def _solvate(self, frame: int, positions) -> tuple:
-        """Solvate the refined solute and relax the water around it; returns (topology, system, simulation).
-
-        Two capped L-BFGS passes over the solvated system with flexible water (rigid water
-        means constraints, and OpenMM's minimiser is ~100x slower with constraints): first
-        the solute held on its refined positions (only water and ions move), then everything
-        with the bead restraint and stereo guards alone.  A pass that goes non-finite or
-        collapses a pair is undone.
-        """
+        """Solvate the refined solute and relax the water around it (:func:`relax_solvent`);
+        returns (topology, system, simulation).  The System has flexible water: rigid water
+        means constraints, and OpenMM's minimiser is ~100x slower with constraints."""
         modeller = app.Modeller(self.topology, positions)
         self._add_solvent(modeller)
         topology = modeller.topology
