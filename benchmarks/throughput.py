@@ -209,9 +209,9 @@ def worker(args) -> dict:
                              if max(b.index for b in r.atoms) < 1000 for a in r.atoms])  # whole residues
     t0 = time.perf_counter()
     for _ in range(2):
-        hb.backmap(small, model, chunk=args.chunk)
+        hb.backmap(small, model, chunk=args.chunk, fit=args.fit)
     for _ in range(args.warmup):
-        hb.backmap(traj, model, chunk=args.chunk)
+        hb.backmap(traj, model, chunk=args.chunk, fit=args.fit)
     t_warm = time.perf_counter() - t0
     rss_before = peak_rss_mb()
 
@@ -219,7 +219,7 @@ def worker(args) -> dict:
     for _ in range(max(1, args.repeats)):
         gc.collect()  # keep full garbage collections of earlier garbage out of the timed call
         t0 = time.perf_counter()
-        result = hb.backmap(traj, model, chunk=args.chunk)
+        result = hb.backmap(traj, model, chunk=args.chunk, fit=args.fit)
         times.append(time.perf_counter() - t0)
     n_atoms = result.trajectory.n_atoms
     n_beads = result.system.n_beads
@@ -314,6 +314,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=float, default=40.0, help="backmap(chunk=...): cube edge (A) above 4000 beads")
     ap.add_argument("--warmup", type=int, default=1, help="untimed full-size backmap calls before timing")
     ap.add_argument("--repeats", type=int, default=1, help="timed calls per size (best and mean reported)")
+    ap.add_argument("--fit", action="store_true",
+                    help="time backmap with the protein fit (backmap's default); without it the network alone")
     ap.add_argument("--out", help="JSON output")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
@@ -327,7 +329,7 @@ def main(argv=None) -> int:
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     report = {"command": command, "machine": machine_info(args.threads),
-              "config": {"model": args.model, "sizes": args.sizes, "gap_A": args.gap, "chunk_A": args.chunk,
+              "config": {"model": args.model, "fit": args.fit, "sizes": args.sizes, "gap_A": args.gap, "chunk_A": args.chunk,
                          "warmup": args.warmup, "repeats": args.repeats, "test_dir": os.path.abspath(args.test_dir)},
               "loadavg_before": [round(x, 2) for x in os.getloadavg()], "results": []}
     m = report["machine"]
@@ -341,6 +343,8 @@ def main(argv=None) -> int:
                "--n-source-chains", str(args.n_source_chains)]
         if args.chains:
             cmd += ["--chains", *args.chains]
+        if args.fit:
+            cmd.append("--fit")
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         lines = [x for x in proc.stdout.splitlines() if x.startswith(MARKER)]

@@ -25,6 +25,7 @@ from .errors import HeroBMError
 from .mapping import SystemMapping
 from .model.deploy import LoadedModel, load_model, shipped_models
 from .model.inference import predict_chunked
+from .reconstruction.protein_fit import ProteinFit
 
 #: Martini water and ion residue names (one W bead = 4 waters; ION residues hold NA/CL/... beads)
 SOLVENT_RESIDUES = frozenset({"W", "SW", "TW", "PW", "WF", "SOL", "ION", "NA", "CL", "K", "CA2+", "NA+", "CL-"})
@@ -118,13 +119,16 @@ def assign_models(cg_topology: mdtraj.Topology, models: list | None = None) -> t
 
 def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, trajectory: str | Path | None = None,
             output: str | Path | None = None, trajectory_output: str | Path | None = None,
-            unmapped: str = "fail", chunk: float = 40.0) -> BackmapResult:
+            unmapped: str = "fail", chunk: float = 40.0, fit: bool = True) -> BackmapResult:
     """Reconstruct the heavy atoms of a CG structure (and optionally every frame of a trajectory).
 
     ``cg`` is a file path or an mdtraj Trajectory of beads (martinize2 / Martini 3 naming).
     Molecules are made whole first.  ``model``: a shipped model name or file (everything
     non-solvent must be known to it), a list of them (each residue name goes to the first
     that knows it), or None for the shipped models.  Outputs are written atomically.
+    ``fit``: after the network, fit proteins to their beads and ideal geometry (backbone with
+    the predicted phi/psi, then the side chains the beads determine;
+    :mod:`openmm_herobm.reconstruction.protein_fit`); False keeps the raw network output.
     """
     from .io import check_output_path, load_input, write_outputs
 
@@ -156,7 +160,7 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
         beads = np.array([a.index for r in residues for a in top.residue(r).atoms], np.int64)
         sub = traj.atom_slice(beads) if len(beads) < traj.n_atoms else traj
         system = SystemMapping.from_cg(sub.topology, loaded.mapping_set, unmapped="fail", source=source)
-        xyz, dihedrals = _predict(loaded, system, sub, chunk)
+        xyz, dihedrals = _predict(loaded, system, sub, chunk, fit)
         parts.append(BackmapPart(system, loaded, dihedrals, beads[system.cg_input_index]))
         frames.append(mdtraj.Trajectory(xyz, system.aa_topology, time=traj.time))
     out = frames[0]
@@ -168,16 +172,20 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
     return BackmapResult(out, parts, dict(solvent), box, write_outputs(out, output, trajectory_output))
 
 
-def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory, chunk: float):
+def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory, chunk: float,
+             fit: bool = True):
     bead_type = torch.as_tensor(system.bead_types)
     slot_atom = torch.as_tensor(np.where(system.slot_valid, system.slot_atom, -1))
     xyz = np.empty((traj.n_frames, system.n_atoms, 3), np.float32)
     dihedrals = np.empty((traj.n_frames, system.n_beads, 4), np.float32)
+    fitter = ProteinFit(system) if fit else None
     with torch.no_grad():
         for f in range(traj.n_frames):
             pos = torch.as_tensor(traj.xyz[f, system.cg_input_index] * 10.0, dtype=torch.float32)
             vectors, dih = predict_chunked(loaded.module, pos, bead_type, loaded.cutoff, chunk=chunk)
-            atoms = loaded.module.reconstruct(pos, bead_type, vectors, slot_atom, system.n_atoms)
-            xyz[f] = atoms.numpy() / 10.0
+            atoms = loaded.module.reconstruct(pos, bead_type, vectors, slot_atom, system.n_atoms).numpy()
+            if fitter is not None and not fitter.empty:
+                atoms = fitter(atoms, pos.numpy(), dih.numpy())
+            xyz[f] = atoms / 10.0
             dihedrals[f] = dih.numpy()
     return xyz, dihedrals

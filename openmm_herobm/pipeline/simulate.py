@@ -272,7 +272,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                          solvent: str | None = "implicit", platform: str | None = None, restraint_k: float = 1.0e5,
                          optimize_backbone: bool = True, output: str | Path | None = None,
                          trajectory_output: str | Path | None = None, unmapped: str = "fail",
-                         progress: bool = False) -> SimulationResult:
+                         progress: bool = False, fit: bool = True) -> SimulationResult:
     """Backmap a CG structure with a HEroBM model and refine it into a ready-to-run OpenMM system.
 
     Units: ``tolerance`` kJ/mol/nm, ``equilibrate`` ps, ``temperature`` K, ``restraint_k``
@@ -280,6 +280,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     (PDB/mmCIF) receives the final structure of frame 0, and beside it
     ``<stem>.system.xml``, ``<stem>.state.xml`` and ``<stem>.report.json``;
     ``trajectory_output`` (DCD/XTC) every refined frame of ``trajectory``.
+    ``fit`` is :func:`~openmm_herobm.backmap`'s (fit proteins to their beads and ideal geometry).
     """
     from ..backmapping import backmap
     from ..evaluation import evaluate
@@ -297,7 +298,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     timings: dict = {}
     cg_traj, _ = load_input(cg, trajectory)
     with timed(timings, "model"):
-        bm = backmap(cg_traj, model, unmapped=unmapped)
+        bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit)
     if bm.solvent and solvent != "explicit":
         listing = ", ".join(f"{n} x{c}" for n, c in sorted(bm.solvent.items()))
         warnings.warn(f"CG solvent not rebuilt ({listing}): it is rebuilt with solvent='explicit' "

@@ -1,0 +1,388 @@
+"""Protein fit: make a reconstructed protein agree with its beads and with ideal geometry.
+
+The network places each residue's N, CA, C and O from the beads around it, one bead at
+a time, so nothing forces neighbouring residues to agree on the peptide plane they
+share; and a Martini 3 BB bead is the mass centre of exactly those four atoms, a
+constraint the network only learns approximately.  This fit (per frame, L-BFGS in
+torch, Angstrom) moves the backbone atoms to minimise
+
+* ``K_BEAD * sum |W_b x - b|^2`` over every bead that holds backbone atoms (the CG input),
+* ``K_BOND * (d - d0)^2`` and ``K_ANGLE * (theta - theta0)^2`` (Engh & Huber, peptide bond included),
+* ``K_OMEGA * (1 + cos omega)`` (trans; cis kept only for a proline the network predicts cis),
+* ``K_RAMA * (1 - cos(phi - phi_net))`` and the same for psi (the network's predicted dihedrals),
+* ``K_PRIOR * |x - x_net|^2`` (stay in the network's basin),
+
+with CB always at its ideal tetrahedral position on N, CA, C (so every CA is L).  Side-chain
+atoms keep the network's positions, shifted at the end so that their beads coincide with
+the input again.  Measured on the validation chains it lowers backbone RMSD by about a
+third and heavy-atom RMSD by ~0.04 A (BENCHMARKS.md).  Peptide bonds are only assumed
+between consecutive residues of a chain whose BB beads are closer than ``LINK_MAX``, so
+real chain breaks stay open.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .hierarchical import recenter
+
+BACKBONE = ("N", "CA", "C", "O")
+# Engh & Huber ideal bond lengths (A) and angles (degrees); "+" = atom of residue i+1
+BOND = {"N-CA": 1.458, "CA-C": 1.525, "C-O": 1.231, "C-+N": 1.329}
+ANGLE = {"N-CA-C": 111.2, "CA-C-O": 120.1, "CA-C-+N": 116.2, "O-C-+N": 122.7, "C-+N-+CA": 121.7}
+K_BEAD, K_PRIOR, K_BOND, K_ANGLE, K_OMEGA, K_RAMA = 1000.0, 0.3, 100.0, 50.0, 20.0, 3.0
+LINK_MAX = 4.6  # A between BB beads of residues i, i+1 (CA-CA is 3.8 A trans, 2.9 A cis)
+ITERATIONS = 120
+# ideal CB from N, CA, C (Engh & Huber geometry; e.g. ProteinMPNN's virtual CB)
+_CB = (-0.58273431, 0.56802827, -0.54067466)
+
+
+def _dihedral(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    b0, b1, b2 = a - b, c - b, d - c
+    b1 = b1 / b1.norm(dim=-1, keepdim=True)
+    v = b0 - (b0 * b1).sum(-1, keepdim=True) * b1
+    w = b2 - (b2 * b1).sum(-1, keepdim=True) * b1
+    return torch.atan2((torch.linalg.cross(b1, v) * w).sum(-1), (v * w).sum(-1))
+
+
+def _angle(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    u, v = a - b, c - b
+    return torch.atan2(torch.linalg.cross(u, v).norm(dim=-1), (u * v).sum(-1))
+
+
+def ideal_cb(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """CB of an L amino acid with ideal geometry on N, CA, C (any leading shape, ``(..., 3)``)."""
+    b, cc = ca - n, c - ca
+    return _CB[0] * torch.linalg.cross(b, cc) + _CB[1] * b + _CB[2] * cc + ca
+
+
+class BackboneFit:
+    """The fit for one system (a :class:`~openmm_herobm.mapping.SystemMapping`); call it per frame.
+
+    Only residues with N, CA and C atoms and a bead holding CA take part; a system without
+    any (lipids, ligands) makes an empty fit that returns its input unchanged.
+    """
+
+    def __init__(self, system):
+        top = system.aa_topology
+        names = [a.name for a in top.atoms]
+        residue_of = np.array([a.residue.index for a in top.atoms])
+        per_res = [dict() for _ in range(top.n_residues)]
+        for i, (name, r) in enumerate(zip(names, residue_of)):
+            per_res[r].setdefault(name, i)
+        weights = system.weights.tocoo()
+        bead_of_atom = {}
+        for row, col in zip(weights.row, weights.col):
+            bead_of_atom.setdefault(col, row)
+        keep = [r for r, atoms in enumerate(per_res)
+                if all(n in atoms for n in ("N", "CA", "C")) and atoms["CA"] in bead_of_atom]
+        self.n_atoms = len(names)
+        self.empty = not keep
+        if self.empty:
+            return
+        chain = np.array([top.residue(r).chain.index for r in keep])
+        index = {n: np.array([per_res[r].get(n, -1) for r in keep]) for n in BACKBONE + ("CB",)}
+        self.ca_bead = np.array([bead_of_atom[per_res[r]["CA"]] for r in keep])
+        self.consecutive = (chain[1:] == chain[:-1]) & (np.diff(np.array(keep)) == 1)
+        self.index = {n: torch.as_tensor(v) for n, v in index.items()}
+
+        backbone = np.concatenate([v[v >= 0] for n, v in index.items() if n != "CB"])
+        self.moving = torch.as_tensor(np.sort(backbone))
+        has_cb = index["CB"] >= 0
+        self.cb_res = torch.as_tensor(np.flatnonzero(has_cb))
+        self.cb_atom = torch.as_tensor(index["CB"][has_cb])
+        # other atoms of beads that hold backbone atoms (e.g. OXT) ride along with their C
+        is_backbone = np.zeros(self.n_atoms, bool)
+        is_backbone[backbone] = True
+        backbone_bead = np.zeros(system.weights.shape[0], bool)
+        backbone_bead[weights.row[is_backbone[weights.col]]] = True
+        placed = is_backbone.copy()  # by the fit: backbone atoms and the ideal CB
+        placed[index["CB"][has_cb]] = True
+        res_pos = {r: k for k, r in enumerate(keep)}
+        riders = sorted({c for row, c in zip(weights.row, weights.col)
+                         if backbone_bead[row] and not placed[c] and residue_of[c] in res_pos})
+        self.rider_atom = torch.as_tensor(np.array(riders, np.int64))
+        self.rider_c = torch.as_tensor(np.array([index["C"][res_pos[residue_of[c]]] for c in riders], np.int64))
+
+        rows = weights.row
+        on_bb = backbone_bead[rows]
+        self.bead_rows = torch.as_tensor(np.searchsorted(np.flatnonzero(backbone_bead), rows[on_bb]))
+        self.bead_cols = torch.as_tensor(weights.col[on_bb])
+        self.bead_vals = torch.as_tensor(weights.data[on_bb], dtype=torch.float64)
+        self.backbone_beads = torch.as_tensor(np.flatnonzero(backbone_bead))
+        self.n_backbone_beads = int(backbone_bead.sum())
+        # side-chain beads: shifted afterwards with the backbone atoms' share held fixed
+        side = ~on_bb
+        self.side_rows = torch.as_tensor(rows[side])
+        self.side_cols = torch.as_tensor(weights.col[side])
+        self.side_vals = torch.as_tensor(weights.data[side], dtype=torch.float64)
+        self.side_atoms = torch.as_tensor(np.unique(weights.col[side]))
+        self.n_beads = system.weights.shape[0]
+        self.is_pro = np.array([top.residue(r).name == "PRO" for r in keep])
+
+    def phi_psi(self, dihedrals: np.ndarray) -> np.ndarray:
+        """The network's (phi, psi) per fitted residue, radians, from its per-bead ``(n_beads, 4)``
+        output (sin phi, cos phi, sin psi, cos psi, read on the bead that holds CA)."""
+        d = np.asarray(dihedrals, np.float64)[self.ca_bead]
+        return np.stack([np.arctan2(d[:, 0], d[:, 1]), np.arctan2(d[:, 2], d[:, 3])], axis=1)
+
+    def links(self, beads: np.ndarray) -> np.ndarray:
+        """Residue positions i (in the fitted residues) bonded to i+1 in this frame."""
+        ca_bead = beads[self.ca_bead]
+        close = np.linalg.norm(ca_bead[1:] - ca_bead[:-1], axis=1) < LINK_MAX
+        return np.flatnonzero(self.consecutive & close)
+
+    def __call__(self, xyz: np.ndarray, beads: np.ndarray, phi_psi: np.ndarray | None = None,
+                 iterations: int = ITERATIONS) -> np.ndarray:
+        """Fitted copy of ``xyz`` ``(n_atoms, 3)``, Angstrom; ``beads`` ``(n_beads, 3)`` A;
+        ``phi_psi`` ``(n_fitted_residues, 2)`` radians from the network, NaN where unknown."""
+        if self.empty:
+            return xyz
+        x0 = torch.as_tensor(np.asarray(xyz, np.float64))
+        b = torch.as_tensor(np.asarray(beads, np.float64))
+        link = torch.as_tensor(self.links(np.asarray(beads)))
+        ix = self.index
+        N, CA, C, O = ix["N"], ix["CA"], ix["C"], ix["O"]
+
+        def at(name: str, shift: int) -> torch.Tensor:
+            return ix[name][link + shift] if shift else ix[name][link]
+
+        omega0 = _dihedral(x0[at("CA", 0)], x0[at("C", 0)], x0[at("N", 1)], x0[at("CA", 1)])
+        cis = torch.as_tensor(self.is_pro)[link + 1] & (omega0.abs() < math.pi / 2)
+        omega_sign = torch.where(cis, -1.0, 1.0).to(torch.float64)  # energy 1 + sign * cos(omega)
+        has_o = O >= 0
+        o_res = torch.nonzero(has_o).squeeze(-1)
+        o_link = link[has_o[link]]  # peptides whose residue i has its O
+        rad = {k: math.radians(v) for k, v in ANGLE.items()}
+        rama = None
+        if phi_psi is not None:
+            target = torch.as_tensor(np.asarray(phi_psi, np.float64))
+            rama = (target[link + 1, 0], target[link, 1])
+
+        moving = self.moving
+        start = x0[moving].clone()
+        variable = start.clone().requires_grad_(True)
+
+        def assemble(v: torch.Tensor) -> torch.Tensor:
+            x = x0.index_put((moving,), v)
+            cb = ideal_cb(x[N[self.cb_res]], x[CA[self.cb_res]], x[C[self.cb_res]])
+            x = x.index_put((self.cb_atom,), cb)
+            if self.rider_atom.numel():
+                x = x.index_put((self.rider_atom,), x0[self.rider_atom] + (x - x0)[self.rider_c])
+            return x
+
+        def energy(v: torch.Tensor) -> torch.Tensor:
+            x = assemble(v)
+            mapped = torch.zeros(self.n_backbone_beads, 3, dtype=x.dtype).index_add_(
+                0, self.bead_rows, x[self.bead_cols] * self.bead_vals.unsqueeze(1))
+            e = K_BEAD * (mapped - b[self.backbone_beads]).pow(2).sum()
+            e = e + K_PRIOR * (v - start).pow(2).sum()
+            e = e + K_BOND * ((x[N] - x[CA]).norm(dim=-1) - BOND["N-CA"]).pow(2).sum()
+            e = e + K_BOND * ((x[CA] - x[C]).norm(dim=-1) - BOND["CA-C"]).pow(2).sum()
+            e = e + K_BOND * ((x[C[o_res]] - x[O[o_res]]).norm(dim=-1) - BOND["C-O"]).pow(2).sum()
+            e = e + K_ANGLE * (_angle(x[N], x[CA], x[C]) - rad["N-CA-C"]).pow(2).sum()
+            e = e + K_ANGLE * (_angle(x[CA[o_res]], x[C[o_res]], x[O[o_res]]) - rad["CA-C-O"]).pow(2).sum()
+            if link.numel():
+                e = e + K_BOND * ((x[at("C", 0)] - x[at("N", 1)]).norm(dim=-1) - BOND["C-+N"]).pow(2).sum()
+                e = e + K_ANGLE * (_angle(x[at("CA", 0)], x[at("C", 0)], x[at("N", 1)]) - rad["CA-C-+N"]).pow(2).sum()
+                e = e + K_ANGLE * (_angle(x[at("C", 0)], x[at("N", 1)], x[at("CA", 1)]) - rad["C-+N-+CA"]).pow(2).sum()
+                e = e + K_ANGLE * (_angle(x[O[o_link]], x[C[o_link]], x[N[o_link + 1]]) - rad["O-C-+N"]).pow(2).sum()
+                omega = _dihedral(x[at("CA", 0)], x[at("C", 0)], x[at("N", 1)], x[at("CA", 1)])
+                e = e + K_OMEGA * (1.0 + omega_sign * torch.cos(omega)).sum()
+                if rama is not None:
+                    phi = _dihedral(x[at("C", 0)], x[at("N", 1)], x[at("CA", 1)], x[at("C", 1)])
+                    psi = _dihedral(x[at("N", 0)], x[at("CA", 0)], x[at("C", 0)], x[at("N", 1)])
+                    for value, want in ((phi, rama[0]), (psi, rama[1])):
+                        known = torch.isfinite(want)
+                        e = e + K_RAMA * (1.0 - torch.cos(value[known] - want[known])).sum()
+            return e
+
+        optimiser = torch.optim.LBFGS([variable], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
+                                      tolerance_grad=1e-6, tolerance_change=1e-10, history_size=20)
+
+        def closure():
+            optimiser.zero_grad()
+            e = energy(variable)
+            e.backward()
+            return e
+
+        with torch.enable_grad():
+            optimiser.step(closure)
+        x = assemble(variable.detach())
+        if not torch.isfinite(x).all():  # never hand back a broken frame: keep the network's
+            return np.asarray(xyz)
+        if self.side_atoms.numel():
+            fixed = torch.isin(self.side_cols, moving)  # backbone atoms that a side bead shares
+            share = torch.zeros(self.n_beads, 3, dtype=x.dtype).index_add_(
+                0, self.side_rows[fixed], x[self.side_cols[fixed]] * self.side_vals[fixed].unsqueeze(1))
+            free = ~fixed
+            shifted = recenter(x.unsqueeze(0), (b - share).unsqueeze(0), self.side_rows[free],
+                               self.side_cols[free], self.side_vals[free], 30)[0]
+            side = self.side_atoms[~torch.isin(self.side_atoms, moving)]
+            x = x.index_put((side,), shifted[side])
+        return x.numpy().astype(np.asarray(xyz).dtype)
+
+
+# Side chains whose beads and ideal geometry pin the conformation down (one Martini bead
+# over <= 2 free torsions, or rings): fitted.  Carboxylates, amides, MET and ARG keep the
+# network's positions (shifted onto their beads): a bead is blind to their last torsion,
+# and a fitted, physical conformer is further from the truth on average than the
+# network's mean (measured on validation chains, BENCHMARKS.md).
+FITTED_SIDE_CHAINS = ("CYS", "HIS", "ILE", "LEU", "LYS", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL")
+# starts of the side-chain fit: the network's side chain turned about CA-CB by these (chi1 wells)
+CHI1_STARTS = (0.0, 120.0, 240.0)
+K_SIDE_BEAD, K_SIDE_PRIOR, K_SIDE_DIHEDRAL = 1000.0, 0.3, 50.0
+SIDE_ITERATIONS = 100
+GEOMETRY_FILE = Path(__file__).with_name("side_chain_geometry.json")
+
+
+@lru_cache(maxsize=1)
+def side_chain_geometry() -> dict:
+    """Ideal side-chain bonds, angles and rigid dihedrals (``scripts/build_side_chain_geometry.py``)."""
+    return json.loads(GEOMETRY_FILE.read_text())["residues"]
+
+
+class SideChainFit:
+    """Fit side chains of :data:`FITTED_SIDE_CHAINS` to their beads with ideal geometry; backbone fixed.
+
+    Energy (Angstrom): ``K_SIDE_BEAD * |W_b x - b|^2`` over the side-chain beads, ideal bonds and
+    angles, ``K_SIDE_DIHEDRAL * (1 - cos(t - t0))`` over rigid dihedrals (rings, planar groups,
+    and the impropers that fix the handedness at CA, ILE CB and THR CB), and
+    ``K_SIDE_PRIOR * |x - x_net|^2``.  Run from each of :data:`CHI1_STARTS`; every residue
+    keeps the start whose fit matches its beads best, then one more fit polishes the choice.
+    """
+
+    def __init__(self, system, residues: tuple[str, ...] = FITTED_SIDE_CHAINS):
+        top = system.aa_topology
+        table = side_chain_geometry()
+        bonds, angles, dihedrals, moving, axes, rotating = [], [], [], [], [], []
+        for res in top.residues:
+            geometry = table.get(res.name)
+            if geometry is None or res.name not in residues:
+                continue
+            atom = {a.name: a.index for a in res.atoms}
+            if not {"N", "CA", "C", "CB"} <= set(atom):
+                continue
+            side = [i for n, i in atom.items() if n not in BACKBONE]
+            moving.extend(side)
+            axes.append((atom["CA"], atom["CB"]))
+            rotating.append([i for n, i in atom.items() if n not in BACKBONE and n != "CB"])
+            for *names, value in geometry["bonds"]:
+                if all(n in atom for n in names):
+                    bonds.append(([atom[n] for n in names], value))
+            for *names, value in geometry["angles"]:
+                if all(n in atom for n in names):
+                    angles.append(([atom[n] for n in names], math.radians(value)))
+            for *names, value, _spread in geometry["dihedrals"]:
+                if all(n in atom for n in names):
+                    dihedrals.append(([atom[n] for n in names], math.radians(value)))
+        self.empty = not moving
+        if self.empty:
+            return
+        self.moving = torch.as_tensor(np.array(sorted(moving)))
+        self.bond_atoms = torch.as_tensor(np.array([b for b, _ in bonds]).reshape(-1, 2))
+        self.bond_length = torch.as_tensor([v for _, v in bonds], dtype=torch.float64)
+        self.angle_atoms = torch.as_tensor(np.array([a for a, _ in angles]).reshape(-1, 3))
+        self.angle_value = torch.as_tensor([v for _, v in angles], dtype=torch.float64)
+        self.dihedral_atoms = torch.as_tensor(np.array([d for d, _ in dihedrals]).reshape(-1, 4))
+        self.dihedral_value = torch.as_tensor([v for _, v in dihedrals], dtype=torch.float64)
+        self.axes = np.array(axes)
+        self.rotating = rotating
+        weights = system.weights.tocoo()
+        is_moving = np.zeros(top.n_atoms, bool)
+        is_moving[self.moving.numpy()] = True
+        beads = np.unique(weights.row[is_moving[weights.col]])
+        on = np.isin(weights.row, beads)
+        self.bead_index = torch.as_tensor(beads)
+        self.rows = torch.as_tensor(np.searchsorted(beads, weights.row[on]))
+        self.cols = torch.as_tensor(weights.col[on])
+        self.vals = torch.as_tensor(weights.data[on], dtype=torch.float64)
+        residue_of = np.array([a.residue.index for a in top.atoms])
+        self.bead_residue = residue_of[weights.col[on]][np.unique(self.rows.numpy(), return_index=True)[1]]
+        self.atom_residue = residue_of
+        self.n_residues = top.n_residues
+
+    def _rotated(self, xyz: np.ndarray, degrees: float) -> np.ndarray:
+        """``xyz`` with every fitted side chain turned about its CA-CB axis (Rodrigues)."""
+        if degrees == 0.0:
+            return xyz
+        out = xyz.copy()
+        t = math.radians(degrees)
+        for (ca, cb), atoms in zip(self.axes, self.rotating):
+            k = xyz[cb] - xyz[ca]
+            k = k / np.linalg.norm(k)
+            v = xyz[atoms] - xyz[cb]
+            out[atoms] = (xyz[cb] + v * math.cos(t) + np.cross(k, v) * math.sin(t)
+                          + np.outer(v @ k, k) * (1.0 - math.cos(t)))
+        return out
+
+    def _fit(self, x0: torch.Tensor, start: torch.Tensor, b: torch.Tensor, iterations: int):
+        moving = self.moving
+        prior = x0[moving]
+        variable = start[moving].clone().requires_grad_(True)
+
+        def mapped_beads(x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(len(self.bead_index), 3, dtype=x.dtype).index_add_(
+                0, self.rows, x[self.cols] * self.vals.unsqueeze(1))
+
+        def energy(v: torch.Tensor) -> torch.Tensor:
+            x = x0.index_put((moving,), v)
+            e = K_SIDE_BEAD * (mapped_beads(x) - b).pow(2).sum() + K_SIDE_PRIOR * (v - prior).pow(2).sum()
+            i, j = self.bond_atoms.unbind(1)
+            e = e + K_BOND * ((x[i] - x[j]).norm(dim=-1) - self.bond_length).pow(2).sum()
+            i, j, k = self.angle_atoms.unbind(1)
+            e = e + K_ANGLE * (_angle(x[i], x[j], x[k]) - self.angle_value).pow(2).sum()
+            i, j, k, m = self.dihedral_atoms.unbind(1)
+            return e + K_SIDE_DIHEDRAL * (1.0 - torch.cos(_dihedral(x[i], x[j], x[k], x[m]) - self.dihedral_value)).sum()
+
+        optimiser = torch.optim.LBFGS([variable], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
+                                      tolerance_grad=1e-6, tolerance_change=1e-10, history_size=20)
+
+        def closure():
+            optimiser.zero_grad()
+            e = energy(variable)
+            e.backward()
+            return e
+
+        with torch.enable_grad():
+            optimiser.step(closure)
+        x = x0.index_put((moving,), variable.detach())
+        misfit = np.zeros(self.n_residues)
+        np.add.at(misfit, self.bead_residue, (mapped_beads(x) - b).pow(2).sum(-1).numpy())
+        return x, misfit
+
+    def __call__(self, xyz: np.ndarray, beads: np.ndarray, iterations: int = SIDE_ITERATIONS) -> np.ndarray:
+        """Fitted copy of ``xyz`` ``(n_atoms, 3)`` A; ``beads`` ``(n_beads, 3)`` A."""
+        if self.empty:
+            return xyz
+        x0 = torch.as_tensor(np.asarray(xyz, np.float64))
+        b = torch.as_tensor(np.asarray(beads, np.float64))[self.bead_index]
+        fits = [self._fit(x0, torch.as_tensor(self._rotated(x0.numpy(), d)), b, iterations) for d in CHI1_STARTS]
+        best = np.stack([m for _, m in fits]).argmin(axis=0)  # per residue
+        chosen = torch.stack([x for x, _ in fits])[torch.as_tensor(best[self.atom_residue]), torch.arange(x0.shape[0])]
+        x, _ = self._fit(x0, chosen, b, iterations)
+        if not torch.isfinite(x).all():
+            return np.asarray(xyz)
+        return x.numpy().astype(np.asarray(xyz).dtype)
+
+
+class ProteinFit:
+    """:class:`BackboneFit` then :class:`SideChainFit`: what ``backmap(..., fit=True)`` runs per frame."""
+
+    def __init__(self, system):
+        self.backbone = BackboneFit(system)
+        self.side_chains = SideChainFit(system)
+        self.empty = self.backbone.empty and self.side_chains.empty
+
+    def __call__(self, xyz: np.ndarray, beads: np.ndarray, dihedrals: np.ndarray | None = None) -> np.ndarray:
+        """Fitted ``xyz`` ``(n_atoms, 3)`` A from the network's atoms, the beads (A) and its dihedrals."""
+        if not self.backbone.empty:
+            phi_psi = None if dihedrals is None else self.backbone.phi_psi(dihedrals)
+            xyz = self.backbone(xyz, beads, phi_psi)
+        return self.side_chains(xyz, beads)
