@@ -7,7 +7,7 @@ deviation below ``--max-spread`` degrees: ring and planar-group torsions, and th
 impropers that fix the handedness of CA, ILE CB and THR CB).  Free torsions (chi angles)
 are left out: the side-chain fit takes them from the network and the beads.
 
-    python scripts/build_side_chain_geometry.py ../shared/data/proteins/train --limit 300
+    python scripts/build_side_chain_geometry.py ../shared/data/proteins/train --limit 150
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ def residue_terms(names: list[str], bonds: set[tuple[str, str]]):
     bond_list = sorted({tuple(sorted(b)) for b in bonds if side(b)})
     angles = sorted({(a, b, c) for b in nbr for a, c in itertools.combinations(sorted(nbr[b]), 2) if side((a, b, c))})
     propers = sorted({(a, b, c, d) for b, c in bonds for a in nbr[b] - {c} for d in nbr[c] - {b, a}
-                      if side((a, b, c, d))} | {(d, c, b, a) for b, c in bonds for a in nbr[b] - {c}
-                                                 for d in nbr[c] - {b, a} if False})
+                      if side((a, b, c, d))})
     impropers = sorted({(a, b, c, d) for b in nbr if len(nbr[b]) >= 3
                         for a, c, d in [sorted(nbr[b])[:3]] if side((a, b, c, d))})
     return bond_list, angles, propers, impropers
@@ -56,7 +55,7 @@ def residue_terms(names: list[str], bonds: set[tuple[str, str]]):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", help="folder of all-atom PDB(.gz) chains")
-    ap.add_argument("--limit", type=int, default=300, help="chains to read (default 300)")
+    ap.add_argument("--limit", type=int, default=150, help="chains to read (default 150)")
     ap.add_argument("--max-spread", type=float, default=15.0, help="keep dihedrals with circular SD below this (deg)")
     ap.add_argument("-o", "--output", default=str(OUT))
     args = ap.parse_args()

@@ -59,9 +59,10 @@ def test_fitted_atoms_sit_on_their_beads(chain):
 def test_fit_is_equivariant(chain):
     """Rotating and translating the beads and network atoms rotates the fitted atoms.
 
-    The backbone fit converges, so it is equivariant to 5e-3 A everywhere; the side-chain fit
-    stops after SIDE_ITERATIONS (stopping early measured better than converging), so a few
-    slow side chains may end elsewhere: 97% of all atoms must still agree to 0.01 A.
+    Run to convergence the backbone fit is equivariant to 5e-3 A everywhere.  As shipped, both
+    fits stop after a few dozen L-BFGS iterations (stopping early measured better than
+    converging: the network's prior keeps more weight), and rounding can then send a few slow
+    residues elsewhere: 95% of all atoms must still agree to 0.05 A.
     """
     _, cg, raw, _ = chain
     system, part = raw.system, raw.parts[0]
@@ -72,11 +73,11 @@ def test_fit_is_equivariant(chain):
     rot = Rotation.random(random_state=3).as_matrix()
     shift = np.array([12.0, -7.0, 30.0])
     move = lambda x: x @ rot.T + shift  # noqa: E731
-    out = backbone(xyz, beads, phi_psi)
-    assert np.abs(move(out) - backbone(move(xyz), move(beads), phi_psi)).max() < 5e-3
+    out = backbone(xyz, beads, phi_psi, iterations=400)
+    assert np.abs(move(out) - backbone(move(xyz), move(beads), phi_psi, iterations=400)).max() < 5e-3
     out = full(xyz, beads, part.dihedrals[0])
     moved = full(move(xyz), move(beads), part.dihedrals[0])
-    assert np.mean(np.linalg.norm(move(out) - moved, axis=1) < 0.01) > 0.97
+    assert np.mean(np.linalg.norm(move(out) - moved, axis=1) < 0.05) > 0.95
 
 
 def test_true_structure_is_almost_a_fixed_point():
@@ -112,3 +113,25 @@ def test_side_chain_geometry_table_covers_the_fitted_residues():
     # the impropers that fix the handedness of ILE CB and THR CB are in the table
     assert any(d[1] == "CB" for d in table["ILE"]["dihedrals"])
     assert any(d[1] == "CB" for d in table["THR"]["dihedrals"])
+
+
+def test_a_cb_dragged_through_the_backbone_plane_goes_back_to_l(chain):
+    """A D centre left by the fit (CB pulled across N-CA-C by its bead): the side chain is
+    shifted so that CB is on its ideal L place again; nothing else moves."""
+    _, _, _, fitted = chain
+    fit = BackboneFit(fitted.system)
+    xyz = fitted.trajectory.xyz[0].astype(np.float64) * 10.0
+    n, ca, c = (xyz[fit.index[k][fit.cb_res].numpy()] for k in ("N", "CA", "C"))
+    cb = xyz[fit.cb_atom.numpy()]
+    normal = np.cross(n - ca, c - ca)
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    k, atom = 10, int(fit.cb_atom[10])
+    broken = xyz.copy()
+    broken[atom] = cb[k] - 2.0 * ((cb[k] - ca[k]) @ normal[k]) * normal[k]  # mirror CB through the plane
+    assert np.abs(fit.keep_l(xyz) - xyz).max() == 0.0  # nothing to do on the fitted chain
+    repaired = fit.keep_l(broken)
+    assert np.linalg.norm(repaired[atom] - xyz[atom]) < 0.6  # back near where it was (ideal CB)
+    side = fit.side_atom_index[fit.side_atom_residue == int(fit.cb_res[k])].numpy()
+    shift = repaired[side] - broken[side]
+    assert np.abs(shift - shift[0]).max() < 1e-9 and np.linalg.norm(shift[0]) > 1.0  # one rigid shift
+    assert np.abs(np.delete(repaired - broken, side, axis=0)).max() == 0.0

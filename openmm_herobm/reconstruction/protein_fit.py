@@ -1,23 +1,28 @@
 """Protein fit: make a reconstructed protein agree with its beads and with ideal geometry.
 
-The network places each residue's N, CA, C and O from the beads around it, one bead at
-a time, so nothing forces neighbouring residues to agree on the peptide plane they
-share; and a Martini 3 BB bead is the mass centre of exactly those four atoms, a
-constraint the network only learns approximately.  This fit (per frame, L-BFGS in
-torch, Angstrom) moves the backbone atoms to minimise
+The network places each residue's atoms from the beads around it, one bead at a time, so
+nothing forces neighbouring residues to agree on the peptide plane they share; and a
+Martini 3 BB bead is the mass centre of exactly N, CA, C and O, a constraint the network
+only learns approximately.  Two fits follow it, per frame (L-BFGS in torch, Angstrom):
 
-* ``K_BEAD * sum |W_b x - b|^2`` over every bead that holds backbone atoms (the CG input),
-* ``K_BOND * (d - d0)^2`` and ``K_ANGLE * (theta - theta0)^2`` (Engh & Huber, peptide bond included),
-* ``K_OMEGA * (1 + cos omega)`` (trans; cis kept only for a proline the network predicts cis),
-* ``K_RAMA * (1 - cos(phi - phi_net))`` and the same for psi (the network's predicted dihedrals),
-* ``K_PRIOR * |x - x_net|^2`` (stay in the network's basin),
+1. :class:`BackboneFit` moves N, CA, C, O to minimise
 
-with CB always at its ideal tetrahedral position on N, CA, C (so every CA is L).  Side-chain
-atoms keep the network's positions, shifted at the end so that their beads coincide with
-the input again.  Measured on the validation chains it lowers backbone RMSD by about a
-third and heavy-atom RMSD by ~0.04 A (BENCHMARKS.md).  Peptide bonds are only assumed
-between consecutive residues of a chain whose BB beads are closer than ``LINK_MAX``, so
-real chain breaks stay open.
+   * ``K_BEAD * sum |W_b x - b|^2`` over every bead that holds backbone atoms (the CG input),
+   * ``K_BOND * (d - d0)^2`` and ``K_ANGLE * (theta - theta0)^2`` (Engh & Huber, peptide bond included),
+   * ``K_OMEGA * (1 + cos omega)`` (trans; cis kept only for a proline the network predicts cis),
+   * ``K_RAMA * (1 - cos(phi - phi_net))`` and the same for psi (the network's predicted dihedrals),
+   * ``K_PRIOR * |x - x_net|^2`` (stay in the network's basin),
+
+   with CB at its ideal tetrahedral (L) position on N, CA, C; then the side-chain atoms are
+   shifted so that their beads coincide with the input again.  Peptide bonds are only
+   assumed between consecutive residues of a chain whose BB beads are closer than
+   ``LINK_MAX``, so real chain breaks stay open.
+2. :class:`SideChainFit` refits the side chains whose beads pin them down to their beads,
+   ideal bonds, angles and rigid dihedrals (``side_chain_geometry.json``).
+
+Both stop after a few dozen iterations: on validation chains that measured better than
+running to convergence (the network's prior keeps more weight).  Test split numbers are in
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ BOND = {"N-CA": 1.458, "CA-C": 1.525, "C-O": 1.231, "C-+N": 1.329}
 ANGLE = {"N-CA-C": 111.2, "CA-C-O": 120.1, "CA-C-+N": 116.2, "O-C-+N": 122.7, "C-+N-+CA": 121.7}
 K_BEAD, K_PRIOR, K_BOND, K_ANGLE, K_OMEGA, K_RAMA = 1000.0, 0.3, 100.0, 50.0, 20.0, 3.0
 LINK_MAX = 4.6  # A between BB beads of residues i, i+1 (CA-CA is 3.8 A trans, 2.9 A cis)
-ITERATIONS = 120
+ITERATIONS = 80
 # ideal CB from N, CA, C (Engh & Huber geometry; e.g. ProteinMPNN's virtual CB)
 _CB = (-0.58273431, 0.56802827, -0.54067466)
 
@@ -125,6 +130,29 @@ class BackboneFit:
         self.side_atoms = torch.as_tensor(np.unique(weights.col[side]))
         self.n_beads = system.weights.shape[0]
         self.is_pro = np.array([top.residue(r).name == "PRO" for r in keep])
+        # side-chain atoms (not N, CA, C, O) of the fitted residues and their residue position
+        side_atom = np.flatnonzero(np.isin(residue_of, keep) & ~is_backbone)
+        self.side_atom_index = torch.as_tensor(side_atom)
+        self.side_atom_residue = torch.as_tensor(np.searchsorted(np.array(keep), residue_of[side_atom]))
+
+    def keep_l(self, xyz: np.ndarray) -> np.ndarray:
+        """``xyz`` with the side chain shifted so that CB sits on its ideal place wherever the
+        side-chain bead dragged CB through the N-CA-C plane (a D centre: the backbone is wrong
+        there, not the bead; a later stereo repair by reflection would throw the side chain away)."""
+        x = torch.as_tensor(np.asarray(xyz, np.float64))
+        n, ca, c = (x[self.index[k][self.cb_res]] for k in ("N", "CA", "C"))
+        cb = x[self.cb_atom]
+        ideal = ideal_cb(n, ca, c)
+        side = lambda p: (torch.linalg.cross(n - ca, c - ca) * (p - ca)).sum(-1)  # noqa: E731
+        wrong = torch.sign(side(cb)) != torch.sign(side(ideal))
+        if not wrong.any():
+            return xyz
+        # the whole side chain moves with its CB, so ILE/THR CB centres keep their handedness
+        shift = torch.zeros(len(self.consecutive) + 1, 3, dtype=x.dtype)
+        shift[self.cb_res[wrong]] = (ideal - cb)[wrong]
+        atoms = self.side_atom_index
+        x = x.index_put((atoms,), x[atoms] + shift[self.side_atom_residue])
+        return x.numpy().astype(np.asarray(xyz).dtype)
 
     def phi_psi(self, dihedrals: np.ndarray) -> np.ndarray:
         """The network's (phi, psi) per fitted residue, radians, from its per-bead ``(n_beads, 4)``
@@ -238,7 +266,8 @@ FITTED_SIDE_CHAINS = ("CYS", "HIS", "ILE", "LEU", "LYS", "PHE", "PRO", "SER", "T
 # starts of the side-chain fit: the network's side chain turned about CA-CB by these (chi1 wells)
 CHI1_STARTS = (0.0, 120.0, 240.0)
 K_SIDE_BEAD, K_SIDE_PRIOR, K_SIDE_DIHEDRAL = 1000.0, 0.3, 50.0
-SIDE_ITERATIONS = 100
+SIDE_ITERATIONS = 40
+POLISH_ITERATIONS = 20  # after the per-residue choice of start
 GEOMETRY_FILE = Path(__file__).with_name("side_chain_geometry.json")
 
 
@@ -322,24 +351,31 @@ class SideChainFit:
                           + np.outer(v @ k, k) * (1.0 - math.cos(t)))
         return out
 
-    def _fit(self, x0: torch.Tensor, start: torch.Tensor, b: torch.Tensor, iterations: int):
+    def _fit(self, x0: torch.Tensor, starts: torch.Tensor, b: torch.Tensor, iterations: int):
+        """Fit ``S`` starting structures ``(S, n_atoms, 3)`` at once (their energies add, and no
+        term couples two of them); returns them fitted and the bead misfit per start and residue."""
         moving = self.moving
         prior = x0[moving]
-        variable = start[moving].clone().requires_grad_(True)
+        variable = starts[:, moving].clone().requires_grad_(True)
+        base = x0.expand(starts.shape[0], -1, -1)
+
+        def place(v: torch.Tensor) -> torch.Tensor:
+            return base.index_put((torch.arange(v.shape[0]).unsqueeze(1), moving.unsqueeze(0)), v)
 
         def mapped_beads(x: torch.Tensor) -> torch.Tensor:
-            return torch.zeros(len(self.bead_index), 3, dtype=x.dtype).index_add_(
-                0, self.rows, x[self.cols] * self.vals.unsqueeze(1))
+            return torch.zeros(x.shape[0], len(self.bead_index), 3, dtype=x.dtype).index_add_(
+                1, self.rows, x[:, self.cols] * self.vals.unsqueeze(1))
 
         def energy(v: torch.Tensor) -> torch.Tensor:
-            x = x0.index_put((moving,), v)
+            x = place(v)
             e = K_SIDE_BEAD * (mapped_beads(x) - b).pow(2).sum() + K_SIDE_PRIOR * (v - prior).pow(2).sum()
             i, j = self.bond_atoms.unbind(1)
-            e = e + K_BOND * ((x[i] - x[j]).norm(dim=-1) - self.bond_length).pow(2).sum()
+            e = e + K_BOND * ((x[:, i] - x[:, j]).norm(dim=-1) - self.bond_length).pow(2).sum()
             i, j, k = self.angle_atoms.unbind(1)
-            e = e + K_ANGLE * (_angle(x[i], x[j], x[k]) - self.angle_value).pow(2).sum()
+            e = e + K_ANGLE * (_angle(x[:, i], x[:, j], x[:, k]) - self.angle_value).pow(2).sum()
             i, j, k, m = self.dihedral_atoms.unbind(1)
-            return e + K_SIDE_DIHEDRAL * (1.0 - torch.cos(_dihedral(x[i], x[j], x[k], x[m]) - self.dihedral_value)).sum()
+            twist = _dihedral(x[:, i], x[:, j], x[:, k], x[:, m]) - self.dihedral_value
+            return e + K_SIDE_DIHEDRAL * (1.0 - torch.cos(twist)).sum()
 
         optimiser = torch.optim.LBFGS([variable], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
                                       tolerance_grad=1e-6, tolerance_change=1e-10, history_size=20)
@@ -352,9 +388,11 @@ class SideChainFit:
 
         with torch.enable_grad():
             optimiser.step(closure)
-        x = x0.index_put((moving,), variable.detach())
-        misfit = np.zeros(self.n_residues)
-        np.add.at(misfit, self.bead_residue, (mapped_beads(x) - b).pow(2).sum(-1).numpy())
+        x = place(variable.detach())
+        misfit = np.zeros((x.shape[0], self.n_residues))
+        per_bead = (mapped_beads(x) - b).pow(2).sum(-1).numpy()
+        for s, row in enumerate(per_bead):
+            np.add.at(misfit[s], self.bead_residue, row)
         return x, misfit
 
     def __call__(self, xyz: np.ndarray, beads: np.ndarray, iterations: int = SIDE_ITERATIONS) -> np.ndarray:
@@ -363,10 +401,11 @@ class SideChainFit:
             return xyz
         x0 = torch.as_tensor(np.asarray(xyz, np.float64))
         b = torch.as_tensor(np.asarray(beads, np.float64))[self.bead_index]
-        fits = [self._fit(x0, torch.as_tensor(self._rotated(x0.numpy(), d)), b, iterations) for d in CHI1_STARTS]
-        best = np.stack([m for _, m in fits]).argmin(axis=0)  # per residue
-        chosen = torch.stack([x for x, _ in fits])[torch.as_tensor(best[self.atom_residue]), torch.arange(x0.shape[0])]
-        x, _ = self._fit(x0, chosen, b, iterations)
+        starts = torch.as_tensor(np.stack([self._rotated(x0.numpy(), d) for d in CHI1_STARTS]))
+        fitted, misfit = self._fit(x0, starts, b, iterations)
+        best = misfit.argmin(axis=0)  # per residue: the start that matches its beads best
+        chosen = fitted[torch.as_tensor(best[self.atom_residue]), torch.arange(x0.shape[0])]
+        x = self._fit(x0, chosen.unsqueeze(0), b, POLISH_ITERATIONS)[0][0]
         if not torch.isfinite(x).all():
             return np.asarray(xyz)
         return x.numpy().astype(np.asarray(xyz).dtype)
@@ -385,4 +424,5 @@ class ProteinFit:
         if not self.backbone.empty:
             phi_psi = None if dihedrals is None else self.backbone.phi_psi(dihedrals)
             xyz = self.backbone(xyz, beads, phi_psi)
-        return self.side_chains(xyz, beads)
+        xyz = self.side_chains(xyz, beads)
+        return xyz if self.backbone.empty else self.backbone.keep_l(xyz)
