@@ -61,6 +61,21 @@ def _angle(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.atan2(torch.linalg.cross(u, v).norm(dim=-1), (u * v).sum(-1))
 
 
+def _minimise(energy, variable: torch.Tensor, iterations: int) -> None:
+    """At most ``iterations`` L-BFGS steps (strong Wolfe line search) on ``energy(variable)``, in place."""
+    optimiser = torch.optim.LBFGS([variable], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
+                                  tolerance_grad=1e-6, tolerance_change=1e-10, history_size=20)
+
+    def closure():
+        optimiser.zero_grad()
+        e = energy(variable)
+        e.backward()
+        return e
+
+    with torch.enable_grad():
+        optimiser.step(closure)
+
+
 def ideal_cb(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """CB of an L amino acid with ideal geometry on N, CA, C (any leading shape, ``(..., 3)``)."""
     b, cc = ca - n, c - ca
@@ -231,17 +246,7 @@ class BackboneFit:
                         e = e + K_RAMA * (1.0 - torch.cos(value[known] - want[known])).sum()
             return e
 
-        optimiser = torch.optim.LBFGS([variable], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
-                                      tolerance_grad=1e-6, tolerance_change=1e-10, history_size=20)
-
-        def closure():
-            optimiser.zero_grad()
-            e = energy(variable)
-            e.backward()
-            return e
-
-        with torch.enable_grad():
-            optimiser.step(closure)
+        _minimise(energy, variable, iterations)
         x = assemble(variable.detach())
         if not torch.isfinite(x).all():  # never hand back a broken frame: keep the network's
             return np.asarray(xyz)
@@ -377,17 +382,7 @@ class SideChainFit:
             twist = _dihedral(x[:, i], x[:, j], x[:, k], x[:, m]) - self.dihedral_value
             return e + K_SIDE_DIHEDRAL * (1.0 - torch.cos(twist)).sum()
 
-        optimiser = torch.optim.LBFGS([variable], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
-                                      tolerance_grad=1e-6, tolerance_change=1e-10, history_size=20)
-
-        def closure():
-            optimiser.zero_grad()
-            e = energy(variable)
-            e.backward()
-            return e
-
-        with torch.enable_grad():
-            optimiser.step(closure)
+        _minimise(energy, variable, iterations)
         x = place(variable.detach())
         misfit = np.zeros((x.shape[0], self.n_residues))
         per_bead = (mapped_beads(x) - b).pow(2).sum(-1).numpy()
