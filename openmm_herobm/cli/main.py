@@ -113,7 +113,7 @@ def _cmd_backmap(args) -> int:
             args.cg, args.model, trajectory=args.trajectory, ph=args.ph, forcefield=args.forcefield,
             equilibrate=args.equilibrate, temperature=args.temperature,
             solvent=None if args.solvent == "vacuum" else args.solvent, platform=args.platform,
-            restraint_k=args.restraint_k, optimize_backbone=not args.no_backbone_opt, output=args.output,
+            restraint_k=args.restraint_k, optimize_backbone=False if args.no_backbone_opt else None, output=args.output,
             trajectory_output=args.traj_out, unmapped=args.unmapped, progress=not args.no_progress,
             fit=not args.no_fit)
         r = result.report
@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-fit", action="store_true",
                    help="keep the network's raw atoms: skip the fit of proteins to their beads, ideal geometry "
                         "and the predicted phi/psi that follows the network (~10x faster on long trajectories)")
-    b.add_argument("--no-backbone-opt", action="store_true", help="skip the backbone optimisation")
+    b.add_argument("--no-backbone-opt", action="store_true",
+                   help="skip the backbone optimisation (it runs only with --no-fit anyway: the fit does its job)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar for trajectories")
     b.set_defaults(func=_cmd_backmap)
 

@@ -270,7 +270,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                          forcefield: str | list[str] | None = None, minimize: bool = True,
                          tolerance: float = 500.0, equilibrate: float | None = None, temperature: float = 300.0,
                          solvent: str | None = "implicit", platform: str | None = None, restraint_k: float = 1.0e5,
-                         optimize_backbone: bool = True, output: str | Path | None = None,
+                         optimize_backbone: bool | None = None, output: str | Path | None = None,
                          trajectory_output: str | Path | None = None, unmapped: str = "fail",
                          progress: bool = False, fit: bool = True) -> SimulationResult:
     """Backmap a CG structure with a HEroBM model and refine it into a ready-to-run OpenMM system.
@@ -281,6 +281,9 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     ``<stem>.system.xml``, ``<stem>.state.xml`` and ``<stem>.report.json``;
     ``trajectory_output`` (DCD/XTC) every refined frame of ``trajectory``.
     ``fit`` is :func:`~openmm_herobm.backmap`'s (fit proteins to their beads and ideal geometry).
+    ``optimize_backbone`` (the CA-fixed backbone optimisation before hydrogens): None = only
+    when ``fit`` is False; the fit already optimises the backbone, with its beads, and
+    running both moved ubiquitin's backbone from 0.17 to 0.30 A RMSD.
     """
     from ..backmapping import backmap
     from ..evaluation import evaluate
@@ -291,7 +294,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     if trajectory_output is not None:
         check_output_path(trajectory_output, "trajectory")
     options = PipelineOptions(ph, forcefield, minimize, tolerance, equilibrate, temperature, solvent, platform,
-                              restraint_k, optimize_backbone)
+                              restraint_k, (not fit) if optimize_backbone is None else optimize_backbone)
     if solvent == "explicit" and trajectory_output is not None:
         raise HeroBMError("explicit solvent is for preparing one structure; refine trajectories in 'implicit' "
                           "or vacuum (solvent=None), then solvate the frame you want to simulate")
