@@ -21,19 +21,12 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 
+from openmm_herobm.training.dataset import dihedral
+
 BACKBONE = {"N", "CA", "C", "O"}
 OUT = Path(__file__).resolve().parents[1] / "openmm_herobm" / "reconstruction" / "side_chain_geometry.json"
 AMINO_ACIDS = {"ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS", "MET",
                "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL"}
-
-
-def dihedral(p: np.ndarray) -> np.ndarray:
-    """Dihedral angles (radians) of ``p`` ``(n, 4, 3)``."""
-    b0, b1, b2 = p[:, 0] - p[:, 1], p[:, 2] - p[:, 1], p[:, 3] - p[:, 2]
-    b1 = b1 / np.linalg.norm(b1, axis=1, keepdims=True)
-    v = b0 - (b0 * b1).sum(1, keepdims=True) * b1
-    w = b2 - (b2 * b1).sum(1, keepdims=True) * b1
-    return np.arctan2((np.cross(b1, v) * w).sum(1), (v * w).sum(1))
 
 
 def residue_terms(names: list[str], bonds: set[tuple[str, str]]):
@@ -99,7 +92,7 @@ def main() -> int:
             t = np.degrees(np.arctan2(np.linalg.norm(np.cross(u, v), axis=1), (u * v).sum(1)))
             entry["angles"].append([a, b, c, round(float(np.median(t)), 2)])
         for quad in propers + impropers:
-            t = dihedral(xyz[:, [col[q] for q in quad]])
+            t = dihedral(*(xyz[:, col[q]] for q in quad))
             mean = np.angle(np.exp(1j * t).mean())
             spread = np.degrees(np.sqrt(-2.0 * np.log(max(abs(np.exp(1j * t).mean()), 1e-12))))
             if spread < args.max_spread:

@@ -103,6 +103,7 @@ class BackboneFit:
         keep = [r for r, atoms in enumerate(per_res)
                 if all(n in atoms for n in ("N", "CA", "C")) and atoms["CA"] in bead_of_atom]
         self.n_atoms = len(names)
+        self.n_fitted = len(keep)
         self.empty = not keep
         if self.empty:
             return
@@ -163,7 +164,7 @@ class BackboneFit:
         if not wrong.any():
             return xyz
         # the whole side chain moves with its CB, so ILE/THR CB centres keep their handedness
-        shift = torch.zeros(len(self.consecutive) + 1, 3, dtype=x.dtype)
+        shift = torch.zeros(self.n_fitted, 3, dtype=x.dtype)
         shift[self.cb_res[wrong]] = (ideal - cb)[wrong]
         atoms = self.side_atom_index
         x = x.index_put((atoms,), x[atoms] + shift[self.side_atom_residue])
@@ -194,7 +195,7 @@ class BackboneFit:
         N, CA, C, O = ix["N"], ix["CA"], ix["C"], ix["O"]
 
         def at(name: str, shift: int) -> torch.Tensor:
-            return ix[name][link + shift] if shift else ix[name][link]
+            return ix[name][link + shift]
 
         omega0 = _dihedral(x0[at("CA", 0)], x0[at("C", 0)], x0[at("N", 1)], x0[at("CA", 1)])
         cis = torch.as_tensor(self.is_pro)[link + 1] & (omega0.abs() < math.pi / 2)
@@ -295,7 +296,7 @@ class SideChainFit:
     def __init__(self, system, residues: tuple[str, ...] = FITTED_SIDE_CHAINS):
         top = system.aa_topology
         table = side_chain_geometry()
-        bonds, angles, dihedrals, moving, axes, rotating = [], [], [], [], [], []
+        bonds, angles, dihedrals, moving, axes, rotating, rotating_axis = [], [], [], [], [], [], []
         for res in top.residues:
             geometry = table.get(res.name)
             if geometry is None or res.name not in residues:
@@ -305,8 +306,10 @@ class SideChainFit:
                 continue
             side = [i for n, i in atom.items() if n not in BACKBONE]
             moving.extend(side)
+            turned = [i for n, i in atom.items() if n not in BACKBONE and n != "CB"]
+            rotating.extend(turned)
+            rotating_axis.extend([len(axes)] * len(turned))
             axes.append((atom["CA"], atom["CB"]))
-            rotating.append([i for n, i in atom.items() if n not in BACKBONE and n != "CB"])
             for *names, value in geometry["bonds"]:
                 if all(n in atom for n in names):
                     bonds.append(([atom[n] for n in names], value))
@@ -326,8 +329,9 @@ class SideChainFit:
         self.angle_value = torch.as_tensor([v for _, v in angles], dtype=torch.float64)
         self.dihedral_atoms = torch.as_tensor(np.array([d for d, _ in dihedrals]).reshape(-1, 4))
         self.dihedral_value = torch.as_tensor([v for _, v in dihedrals], dtype=torch.float64)
-        self.axes = np.array(axes)
-        self.rotating = rotating
+        self.axes = np.array(axes)  # (n_residues_fitted, 2): CA, CB
+        self.rotating = np.array(rotating, np.int64)  # atoms beyond CB ...
+        self.rotating_axis = np.array(rotating_axis, np.int64)  # ... and the row of self.axes they turn about
         weights = system.weights.tocoo()
         is_moving = np.zeros(top.n_atoms, bool)
         is_moving[self.moving.numpy()] = True
@@ -338,7 +342,7 @@ class SideChainFit:
         self.cols = torch.as_tensor(weights.col[on])
         self.vals = torch.as_tensor(weights.data[on], dtype=torch.float64)
         residue_of = np.array([a.residue.index for a in top.atoms])
-        self.bead_residue = residue_of[weights.col[on]][np.unique(self.rows.numpy(), return_index=True)[1]]
+        self.bead_residue = torch.as_tensor(residue_of[weights.col[on]][np.unique(self.rows.numpy(), return_index=True)[1]])
         self.atom_residue = residue_of
         self.n_residues = top.n_residues
 
@@ -348,12 +352,12 @@ class SideChainFit:
             return xyz
         out = xyz.copy()
         t = math.radians(degrees)
-        for (ca, cb), atoms in zip(self.axes, self.rotating):
-            k = xyz[cb] - xyz[ca]
-            k = k / np.linalg.norm(k)
-            v = xyz[atoms] - xyz[cb]
-            out[atoms] = (xyz[cb] + v * math.cos(t) + np.cross(k, v) * math.sin(t)
-                          + np.outer(v @ k, k) * (1.0 - math.cos(t)))
+        k = xyz[self.axes[:, 1]] - xyz[self.axes[:, 0]]
+        k = (k / np.linalg.norm(k, axis=1, keepdims=True))[self.rotating_axis]
+        cb = xyz[self.axes[self.rotating_axis, 1]]
+        v = xyz[self.rotating] - cb
+        out[self.rotating] = (cb + v * math.cos(t) + np.cross(k, v) * math.sin(t)
+                              + k * (v * k).sum(1, keepdims=True) * (1.0 - math.cos(t)))
         return out
 
     def _fit(self, x0: torch.Tensor, starts: torch.Tensor, b: torch.Tensor, iterations: int):
@@ -384,11 +388,9 @@ class SideChainFit:
 
         _minimise(energy, variable, iterations)
         x = place(variable.detach())
-        misfit = np.zeros((x.shape[0], self.n_residues))
-        per_bead = (mapped_beads(x) - b).pow(2).sum(-1).numpy()
-        for s, row in enumerate(per_bead):
-            np.add.at(misfit[s], self.bead_residue, row)
-        return x, misfit
+        per_bead = (mapped_beads(x) - b).pow(2).sum(-1)
+        misfit = torch.zeros(x.shape[0], self.n_residues, dtype=x.dtype).index_add_(1, self.bead_residue, per_bead)
+        return x, misfit.numpy()
 
     def __call__(self, xyz: np.ndarray, beads: np.ndarray, iterations: int = SIDE_ITERATIONS) -> np.ndarray:
         """Fitted copy of ``xyz`` ``(n_atoms, 3)`` A; ``beads`` ``(n_beads, 3)`` A."""
