@@ -378,6 +378,8 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print a BENCHMARKS.md table next to the baseline")
     ap.add_argument("--no-fit", action="store_true",
                     help="measure the network's raw output (backmap(..., fit=False))")
+    ap.add_argument("--no-side-chains", action="store_true",
+                    help="fit without the model's side-chain library (backmap(..., side_chains=False))")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
 
@@ -418,11 +420,11 @@ def main(argv=None) -> int:
             cg = perturb(cg, name, args.sc_stretch, args.bead_noise, args.seed)
             if not warmed:  # TorchScript profiles, then optimises, on its first two calls: not timed
                 for _ in range(2):
-                    hb.backmap(cg, model, fit=not args.no_fit)
+                    hb.backmap(cg, model, fit=not args.no_fit, side_chains=not args.no_side_chains)
                 warmed = True
             gc.collect()  # a full collection inside the timed call would add ~0.1 s of noise
             t1 = time.perf_counter()
-            bm = hb.backmap(cg, model, fit=not args.no_fit)
+            bm = hb.backmap(cg, model, fit=not args.no_fit, side_chains=not args.no_side_chains)
             dt = time.perf_counter() - t1
             pred = bm.trajectory
             t2 = time.perf_counter()
@@ -462,6 +464,8 @@ def main(argv=None) -> int:
                    "seed": args.seed, "bead_noise_A": args.bead_noise or None,
                    "sc_stretch": args.sc_stretch or None, "unmapped": args.unmapped, "threads": args.threads,
                    "fit": not args.no_fit,
+                   "side_chain_library": (not args.no_fit and not args.no_side_chains
+                                          and model.side_chains is not None),
                    "torch": torch.__version__, "model_load_seconds": t_load},
         "duplicates_excluded": [c for c in args.exclude if c in names] or list(args.exclude),
         "all": aggregate(rows),

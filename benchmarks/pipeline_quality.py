@@ -278,8 +278,9 @@ def markdown(result: dict) -> str:
              + f"; OpenMM platform {cfg.get('platform') or '-'}, {cfg['threads']} thread(s)"
              + (f"; minimisation tolerance {cfg['tolerance_kj_mol_nm']:g} kJ/mol/nm"
                 if cfg.get("tolerance_kj_mol_nm") is not None else "") + ". "
-             "`raw` = `backmap` (network output); `refined` = `backmap_and_simulate` defaults "
-             "(backbone optimisation on, restraint k = 1e5 kJ/mol/nm^2); RMSDs without superposition."]
+             "`raw` = `backmap` (network + protein fit + side-chain library); `refined` = "
+             "`backmap_and_simulate` defaults (backbone optimisation only with fit=False, restraint "
+             "k = 1e5 kJ/mol/nm^2); RMSDs without superposition."]
     ks = [k for k in result["restraint_k"]]
     if ks:
         notes += ["", "Restraint strength (bead restraint TorchForce, kJ/mol/nm^2):", "",

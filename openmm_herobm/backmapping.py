@@ -119,7 +119,7 @@ def assign_models(cg_topology: mdtraj.Topology, models: list | None = None) -> t
 
 def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, trajectory: str | Path | None = None,
             output: str | Path | None = None, trajectory_output: str | Path | None = None,
-            unmapped: str = "fail", chunk: float = 40.0, fit: bool = True) -> BackmapResult:
+            unmapped: str = "fail", chunk: float = 40.0, fit: bool = True, side_chains: bool = True) -> BackmapResult:
     """Reconstruct the heavy atoms of a CG structure (and optionally every frame of a trajectory).
 
     ``cg`` is a file path or an mdtraj Trajectory of beads (martinize2 / Martini 3 naming).
@@ -129,6 +129,8 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
     ``fit``: after the network, fit proteins to their beads and ideal geometry (backbone with
     the predicted phi/psi, then the side chains the beads determine;
     :mod:`openmm_herobm.reconstruction.protein_fit`); False keeps the raw network output.
+    ``side_chains``: with ``fit``, mix in the side chains of the model's side-chain library
+    (:mod:`openmm_herobm.reconstruction.side_chain_library`) where the model file has one.
     """
     from .io import check_output_path, load_input, write_outputs
 
@@ -160,7 +162,7 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
         beads = np.array([a.index for r in residues for a in top.residue(r).atoms], np.int64)
         sub = traj.atom_slice(beads) if len(beads) < traj.n_atoms else traj
         system = SystemMapping.from_cg(sub.topology, loaded.mapping_set, unmapped="fail", source=source)
-        xyz, dihedrals = _predict(loaded, system, sub, chunk, fit)
+        xyz, dihedrals = _predict(loaded, system, sub, chunk, fit, side_chains)
         parts.append(BackmapPart(system, loaded, dihedrals, beads[system.cg_input_index]))
         frames.append(mdtraj.Trajectory(xyz, system.aa_topology, time=traj.time))
     out = frames[0]
@@ -173,12 +175,12 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
 
 
 def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory, chunk: float,
-             fit: bool = True):
+             fit: bool = True, side_chains: bool = True):
     bead_type = torch.as_tensor(system.bead_types)
     slot_atom = torch.as_tensor(np.where(system.slot_valid, system.slot_atom, -1))
     xyz = np.empty((traj.n_frames, system.n_atoms, 3), np.float32)
     dihedrals = np.empty((traj.n_frames, system.n_beads, 4), np.float32)
-    fitter = ProteinFit(system) if fit else None
+    fitter = ProteinFit(system, loaded.side_chains if side_chains else None) if fit else None
     with torch.no_grad():
         for f in range(traj.n_frames):
             pos = torch.as_tensor(traj.xyz[f, system.cg_input_index] * 10.0, dtype=torch.float32)

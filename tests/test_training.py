@@ -10,6 +10,7 @@ from openmm_herobm.cli.main import main
 from openmm_herobm.model.deploy import load_model
 from openmm_herobm.training import build_dataset
 from openmm_herobm.training.loss import LossWeights, backmapping_loss, bond_angles, bond_lengths
+from openmm_herobm.training.side_chains import build_side_chain_library
 from openmm_herobm.training.train import TrainConfig, train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "proteins"
@@ -73,6 +74,21 @@ def test_train_resume_is_exact_and_deploy_loads(datasets, tmp_path):
     assert main(["deploy", str(tmp_path / "straight" / "best.pt"), "-o", str(out)]) == 0
     model = load_model(out)
     assert model.metadata["training"]["steps"] in (3, 6) and model.metadata["mapping_set"] == "martini3"
+    assert model.side_chains is None
+    # a protein model can carry a side-chain library (scripts/build_side_chain_library.py writes one)
+    chain = sorted((DATA / "train").glob("*.pdb.gz"))[0]
+    library = build_side_chain_library([chain], "martini3")
+    (tmp_path / "sc.npz").write_bytes(library.to_bytes())
+    with_library = tmp_path / "tiny_sc.pt"
+    assert main(["deploy", str(tmp_path / "straight" / "best.pt"), "-o", str(with_library),
+                 "--side-chains", str(tmp_path / "sc.npz")]) == 0
+    model = load_model(with_library)
+    assert len(model.side_chains) == len(library) > 0
+    assert model.metadata["side_chains"]["entries"] == len(library)
+    (tmp_path / "bad.npz").write_bytes(b"no library")
+    assert main(["deploy", str(tmp_path / "straight" / "best.pt"), "-o", str(tmp_path / "bad.pt"),
+                 "--side-chains", str(tmp_path / "bad.npz")]) != 0
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_train_rejects_bad_config(tmp_path, capsys):

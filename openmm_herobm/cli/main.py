@@ -100,7 +100,7 @@ def _cmd_backmap(args) -> int:
 
         result = backmap(args.cg, args.model, trajectory=args.trajectory, output=args.output,
                          trajectory_output=args.traj_out, unmapped=args.unmapped, chunk=args.chunk,
-                         fit=not args.no_fit)
+                         fit=not args.no_fit, side_chains=not args.no_side_chains)
         print(result.summary() + "; no refinement")
         if result.solvent:
             print("CG solvent not backmapped (the pipeline rebuilds it with --solvent explicit): "
@@ -115,7 +115,7 @@ def _cmd_backmap(args) -> int:
             solvent=None if args.solvent == "vacuum" else args.solvent, platform=args.platform,
             restraint_k=args.restraint_k, optimize_backbone=False if args.no_backbone_opt else None, output=args.output,
             trajectory_output=args.traj_out, unmapped=args.unmapped, progress=not args.no_progress,
-            fit=not args.no_fit)
+            fit=not args.no_fit, side_chains=not args.no_side_chains)
         r = result.report
         print(f"refined {r['n_atoms']} atoms ({r['n_frames']} frame(s)) on {r['platform']}: "
               + ", ".join(f"{k} {v:.0f} kJ/mol" for k, v in result.energies.items())
@@ -150,7 +150,7 @@ def _cmd_train(args) -> int:
 def _cmd_deploy(args) -> int:
     from ..model.deploy import deploy
 
-    path = deploy(args.checkpoint, args.output, description=args.description or "")
+    path = deploy(args.checkpoint, args.output, description=args.description or "", side_chains=args.side_chains)
     print(f"wrote {path}")
     return 0
 
@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-fit", action="store_true",
                    help="keep the network's raw atoms: skip the fit of proteins to their beads, ideal geometry "
                         "and the predicted phi/psi that follows the network (~10x faster on long trajectories)")
+    b.add_argument("--no-side-chains", action="store_true",
+                   help="fit without the model's side-chain library (side chains from the network alone; "
+                        "0.1 A worse on held-out chains, see BENCHMARKS.md)")
     b.add_argument("--no-backbone-opt", action="store_true",
                    help="skip the backbone optimisation (it runs only with --no-fit anyway: the fit does its job)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar for trajectories")
@@ -295,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("checkpoint", help="training checkpoint (best.pt)")
     d.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
     d.add_argument("--description", help="free text stored in the metadata")
+    d.add_argument("--side-chains", metavar="LIBRARY", help="side-chain library (.npz from "
+                   "scripts/build_side_chain_library.py) to carry in the model file")
     d.set_defaults(func=_cmd_deploy)
 
     e = sub.add_parser("evaluate", help="compare a backmapped structure with a reference",

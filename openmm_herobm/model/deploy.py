@@ -3,7 +3,10 @@
 The file is ``torch.jit.save`` output with a ``metadata.json`` extra file: mapping set
 name and hash of its YAML files, bead-type table, cutoff, slots per bead, training data
 description, validation metrics and package version.  Loading checks the mapping set
-against the hash, so a model is never run with a mapping it was not trained for.
+against the hash, so a model is never run with a mapping it was not trained for.  A protein
+model may also carry a side-chain library (``side_chains.npz``, see
+:mod:`openmm_herobm.reconstruction.side_chain_library`), added by ``herobm deploy
+--side-chains`` or :func:`attach_side_chains`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import torch
 
 from ..errors import HeroBMError
 from ..mapping import MappingSet
+from ..reconstruction.side_chain_library import EXTRA_FILE as SIDE_CHAINS
+from ..reconstruction.side_chain_library import SideChainLibrary
 from ..resources import mappings_dir, models_dir
 
 METADATA = "metadata.json"
@@ -27,14 +32,17 @@ class LoadedModel:
     metadata: dict
     mapping_set: MappingSet
     path: Path
+    side_chains: SideChainLibrary | None = None
 
     @property
     def cutoff(self) -> float:
         return float(self.metadata["cutoff"])
 
 
-def deploy(checkpoint: str | Path, output: str | Path, description: str = "") -> Path:
-    """Script the model of a training checkpoint into one file with its metadata."""
+def deploy(checkpoint: str | Path, output: str | Path, description: str = "",
+           side_chains: str | Path | None = None) -> Path:
+    """Script the model of a training checkpoint into one file with its metadata (and, given a
+    ``side_chains`` library file from ``scripts/build_side_chain_library.py``, that library)."""
     from .. import __version__
     from ..io import atomic_output
     from ..training.train import TrainConfig, build_model
@@ -72,9 +80,44 @@ def deploy(checkpoint: str | Path, output: str | Path, description: str = "") ->
         folder = Path(config.mapping)
         metadata["mapping_files"] = {f.name: f.read_bytes().decode() for f in sorted(
             list(folder.glob("*.yaml")) + list(folder.glob("*.yml")))}
+    extra = {METADATA: json.dumps(metadata, indent=1)}
+    if side_chains is not None:
+        extra = _with_side_chains(extra, metadata, _read_library(side_chains))
     with atomic_output(output) as tmp:
-        torch.jit.save(scripted, tmp, _extra_files={METADATA: json.dumps(metadata, indent=1)})
+        torch.jit.save(scripted, tmp, _extra_files=extra)
     return Path(output)
+
+
+def _read_library(path: str | Path) -> SideChainLibrary:
+    try:
+        return SideChainLibrary.from_bytes(Path(path).read_bytes())
+    except (OSError, ValueError, KeyError) as exc:
+        raise HeroBMError(f"{path}: not a side-chain library ({exc}); build one with "
+                          "scripts/build_side_chain_library.py") from None
+
+
+def _with_side_chains(extra: dict, metadata: dict, library: SideChainLibrary) -> dict:
+    """Extra files of a model file that carries ``library`` (its metadata records the library)."""
+    if library.info.get("mapping_hash", metadata["mapping_hash"]) != metadata["mapping_hash"]:
+        raise HeroBMError(f"side-chain library was built with mapping set {library.info.get('mapping_set')} "
+                          f"(hash {library.info['mapping_hash'][:12]}), the model with {metadata['mapping_set']} "
+                          f"(hash {metadata['mapping_hash'][:12]}); rebuild the library with the model's mapping")
+    metadata = dict(metadata, side_chains=dict(
+        library.info, entries=len(library), neighbours=library.neighbours,
+        weights={n: r.weight for n, r in library.residues.items()}))
+    return {METADATA: json.dumps(metadata, indent=1), SIDE_CHAINS: library.to_bytes()}
+
+
+def attach_side_chains(model: str | Path, library: SideChainLibrary, output: str | Path | None = None) -> Path:
+    """Write ``model`` (a deployed file) again with ``library`` inside, to ``output`` (default: in place)."""
+    from ..io import atomic_output
+
+    loaded = load_model(model)
+    output = Path(output or loaded.path)
+    extra = _with_side_chains({}, loaded.metadata, library)
+    with atomic_output(output) as tmp:
+        torch.jit.save(loaded.module, tmp, _extra_files=extra)
+    return output
 
 
 def resolve_model_path(name_or_path: str | Path) -> Path:
@@ -95,7 +138,7 @@ def load_model(name_or_path: str | Path, mapping: str | Path | MappingSet | None
     was trained on (a mapping/model mismatch would silently misplace atoms).
     """
     path = resolve_model_path(name_or_path)
-    extra = {METADATA: ""}
+    extra = {METADATA: "", SIDE_CHAINS: ""}
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except (RuntimeError, ValueError) as exc:
@@ -116,7 +159,13 @@ def load_model(name_or_path: str | Path, mapping: str | Path | MappingSet | None
             f"(hash {mapping_set.files_hash[:12]}) was given; use the matching mapping set or retrain"
         )
     module.eval()
-    return LoadedModel(module, metadata, mapping_set, path)
+    side_chains = None
+    if extra[SIDE_CHAINS]:
+        try:
+            side_chains = SideChainLibrary.from_bytes(extra[SIDE_CHAINS])
+        except (ValueError, KeyError) as exc:
+            raise HeroBMError(f"{path}: unreadable side-chain library ({exc}); re-create the model file") from None
+    return LoadedModel(module, metadata, mapping_set, path, side_chains)
 
 
 def _embedded_mapping_set(metadata: dict) -> MappingSet:

@@ -272,7 +272,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                          solvent: str | None = "implicit", platform: str | None = None, restraint_k: float = 1.0e5,
                          optimize_backbone: bool | None = None, output: str | Path | None = None,
                          trajectory_output: str | Path | None = None, unmapped: str = "fail",
-                         progress: bool = False, fit: bool = True) -> SimulationResult:
+                         progress: bool = False, fit: bool = True, side_chains: bool = True) -> SimulationResult:
     """Backmap a CG structure with a HEroBM model and refine it into a ready-to-run OpenMM system.
 
     Units: ``tolerance`` kJ/mol/nm, ``equilibrate`` ps, ``temperature`` K, ``restraint_k``
@@ -280,7 +280,8 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     (PDB/mmCIF) receives the final structure of frame 0, and beside it
     ``<stem>.system.xml``, ``<stem>.state.xml`` and ``<stem>.report.json``;
     ``trajectory_output`` (DCD/XTC) every refined frame of ``trajectory``.
-    ``fit`` is :func:`~openmm_herobm.backmap`'s (fit proteins to their beads and ideal geometry).
+    ``fit`` and ``side_chains`` are :func:`~openmm_herobm.backmap`'s (fit proteins to their beads
+    and ideal geometry; mix in the model's side-chain library).
     ``optimize_backbone`` (the CA-fixed backbone optimisation before hydrogens): None = only
     when ``fit`` is False; the fit already optimises the backbone, with its beads, and
     running both moved ubiquitin's backbone from 0.17 to 0.30 A RMSD.
@@ -301,7 +302,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     timings: dict = {}
     cg_traj, _ = load_input(cg, trajectory)
     with timed(timings, "model"):
-        bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit)
+        bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit, side_chains=side_chains)
     if bm.solvent and solvent != "explicit":
         listing = ", ".join(f"{n} x{c}" for n, c in sorted(bm.solvent.items()))
         warnings.warn(f"CG solvent not rebuilt ({listing}): it is rebuilt with solvent='explicit' "

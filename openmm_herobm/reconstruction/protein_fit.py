@@ -274,6 +274,7 @@ CHI1_STARTS = (0.0, 120.0, 240.0)
 K_SIDE_BEAD, K_SIDE_PRIOR, K_SIDE_DIHEDRAL = 1000.0, 0.3, 50.0
 SIDE_ITERATIONS = 40
 POLISH_ITERATIONS = 20  # after the per-residue choice of start
+BLEND_POLISH_ITERATIONS, BLEND_POLISH_PRIOR = 20, 30.0  # geometry after the library blend (chosen on validation)
 GEOMETRY_FILE = Path(__file__).with_name("side_chain_geometry.json")
 
 
@@ -360,11 +361,12 @@ class SideChainFit:
                               + k * (v * k).sum(1, keepdims=True) * (1.0 - math.cos(t)))
         return out
 
-    def _fit(self, x0: torch.Tensor, starts: torch.Tensor, b: torch.Tensor, iterations: int):
+    def _fit(self, x0: torch.Tensor, starts: torch.Tensor, b: torch.Tensor, iterations: int,
+             prior: float = K_SIDE_PRIOR):
         """Fit ``S`` starting structures ``(S, n_atoms, 3)`` at once (their energies add, and no
         term couples two of them); returns them fitted and the bead misfit per start and residue."""
         moving = self.moving
-        prior = x0[moving]
+        x_prior = x0[moving]
         variable = starts[:, moving].clone().requires_grad_(True)
         base = x0.expand(starts.shape[0], -1, -1)
 
@@ -377,7 +379,7 @@ class SideChainFit:
 
         def energy(v: torch.Tensor) -> torch.Tensor:
             x = place(v)
-            e = K_SIDE_BEAD * (mapped_beads(x) - b).pow(2).sum() + K_SIDE_PRIOR * (v - prior).pow(2).sum()
+            e = K_SIDE_BEAD * (mapped_beads(x) - b).pow(2).sum() + prior * (v - x_prior).pow(2).sum()
             i, j = self.bond_atoms.unbind(1)
             e = e + K_BOND * ((x[:, i] - x[:, j]).norm(dim=-1) - self.bond_length).pow(2).sum()
             i, j, k = self.angle_atoms.unbind(1)
@@ -407,14 +409,33 @@ class SideChainFit:
             return np.asarray(xyz)
         return x.numpy().astype(np.asarray(xyz).dtype)
 
+    def polish(self, xyz: np.ndarray, beads: np.ndarray, iterations: int = POLISH_ITERATIONS,
+               prior: float = K_SIDE_PRIOR) -> np.ndarray:
+        """``xyz`` fitted from where it is (no chi1 starts), ``prior`` the weight that keeps it there."""
+        if self.empty:
+            return xyz
+        x0 = torch.as_tensor(np.asarray(xyz, np.float64))
+        b = torch.as_tensor(np.asarray(beads, np.float64))[self.bead_index]
+        x = self._fit(x0, x0.unsqueeze(0), b, iterations, prior)[0][0]
+        if not torch.isfinite(x).all():
+            return np.asarray(xyz)
+        return x.numpy().astype(np.asarray(xyz).dtype)
+
 
 class ProteinFit:
-    """:class:`BackboneFit` then :class:`SideChainFit`: what ``backmap(..., fit=True)`` runs per frame."""
+    """:class:`BackboneFit`, :class:`SideChainFit`, then (with a library) :class:`SideChainBlend`:
+    what ``backmap(..., fit=True)`` runs per frame."""
 
-    def __init__(self, system):
+    def __init__(self, system, library=None):
+        from .side_chain_library import SideChainBlend
+
         self.backbone = BackboneFit(system)
         self.side_chains = SideChainFit(system)
-        self.empty = self.backbone.empty and self.side_chains.empty
+        self.blend = SideChainBlend(system, library) if library is not None else None
+        if self.blend is not None and not self.blend.empty:
+            # the blend averages conformers (bonds come out short): restore ideal geometry near it
+            self.blend_polish = SideChainFit(system, residues=tuple(self.blend.groups))
+        self.empty = self.backbone.empty and self.side_chains.empty and (self.blend is None or self.blend.empty)
 
     def __call__(self, xyz: np.ndarray, beads: np.ndarray, dihedrals: np.ndarray | None = None) -> np.ndarray:
         """Fitted ``xyz`` ``(n_atoms, 3)`` A from the network's atoms, the beads (A) and its dihedrals."""
@@ -422,4 +443,6 @@ class ProteinFit:
             phi_psi = None if dihedrals is None else self.backbone.phi_psi(dihedrals)
             xyz = self.backbone(xyz, beads, phi_psi)
         xyz = self.side_chains(xyz, beads)
+        if self.blend is not None and not self.blend.empty:
+            xyz = self.blend_polish.polish(self.blend(xyz, beads), beads, BLEND_POLISH_ITERATIONS, BLEND_POLISH_PRIOR)
         return xyz if self.backbone.empty else self.backbone.keep_l(xyz)

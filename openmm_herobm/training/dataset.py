@@ -122,12 +122,12 @@ def _load(path: str):
     return traj
 
 
-def process_structure(path: str, ms: MappingSet) -> dict | list[dict]:
-    """All arrays of one chain (chain-local indices, Å) and its counts (key ``stats``); a list of
-    them, one per model, for a multi-model file."""
-    name = os.path.basename(path)
-    stem = name.split(".")[0]
-    traj = _load(path)
+def map_heavy_atoms(traj, ms: MappingSet, stem: str):
+    """(heavy-atom trajectory of the mappable residues, its SystemMapping, counts of what was left out).
+
+    Hydrogens and residues the mapping set does not know are dropped; residues with a heavy atom
+    the mapping does not know are left out (reported) instead of losing the chain.
+    """
     top = traj.topology
     heavy = np.array([a.element is None or a.element.symbol != "H" for a in top.atoms])
     mapped = np.array([ms.for_residue(a.residue.name) is not None for a in top.atoms])
@@ -152,6 +152,16 @@ def process_structure(path: str, ms: MappingSet) -> dict | list[dict]:
                 for res, reason in bad:
                     stats["rejected_residues"].append(f"{stem}: {reason}")
                     keep[kept_index[[a.index for a in res.atoms]]] = False
+    return sub, sm, stats
+
+
+def process_structure(path: str, ms: MappingSet) -> dict | list[dict]:
+    """All arrays of one chain (chain-local indices, Å) and its counts (key ``stats``); a list of
+    them, one per model, for a multi-model file."""
+    name = os.path.basename(path)
+    stem = name.split(".")[0]
+    traj = _load(path)
+    sub, sm, stats = map_heavy_atoms(traj, ms, stem)
     entries = []
     for frame in range(sub.n_frames):
         xyz = sub.xyz[frame].astype(np.float64) * 10.0  # nm -> Å
