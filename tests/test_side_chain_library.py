@@ -92,6 +92,19 @@ def test_blend_is_equivariant(chain, model):
     assert np.abs(move(blend(xyz, beads)) - blend(move(xyz), move(beads))).max() < 1e-3
 
 
+def test_degenerate_backbone_frame_keeps_the_network_side_chain(chain, model):
+    _, cg, without, _ = chain
+    blend = SideChainBlend(without.system, model.side_chains)
+    xyz = without.trajectory.xyz[0].astype(np.float64) * 10.0
+    beads = cg.xyz[0, without.bead_index].astype(np.float64) * 10.0
+    glu = blend.groups["GLU"]
+    n, ca, _ = glu["frame"][0]
+    xyz[n] = xyz[ca]  # N on CA: no frame for this residue
+    out = blend(xyz, beads)
+    assert np.isfinite(out).all()
+    assert np.abs(out[glu["atoms"][0]] - xyz[glu["atoms"][0]]).max() < 1e-3  # on its bead already
+
+
 def test_library_round_trip_and_bad_files(tmp_path, model):
     lib = model.side_chains
     again = SideChainLibrary.from_bytes(lib.to_bytes())

@@ -43,10 +43,11 @@ EXTRA_FILE = "side_chains.npz"
 def backbone_frame(n: np.ndarray, ca: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Rotation ``(..., 3, 3)`` whose rows are the residue frame's axes: x along CA->N, z normal
     to N-CA-C.  Local coordinates are ``(x - ca) @ R.T``; global ones ``local @ R + ca``."""
-    e1 = n - ca
-    e1 = e1 / np.linalg.norm(e1, axis=-1, keepdims=True)
-    e3 = np.cross(e1, c - ca)
-    e3 = e3 / np.linalg.norm(e3, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # collinear N, CA, C: NaN, handled by callers
+        e1 = n - ca
+        e1 = e1 / np.linalg.norm(e1, axis=-1, keepdims=True)
+        e3 = np.cross(e1, c - ca)
+        e3 = e3 / np.linalg.norm(e3, axis=-1, keepdims=True)
     return np.stack([e1, np.cross(e3, e1), e3], axis=-2)
 
 
@@ -199,8 +200,12 @@ class SideChainBlend:
         out = {}
         for name, g in self.groups.items():
             rot, ca, keys = residue_frames(xyz, beads, g)
-            local = self.library.residues[name].predict(keys, self.library.neighbours)
-            out[name] = np.einsum("qai,qij->qaj", local, rot) + ca
+            placed = xyz[g["atoms"]].astype(np.float64)  # a degenerate frame (NaN) keeps its atoms
+            ok = np.isfinite(keys).all(axis=1) & np.isfinite(rot).all(axis=(1, 2))
+            if ok.any():
+                local = self.library.residues[name].predict(keys[ok], self.library.neighbours)
+                placed[ok] = np.einsum("qai,qij->qaj", local, rot[ok]) + ca[ok]
+            out[name] = placed
         return out
 
     def __call__(self, xyz: np.ndarray, beads: np.ndarray) -> np.ndarray:
