@@ -17,7 +17,8 @@ from ..reconstruction.side_chain_library import (
 )
 from .dataset import _load, map_heavy_atoms
 
-#: residue types whose side chain the beads do not pin down (the rest the side-chain fit places)
+#: the types the library serves: one bead leaves part of their side chain free (ALA, CYS, HIS and
+#: the rings are pinned down by their beads; there the library measured worse than the fit)
 LIBRARY_RESIDUES = ("ARG", "ASN", "ASP", "GLN", "GLU", "ILE", "LEU", "LYS", "MET", "PRO", "SER", "THR", "VAL")
 WEIGHT_GRID = tuple(np.round(np.arange(0.0, 1.01, 0.1), 2))
 
