@@ -82,7 +82,7 @@ def deploy(checkpoint: str | Path, output: str | Path, description: str = "",
             list(folder.glob("*.yaml")) + list(folder.glob("*.yml")))}
     extra = {METADATA: json.dumps(metadata, indent=1)}
     if side_chains is not None:
-        extra = _with_side_chains(extra, metadata, _read_library(side_chains))
+        extra = _with_side_chains(metadata, _read_library(side_chains))
     with atomic_output(output) as tmp:
         torch.jit.save(scripted, tmp, _extra_files=extra)
     return Path(output)
@@ -96,7 +96,7 @@ def _read_library(path: str | Path) -> SideChainLibrary:
                           "scripts/build_side_chain_library.py") from None
 
 
-def _with_side_chains(extra: dict, metadata: dict, library: SideChainLibrary) -> dict:
+def _with_side_chains(metadata: dict, library: SideChainLibrary) -> dict:
     """Extra files of a model file that carries ``library`` (its metadata records the library)."""
     if library.info.get("mapping_hash", metadata["mapping_hash"]) != metadata["mapping_hash"]:
         raise HeroBMError(f"side-chain library was built with mapping set {library.info.get('mapping_set')} "
@@ -114,7 +114,7 @@ def attach_side_chains(model: str | Path, library: SideChainLibrary, output: str
 
     loaded = load_model(model)
     output = Path(output or loaded.path)
-    extra = _with_side_chains({}, loaded.metadata, library)
+    extra = _with_side_chains(loaded.metadata, library)
     with atomic_output(output) as tmp:
         torch.jit.save(loaded.module, tmp, _extra_files=extra)
     return output

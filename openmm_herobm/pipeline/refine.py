@@ -326,13 +326,12 @@ def _polish_max_force(simulation: app.Simulation, tolerance: float, info: dict) 
                 info["max_force"] = _max_force(simulation.context)
                 return
             info["max_force"] = _max_force(simulation.context)
-            if info["max_force"] <= MAX_FORCE:
+            if info["max_force"] <= MAX_FORCE or time.perf_counter() > deadline:
                 break
-            if time.perf_counter() > deadline:
-                info["polish_capped"] = True
-                info["polish_passes"] = info.get("polish_passes", 0) + 1
-                return
         info["polish_passes"] = info.get("polish_passes", 0) + 1
+        if info["max_force"] > MAX_FORCE and time.perf_counter() > deadline:
+            info["polish_capped"] = True
+            return
 
 
 def relax_solvent(simulation: app.Simulation, tolerance: float, max_iterations: int, hold_parameter: str,

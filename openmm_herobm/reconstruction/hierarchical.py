@@ -15,6 +15,7 @@ the reconstruction inside it.  Units are whatever ``bead_pos`` and ``vectors`` u
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -50,6 +51,16 @@ def reconstruct(bead_pos: torch.Tensor, vectors: torch.Tensor, slot_anchor: torc
     """Atom positions ``(F, M, 3)`` from bead positions and per-slot vectors."""
     slot_pos = place_slots(bead_pos, vectors, slot_anchor, slot_level)
     return gather_atoms(slot_pos, slot_atom, slot_weight, n_atoms)
+
+
+def bead_subset(weights, beads: np.ndarray):
+    """The rows of the sparse bead-weight matrix (``SystemMapping.weights``) for ``beads`` (sorted
+    bead indices), in :func:`recenter`'s form: ``(bead index, rows, cols, vals)`` as tensors, rows
+    numbered within ``beads``."""
+    w = weights.tocoo()
+    on = np.isin(w.row, beads)
+    return (torch.as_tensor(beads), torch.as_tensor(np.searchsorted(beads, w.row[on])),
+            torch.as_tensor(w.col[on]), torch.as_tensor(w.data[on], dtype=torch.float64))
 
 
 def recenter(atom_pos: torch.Tensor, bead_pos: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .hierarchical import recenter
+from .hierarchical import bead_subset, recenter
 
 BACKBONE = ("N", "CA", "C", "O")
 # Engh & Huber ideal bond lengths (A) and angles (degrees); "+" = atom of residue i+1
@@ -337,13 +337,9 @@ class SideChainFit:
         is_moving = np.zeros(top.n_atoms, bool)
         is_moving[self.moving.numpy()] = True
         beads = np.unique(weights.row[is_moving[weights.col]])
-        on = np.isin(weights.row, beads)
-        self.bead_index = torch.as_tensor(beads)
-        self.rows = torch.as_tensor(np.searchsorted(beads, weights.row[on]))
-        self.cols = torch.as_tensor(weights.col[on])
-        self.vals = torch.as_tensor(weights.data[on], dtype=torch.float64)
+        self.bead_index, self.rows, self.cols, self.vals = bead_subset(weights, beads)
         residue_of = np.array([a.residue.index for a in top.atoms])
-        self.bead_residue = torch.as_tensor(residue_of[weights.col[on]][np.unique(self.rows.numpy(), return_index=True)[1]])
+        self.bead_residue = torch.as_tensor(residue_of[self.cols.numpy()][np.unique(self.rows.numpy(), return_index=True)[1]])
         self.atom_residue = residue_of
         self.n_residues = top.n_residues
 
@@ -404,19 +400,17 @@ class SideChainFit:
         fitted, misfit = self._fit(x0, starts, b, iterations)
         best = misfit.argmin(axis=0)  # per residue: the start that matches its beads best
         chosen = fitted[torch.as_tensor(best[self.atom_residue]), torch.arange(x0.shape[0])]
-        x = self._fit(x0, chosen.unsqueeze(0), b, POLISH_ITERATIONS)[0][0]
-        if not torch.isfinite(x).all():
-            return np.asarray(xyz)
-        return x.numpy().astype(np.asarray(xyz).dtype)
+        return self.polish(xyz, beads, POLISH_ITERATIONS, start=chosen)
 
     def polish(self, xyz: np.ndarray, beads: np.ndarray, iterations: int = POLISH_ITERATIONS,
-               prior: float = K_SIDE_PRIOR) -> np.ndarray:
-        """``xyz`` fitted from where it is (no chi1 starts), ``prior`` the weight that keeps it there."""
+               prior: float = K_SIDE_PRIOR, start: torch.Tensor | None = None) -> np.ndarray:
+        """``xyz`` fitted from ``start`` (default: where it is; no chi1 starts), ``prior`` the
+        weight that keeps it near ``xyz``; ``xyz`` itself if the fit goes non-finite."""
         if self.empty:
             return xyz
         x0 = torch.as_tensor(np.asarray(xyz, np.float64))
         b = torch.as_tensor(np.asarray(beads, np.float64))[self.bead_index]
-        x = self._fit(x0, x0.unsqueeze(0), b, iterations, prior)[0][0]
+        x = self._fit(x0, (x0 if start is None else start).unsqueeze(0), b, iterations, prior)[0][0]
         if not torch.isfinite(x).all():
             return np.asarray(xyz)
         return x.numpy().astype(np.asarray(xyz).dtype)
@@ -431,11 +425,12 @@ class ProteinFit:
 
         self.backbone = BackboneFit(system)
         self.side_chains = SideChainFit(system)
-        self.blend = SideChainBlend(system, library) if library is not None else None
-        if self.blend is not None and not self.blend.empty:
+        blend = SideChainBlend(system, library) if library is not None else None
+        self.blend = None if blend is None or blend.empty else blend
+        if self.blend is not None:
             # the blend averages conformers (bonds come out short): restore ideal geometry near it
             self.blend_polish = SideChainFit(system, residues=tuple(self.blend.groups))
-        self.empty = self.backbone.empty and self.side_chains.empty and (self.blend is None or self.blend.empty)
+        self.empty = self.backbone.empty and self.side_chains.empty and self.blend is None
 
     def __call__(self, xyz: np.ndarray, beads: np.ndarray, dihedrals: np.ndarray | None = None) -> np.ndarray:
         """Fitted ``xyz`` ``(n_atoms, 3)`` A from the network's atoms, the beads (A) and its dihedrals."""
@@ -443,6 +438,6 @@ class ProteinFit:
             phi_psi = None if dihedrals is None else self.backbone.phi_psi(dihedrals)
             xyz = self.backbone(xyz, beads, phi_psi)
         xyz = self.side_chains(xyz, beads)
-        if self.blend is not None and not self.blend.empty:
+        if self.blend is not None:
             xyz = self.blend_polish.polish(self.blend(xyz, beads), beads, BLEND_POLISH_ITERATIONS, BLEND_POLISH_PRIOR)
         return xyz if self.backbone.empty else self.backbone.keep_l(xyz)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .hierarchical import recenter
+from .hierarchical import bead_subset, recenter
 
 BACKBONE_ATOMS = ("N", "CA", "C", "O", "OXT")
 NEIGHBOURS = 32
@@ -187,13 +187,8 @@ class SideChainBlend:
             return
         # recentre the blended side-chain beads, moving only their atoms
         blended = np.unique(np.concatenate([g["beads"].ravel() for g in self.groups.values()]))
-        weights = system.weights.tocoo()
-        on = np.isin(weights.row, blended)
-        self.bead_index = torch.as_tensor(blended)
-        self.rows = torch.as_tensor(np.searchsorted(blended, weights.row[on]))
-        self.cols = torch.as_tensor(weights.col[on])
-        self.vals = torch.as_tensor(weights.data[on], dtype=torch.float64)
-        self.moved = torch.as_tensor(np.unique(weights.col[on]))
+        self.bead_index, self.rows, self.cols, self.vals = bead_subset(system.weights, blended)
+        self.moved = torch.unique(self.cols)
 
     def library_atoms(self, xyz: np.ndarray, beads: np.ndarray) -> dict[str, np.ndarray]:
         """The library's side chains ``{type: (residues, atoms, 3)}`` A, placed on the backbone of ``xyz``."""
