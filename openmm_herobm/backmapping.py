@@ -23,9 +23,17 @@ import torch
 
 from .errors import HeroBMError
 from .mapping import SystemMapping
+from .mapping.deformation import BeadDeformation
 from .model.deploy import LoadedModel, load_model, shipped_models
 from .model.inference import predict_chunked
+from .reconstruction.geometric_fit import GeometricFit
 from .reconstruction.protein_fit import ProteinFit
+from .reconstruction.protein_geometry import PEPTIDE_LINK_MAX
+
+#: ``side_chains`` choices of :func:`backmap`: real rotamers chosen with the model's library (the
+#: default), the library's RMSD-optimal conditional mean (an average of rotamers, for analysis), or
+#: rotamers without the library (wells of the training split and the network's own side chain)
+SIDE_CHAIN_MODES = ("rotamers", "mean", "network")
 
 #: Martini water and ion residue names (one W bead = 4 waters; ION residues hold NA/CL/... beads)
 SOLVENT_RESIDUES = frozenset({"W", "SW", "TW", "PW", "WF", "SOL", "ION", "NA", "CL", "K", "CA2+", "NA+", "CL-"})
@@ -38,6 +46,9 @@ class BackmapPart:
     model: LoadedModel
     dihedrals: np.ndarray  # (frames, beads of this part, 4): predicted sin/cos phi, psi per bead
     bead_index: np.ndarray  # (beads of this part,) index of each bead in the input CG trajectory
+    targets: np.ndarray | None = None  # (frames, beads, 3) nm: the beads a real structure has (deformation undone)
+    simulation_likeness: np.ndarray | None = None  # (frames,) alpha of the deformation model, 0 = mapped beads
+    misfit: np.ndarray | None = None  # (frames, beads) nm: distance of the reconstruction's beads from ``targets``
 
 
 @dataclass
@@ -47,6 +58,47 @@ class BackmapResult:
     solvent: dict = field(default_factory=dict)  # CG solvent left to the pipeline: {"W": n, "NA": n, ...}
     box: np.ndarray | None = None  # (frames, 3, 3) nm, the CG unit cell
     written: list[str] = field(default_factory=list)
+    cg_xyz: np.ndarray | None = None  # (frames, beads, 3) nm, the input beads in the row order of ``weights``
+
+    @property
+    def bead_targets(self) -> np.ndarray | None:
+        """``(frames, beads, 3)`` nm in the row order of ``weights``: the input beads with the
+        systematic deformation of a CG simulation undone (:mod:`openmm_herobm.mapping.deformation`);
+        what the reconstruction was fitted to, and what the pipeline's bead restraint holds."""
+        if self.cg_xyz is None or any(p.targets is None for p in self.parts):
+            return self.cg_xyz
+        return np.concatenate([p.targets for p in self.parts], axis=1)
+
+    @property
+    def bead_misfit(self) -> np.ndarray | None:
+        """``(frames, beads)`` nm: how far the reconstructed structure's own beads are from
+        :attr:`bead_targets` (what a sound structure could not meet)."""
+        if any(p.misfit is None for p in self.parts):
+            return None
+        return np.concatenate([p.misfit for p in self.parts], axis=1)
+
+    def links(self, frame: int = 0) -> np.ndarray:
+        """``(n_residues,)`` bool: residue k of ``trajectory`` is bonded to residue k-1 in the CG input
+        (same chain, both with a BB bead, the BB beads closer than ``PEPTIDE_LINK_MAX``).  Chain
+        breaks come from here, never from the reconstructed geometry."""
+        linked = np.zeros(self.trajectory.n_residues, bool)
+        if self.cg_xyz is None:
+            return linked
+        x = self.cg_xyz[frame] * 10.0
+        residue0, row0 = 0, 0
+        for part in self.parts:
+            top = part.system.aa_topology
+            prev = None
+            for r, res in enumerate(part.system.residues):
+                bb = row0 + res.beads[res.mapping.beads.index("BB")] if "BB" in res.mapping.beads else None
+                chain = top.residue(res.aa_residue).chain.index
+                if bb is not None and prev is not None and prev[1] == chain \
+                        and np.linalg.norm(x[bb] - x[prev[0]]) < PEPTIDE_LINK_MAX:
+                    linked[residue0 + res.aa_residue] = True
+                prev = (bb, chain) if bb is not None else None
+            residue0 += top.n_residues
+            row0 += part.system.n_beads
+        return linked
 
     # a single-model result reads like before: .system, .model, .dihedrals
     @property
@@ -119,23 +171,33 @@ def assign_models(cg_topology: mdtraj.Topology, models: list | None = None) -> t
 
 def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, trajectory: str | Path | None = None,
             output: str | Path | None = None, trajectory_output: str | Path | None = None,
-            unmapped: str = "fail", chunk: float = 40.0, fit: bool = True, side_chains: bool = True) -> BackmapResult:
+            unmapped: str = "fail", chunk: float = 40.0, fit: bool = True,
+            side_chains: str | bool = "rotamers", deformation: bool = True) -> BackmapResult:
     """Reconstruct the heavy atoms of a CG structure (and optionally every frame of a trajectory).
 
     ``cg`` is a file path or an mdtraj Trajectory of beads (martinize2 / Martini 3 naming).
     Molecules are made whole first.  ``model``: a shipped model name or file (everything
     non-solvent must be known to it), a list of them (each residue name goes to the first
     that knows it), or None for the shipped models.  Outputs are written atomically.
-    ``fit``: after the network, fit proteins to their beads and ideal geometry (backbone with
-    the predicted phi/psi, then the side chains the beads determine;
-    :mod:`openmm_herobm.reconstruction.protein_fit`); False keeps the raw network output.
-    ``side_chains``: with ``fit``, mix in the side chains of the model's side-chain library
-    (:mod:`openmm_herobm.reconstruction.side_chain_library`) where the model file has one.
+    ``fit``: after the network, make proteins chemically sound and true to their beads
+    (:mod:`openmm_herobm.reconstruction.geometric_fit`: ideal geometry, trans peptides, the
+    Ramachandran and rotamer statistics of real proteins, beads as soft targets with a
+    tolerance, chain breaks from the beads); False keeps the raw network output.
+    ``side_chains`` (with ``fit``): ``"rotamers"`` (real rotamers chosen with the model's
+    side-chain library), ``"network"`` (rotamers without the library) or ``"mean"`` (the
+    library's RMSD-optimal average of rotamers, not a physical conformation: for analysis);
+    True means ``"rotamers"``, False ``"network"``.
+    ``deformation``: undo the systematic deformation of CG simulation beads (Martini 3 bonds are
+    not mapped distances; :mod:`openmm_herobm.mapping.deformation`), measured per frame, so
+    mapped structures are left alone; False takes every bead as a mapped position.
     """
     from .io import check_output_path, load_input, write_outputs
 
     if unmapped not in ("fail", "drop"):
         raise HeroBMError(f"unmapped must be 'fail' or 'drop', not {unmapped!r}")
+    side_chains = {True: "rotamers", False: "network"}.get(side_chains, side_chains)
+    if side_chains not in SIDE_CHAIN_MODES:
+        raise HeroBMError(f"side_chains must be one of {', '.join(SIDE_CHAIN_MODES)}, not {side_chains!r}")
     if output is not None:
         check_output_path(output, "structure")
     if trajectory_output is not None:
@@ -162,8 +224,9 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
         beads = np.array([a.index for r in residues for a in top.residue(r).atoms], np.int64)
         sub = traj.atom_slice(beads) if len(beads) < traj.n_atoms else traj
         system = SystemMapping.from_cg(sub.topology, loaded.mapping_set, unmapped="fail", source=source)
-        xyz, dihedrals = _predict(loaded, system, sub, chunk, fit, side_chains)
-        parts.append(BackmapPart(system, loaded, dihedrals, beads[system.cg_input_index]))
+        xyz, dihedrals, targets, alpha = _predict(loaded, system, sub, chunk, fit, side_chains, deformation)
+        misfit = np.linalg.norm(system.map(xyz) - targets, axis=-1)
+        parts.append(BackmapPart(system, loaded, dihedrals, beads[system.cg_input_index], targets, alpha, misfit))
         frames.append(mdtraj.Trajectory(xyz, system.aa_topology, time=traj.time))
     out = frames[0]
     for more in frames[1:]:
@@ -171,23 +234,39 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
     if traj.unitcell_vectors is not None:
         out.unitcell_vectors = traj.unitcell_vectors
     box = None if traj.unitcell_vectors is None else traj.unitcell_vectors.astype(np.float64)
-    return BackmapResult(out, parts, dict(solvent), box, write_outputs(out, output, trajectory_output))
+    cg_xyz = traj.xyz[:, np.concatenate([p.bead_index for p in parts])]
+    return BackmapResult(out, parts, dict(solvent), box, write_outputs(out, output, trajectory_output), cg_xyz)
+
+
+def make_fit(system: SystemMapping, loaded: LoadedModel, side_chains: str = "rotamers"):
+    """The per-frame fit of ``backmap`` for one system (None when it has nothing to fit)."""
+    if side_chains == "mean":
+        fitter = ProteinFit(system, loaded.side_chains)
+    else:
+        fitter = GeometricFit(system, loaded.side_chains if side_chains == "rotamers" else None)
+    return None if fitter.empty else fitter
 
 
 def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory, chunk: float,
-             fit: bool = True, side_chains: bool = True):
+             fit: bool = True, side_chains: str = "rotamers", deformation: bool = True):
     bead_type = torch.as_tensor(system.bead_types)
     slot_atom = torch.as_tensor(np.where(system.slot_valid, system.slot_atom, -1))
     xyz = np.empty((traj.n_frames, system.n_atoms, 3), np.float32)
     dihedrals = np.empty((traj.n_frames, system.n_beads, 4), np.float32)
-    fitter = ProteinFit(system, loaded.side_chains if side_chains else None) if fit else None
+    targets = traj.xyz[:, system.cg_input_index].astype(np.float64)
+    alpha = np.zeros(traj.n_frames)
+    fitter = make_fit(system, loaded, side_chains) if fit else None
+    undo = BeadDeformation(system) if deformation else None
     with torch.no_grad():
         for f in range(traj.n_frames):
-            pos = torch.as_tensor(traj.xyz[f, system.cg_input_index] * 10.0, dtype=torch.float32)
+            if undo is not None and not undo.empty:
+                corrected, alpha[f] = undo(targets[f] * 10.0)
+                targets[f] = corrected / 10.0
+            pos = torch.as_tensor(targets[f] * 10.0, dtype=torch.float32)
             vectors, dih = predict_chunked(loaded.module, pos, bead_type, loaded.cutoff, chunk=chunk)
             atoms = loaded.module.reconstruct(pos, bead_type, vectors, slot_atom, system.n_atoms).numpy()
-            if fitter is not None and not fitter.empty:
+            if fitter is not None:
                 atoms = fitter(atoms, pos.numpy(), dih.numpy())
             xyz[f] = atoms / 10.0
             dihedrals[f] = dih.numpy()
-    return xyz, dihedrals
+    return xyz, dihedrals, targets, alpha

@@ -255,3 +255,75 @@ def test_native_obc2_matches_custom_gb_energy():
         context.setPositions(modeller.positions)
         energies.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
     assert energies[1] == pytest.approx(energies[0], abs=0.05)
+
+
+def _context_energy(force, n_atoms):
+    system = mm.System()
+    for _ in range(n_atoms):
+        system.addParticle(12.0)
+    system.addForce(force)
+    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+
+    def energy(xyz):
+        context.setPositions(xyz)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    return energy
+
+
+def test_flat_bottom_restraint_is_zero_within_each_beads_tolerance():
+    """A bead within its tolerance costs nothing; beyond it, k/2 (d - t)^2."""
+    traj = mdtraj.load(str(UBQ))
+    system_map = SystemMapping.from_atomistic(traj.topology, MappingSet.load("martini3"))
+    x = traj.xyz[0].astype(np.float64)
+    beads = system_map.map(x)
+    shift = np.zeros_like(beads)
+    shift[:, 0] = 0.02  # every bead 0.2 A off its target
+    tolerance = np.full(system_map.n_beads, 0.03)
+    tolerance[5] = 0.005  # ... except one whose tolerance is smaller
+    energy = _context_energy(bead_restraint_force(system_map.weights, np.arange(traj.n_atoms), beads + shift,
+                                                  1000.0, tolerance), traj.n_atoms)
+    assert energy(x) == pytest.approx(0.5 * 1000.0 * (0.02 - 0.005) ** 2, rel=1e-6)
+
+
+def test_ramachandran_restraint_is_free_on_a_real_protein_and_costs_outside():
+    from openmm_herobm.pipeline.chirality import ramachandran_force
+
+    traj = heavy(mdtraj.load(str(UBQ)))
+    prepared = prepare_topology(traj)
+    pos = np.asarray(prepared.positions.value_in_unit(unit.nanometer))
+    force = ramachandran_force(prepared.topology)
+    assert force.getNumTorsions() == 74  # every residue with both phi and psi
+    energy = _context_energy(force, prepared.topology.getNumAtoms())
+    assert energy(pos) < 50.0  # 1UBQ: at most one residue a little outside the 98% regions
+    # turn the C-terminal half about N-CA of residue 30: phi(30) moves 150 deg into forbidden space
+    residues = list(prepared.topology.residues())
+    atoms = {(a.residue.index, a.name): a.index for a in prepared.topology.atoms()}
+    n, ca = pos[atoms[(30, "N")]], pos[atoms[(30, "CA")]]
+    axis = (ca - n) / np.linalg.norm(ca - n)
+    moving = np.array([a.index for r in residues[30:] for a in r.atoms()
+                       if not (r.index == 30 and a.name in ("N", "CA"))])
+    v = pos[moving] - ca
+    angle = np.radians(150)
+    turned = pos.copy()
+    turned[moving] = (ca + v * np.cos(angle) + np.cross(axis, v) * np.sin(angle)
+                      + np.outer(v @ axis, axis) * (1 - np.cos(angle)))
+    assert energy(turned) > energy(pos) + 50.0
+
+
+def test_chain_breaks_follow_the_cg_links_not_a_stretched_backbone():
+    """A peptide stretched to CA-CA 4.5 A stays bonded when the beads say so; a real gap stays open."""
+    traj = heavy(mdtraj.load(str(UBQ)))
+    n_res = traj.n_residues
+    linked = np.ones(n_res, bool)
+    linked[0] = False
+    # stretch residues 40.. away by 0.8 A: CA(39)-CA(40) ~ 4.6 A, which the geometric rule calls a break
+    moving = [a.index for r in list(traj.topology.residues)[40:] for a in r.atoms]
+    stretched = traj[:]
+    ca = [a.index for a in traj.topology.atoms if a.name == "CA"]
+    direction = stretched.xyz[0, ca[40]] - stretched.xyz[0, ca[39]]
+    stretched.xyz[0, moving] += 0.08 * direction / np.linalg.norm(direction)
+    assert prepare_topology(stretched).n_breaks == 1
+    assert prepare_topology(stretched, linked=linked).n_breaks == 0
+    gap = linked.copy()
+    gap[60] = False
+    assert prepare_topology(stretched, linked=gap).n_breaks == 1

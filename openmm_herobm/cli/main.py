@@ -100,7 +100,7 @@ def _cmd_backmap(args) -> int:
 
         result = backmap(args.cg, args.model, trajectory=args.trajectory, output=args.output,
                          trajectory_output=args.traj_out, unmapped=args.unmapped, chunk=args.chunk,
-                         fit=not args.no_fit, side_chains=not args.no_side_chains)
+                         fit=not args.no_fit, side_chains=args.side_chains, deformation=not args.no_deformation)
         print(result.summary() + "; no refinement")
         if result.solvent:
             print("CG solvent not backmapped (the pipeline rebuilds it with --solvent explicit): "
@@ -113,9 +113,10 @@ def _cmd_backmap(args) -> int:
             args.cg, args.model, trajectory=args.trajectory, ph=args.ph, forcefield=args.forcefield,
             equilibrate=args.equilibrate, temperature=args.temperature,
             solvent=None if args.solvent == "vacuum" else args.solvent, platform=args.platform,
-            restraint_k=args.restraint_k, optimize_backbone=False if args.no_backbone_opt else None, output=args.output,
+            restraint_k=args.restraint_k, restraint_tolerance=args.restraint_tolerance,
+            optimize_backbone=False if args.no_backbone_opt else None, output=args.output,
             trajectory_output=args.traj_out, unmapped=args.unmapped, progress=not args.no_progress,
-            fit=not args.no_fit, side_chains=not args.no_side_chains)
+            fit=not args.no_fit, side_chains=args.side_chains, deformation=not args.no_deformation)
         r = result.report
         print(f"refined {r['n_atoms']} atoms ({r['n_frames']} frame(s)) on {r['platform']}: "
               + ", ".join(f"{k} {v:.0f} kJ/mol" for k, v in result.energies.items())
@@ -260,12 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--platform", help="OpenMM platform (default: the fastest available: CUDA, OpenCL, CPU)")
     b.add_argument("--restraint-k", type=float, default=1.0e5,
                    help="strength of the bead restraint (kJ/mol/nm^2) keeping mapped beads on the input; 0 = off")
+    b.add_argument("--restraint-tolerance", type=float, default=None, metavar="NM",
+                   help="flat bottom of the bead restraint on a CG simulation frame (nm; default: the value chosen on "
+                        "the real-frame benchmark, BENCHMARKS.md), scaled by how simulation-like the frame is: "
+                        "mapped beads are held exactly")
     b.add_argument("--no-fit", action="store_true",
-                   help="keep the network's raw atoms: skip the fit of proteins to their beads, ideal geometry "
-                        "and the predicted phi/psi that follows the network (~10x faster on long trajectories)")
-    b.add_argument("--no-side-chains", action="store_true",
-                   help="fit without the model's side-chain library (side chains from the network alone; "
-                        "0.1 A worse on held-out chains, see BENCHMARKS.md)")
+                   help="keep the network's raw atoms: skip the geometry-first fit (ideal geometry, real rotamers, "
+                        "Ramachandran statistics, beads as soft targets) that follows the network; much faster, "
+                        "not chemically sound")
+    b.add_argument("--side-chains", choices=("rotamers", "mean", "network"), default="rotamers",
+                   help="rotamers: real rotamers chosen with the model's side-chain library (default); mean: the "
+                        "library's RMSD-optimal average of rotamers (lowest RMSD, not a physical conformation: for "
+                        "analysis); network: rotamers without the library")
+    b.add_argument("--no-side-chains", action="store_const", const="network", dest="side_chains",
+                   help="the same as --side-chains network")
+    b.add_argument("--no-deformation", action="store_true",
+                   help="take every bead as a mapped position (default: the systematic deformation of Martini 3 "
+                        "simulation beads is undone where the frame shows it, mapped beads are left alone)")
     b.add_argument("--no-backbone-opt", action="store_true",
                    help="skip the backbone optimisation (it runs only with --no-fit anyway: the fit does its job)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar for trajectories")

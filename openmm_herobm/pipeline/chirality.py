@@ -139,6 +139,48 @@ def peptide_restraint_force(topology: app.Topology, positions_nm: np.ndarray, k:
     return force
 
 
+BACKBONE_FORCE = "HEroBM Ramachandran restraint"
+RAMA_KJ_MOL = 50.0  # kJ/mol per kT of the statistical potential (as strong as the fit's RAMA_WEIGHT x kT)
+
+
+def ramachandran_force(topology: app.Topology, kj_per_kt: float = RAMA_KJ_MOL):
+    """The fit's Ramachandran statistical potential as a ``CMAPTorsionForce`` on every residue with
+    both phi and psi: zero inside the region that holds 98% of the training residues of its class,
+    rising outside it.  The fitted start is Ramachandran-sound; without this, a minimiser pushed by
+    strain elsewhere (a ring, a disulfide, the bead restraint) carries residues out of their
+    region (seen: prolines taken from phi -35 to +6, which no proline ring allows)."""
+    import openmm as mm
+
+    from ..reconstruction.geometric_fit import RAMA_ALLOWED
+    from ..reconstruction.protein_geometry import RAMA_CLASSES, RamachandranPotential, rama_class
+
+    potential = RamachandranPotential(allowed=RAMA_ALLOWED)
+    size = 72
+    angles = np.arange(size) * 2 * np.pi / size  # OpenMM's grid: 0 ... 2 pi
+    phi, psi = np.meshgrid(angles, angles, indexing="ij")  # energy[i + size * j]: phi_i, psi_j
+    force = mm.CMAPTorsionForce()
+    for c in range(len(RAMA_CLASSES)):
+        e = potential(np.full(phi.size, c), (phi.ravel() + np.pi) % (2 * np.pi) - np.pi,
+                      (psi.ravel() + np.pi) % (2 * np.pi) - np.pi)[0].reshape(size, size)
+        force.addMap(size, list((kj_per_kt * e).T.ravel()))  # index i + size * j
+    residues = list(topology.residues())
+    names = [{a.name: a for a in r.atoms()} for r in residues]
+    bonded = {(a.residue.index, b.residue.index) for a, b in topology.bonds()
+              if {a.name, b.name} == {"C", "N"} and a.residue.index != b.residue.index}
+    linked = {min(p) for p in bonded if abs(p[0] - p[1]) == 1}  # residue k bonded to k + 1
+    for k in range(1, len(residues) - 1):
+        if k - 1 not in linked or k not in linked:
+            continue
+        prev, here, nxt = names[k - 1], names[k], names[k + 1]
+        if "C" not in prev or not {"N", "CA", "C"} <= set(here) or "N" not in nxt:
+            continue
+        cls = rama_class(residues[k].name, residues[k + 1].name)
+        force.addTorsion(cls, prev["C"].index, here["N"].index, here["CA"].index, here["C"].index,
+                         here["N"].index, here["CA"].index, here["C"].index, nxt["N"].index)
+    force.setName(BACKBONE_FORCE)
+    return force
+
+
 # ------------------------------------------------------------------ lipids and other molecules
 
 

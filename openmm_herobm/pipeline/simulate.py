@@ -21,9 +21,10 @@ import openmm.unit as unit
 
 from ..errors import HeroBMError
 from .backbone import optimise_backbone
-from .chirality import (CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHIRALITY_FORCE, PEPTIDE_FORCE,
-                        chirality_restraint_force, molecule_stereo_force, peptide_restraint_force, repair_chirality,
-                        repair_molecule_stereo, stretch_collapsed_bonds)
+from .chirality import (BACKBONE_FORCE, CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHIRALITY_FORCE, PEPTIDE_FORCE,
+                        chirality_restraint_force, molecule_stereo_force,
+                        peptide_restraint_force, ramachandran_force, repair_chirality, repair_molecule_stereo,
+                        stretch_collapsed_bonds)
 from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
                      named_templates, potential, relax_solvent, timed)
 from .solvent import HOLD_FORCE, HOLD_K, HOLD_PARAMETER, SOLVENT_ITERATIONS, clear_bilayer_core, solute_hold_force
@@ -31,9 +32,14 @@ from .restraint import PARAMETER, bead_restraint_force
 from .topology import PROTEIN_RESIDUES, prepare_topology
 
 
+#: nm: margin of the bead restraint's flat bottom on a CG simulation frame, beyond where the sound
+#: reconstruction left each bead (scaled by how simulation-like the frame is; mapped beads get
+#: none); chosen on the real-frame benchmark (BENCHMARKS.md)
+RESTRAINT_TOLERANCE = 0.01
+
 #: forces the pipeline adds for refinement only; the System written for production has none
 PIPELINE_FORCES = ("HEroBM bead restraint", CHIRALITY_FORCE, PEPTIDE_FORCE, MOLECULE_CHIRALITY_FORCE, CIS_FORCE,
-                   HOLD_FORCE)
+                   HOLD_FORCE, BACKBONE_FORCE)
 
 
 @dataclass
@@ -47,7 +53,9 @@ class PipelineOptions:
     solvent: str | None = "implicit"  # None (vacuum), 'implicit' (OBC2) or 'explicit' (TIP3P-FB, PME)
     platform: str | None = None
     restraint_k: float = 1.0e5  # kJ/mol/nm^2; 0 = no TorchForce
+    restraint_tolerance: float = RESTRAINT_TOLERANCE  # nm, margin of the restraint's flat bottom on a simulation frame
     optimize_backbone: bool = True
+    backbone_guard: bool = True  # the Ramachandran restraint of the fit during refinement (only with the fit)
 
 
 @dataclass
@@ -105,7 +113,7 @@ class Refiner:
         self.report: dict = {"platform": self.platform.getName(), "forcefield": forcefield}
         heavy0 = self._heavy_positions(0)
         with timed(self.timings, "topology"):
-            self.prepared = prepare_topology(backmapped.trajectory.slice([0], copy=False))
+            self.prepared = prepare_topology(backmapped.trajectory.slice([0], copy=False), linked=backmapped.links(0))
         self.report.update(n_chain_breaks=self.prepared.n_breaks, n_disulfides=self.prepared.n_disulfides)
         if self.prepared.dropped:
             self.report["dropped_residues"] = list(self.prepared.dropped)
@@ -121,8 +129,19 @@ class Refiner:
             particle[(a.residue.index, a.name)] for a in self.prepared.topology.atoms()])
         self.source = self.prepared.source_atom
         self.beads = bead_positions_nm
+        # the flat bottom of each bead: zero for mapped beads (they are exact); on a CG simulation
+        # frame, where the sound reconstruction left it (no real structure meets those beads; the
+        # force field may bring it closer, the restraint never pulls it further) plus a margin
+        n_frames = len(bead_positions_nm)
+        likeness = np.concatenate([np.broadcast_to(
+            (np.zeros(n_frames) if p.simulation_likeness is None else p.simulation_likeness)[:, None],
+            (n_frames, p.system.n_beads)) for p in backmapped.parts], axis=1)  # (frames, beads)
+        misfit = backmapped.bead_misfit
+        self.flat_bottom = likeness * (0.0 if misfit is None else misfit)
+        self.margin = likeness
         # which X-Pro peptides are cis is decided once, on frame 0 (one System for all frames)
         self.omega_reference = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
+
         # a solute that will be solvated in the CG box is refined in that box: atoms of molecules
         # sticking out of it must not overlap the periodic images of others
         periodic = self.explicit and backmapped.box is not None
@@ -158,7 +177,8 @@ class Refiner:
                 self.report[f"repaired_chirality_{key}"] = self.report.get(f"repaired_chirality_{key}", 0) + count
         with timed(self.timings, "hydrogens"):
             modeller = app.Modeller(self.prepared.topology, unit.Quantity(positions, unit.nanometer))
-            add_hydrogens(modeller, self.hydrogen_forcefield, self.options.ph, list(self.prepared.variants), self.platform)
+            add_hydrogens(modeller, self.hydrogen_forcefield, self.options.ph, list(self.prepared.variants),
+                          self.platform)
         return modeller
 
     def _add_solvent(self, modeller: app.Modeller) -> None:
@@ -207,6 +227,9 @@ class Refiner:
         # cis, by the minimiser (flat-bottom guards, zero for a sane structure)
         forces = [chirality_restraint_force(self.topology),
                   peptide_restraint_force(self.topology, self.omega_reference)] + molecule_stereo_force(self.topology)
+        if self.options.backbone_guard:
+            # the fitted start is Ramachandran-sound: phi/psi may relax, not leave their region
+            forces.append(ramachandran_force(self.topology))
         if self.options.restraint_k <= 0:
             return forces
         # heavy atom j of the backmapped trajectory sits at particle heavy_particles[inverse[j]]
@@ -214,8 +237,9 @@ class Refiner:
         inverse = np.full(self.bm.trajectory.n_atoms, -1, np.int64)
         inverse[self.source] = np.arange(len(self.source))
         particles = np.where(inverse >= 0, self.heavy_particles[np.clip(inverse, 0, None)], -1)
+        tolerance = self.flat_bottom[frame] + self.options.restraint_tolerance * self.margin[frame]
         return forces + [bead_restraint_force(self.bm.weights, particles, self.beads[frame],
-                                              self.options.restraint_k)]
+                                              self.options.restraint_k, tolerance)]
 
     def refine(self, frame: int = 0) -> SimulationResult:
         options, energies = self.options, {}
@@ -272,7 +296,8 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                          solvent: str | None = "implicit", platform: str | None = None, restraint_k: float = 1.0e5,
                          optimize_backbone: bool | None = None, output: str | Path | None = None,
                          trajectory_output: str | Path | None = None, unmapped: str = "fail",
-                         progress: bool = False, fit: bool = True, side_chains: bool = True) -> SimulationResult:
+                         progress: bool = False, fit: bool = True, side_chains: str | bool = "rotamers",
+                         deformation: bool = True, restraint_tolerance: float | None = None) -> SimulationResult:
     """Backmap a CG structure with a HEroBM model and refine it into a ready-to-run OpenMM system.
 
     Units: ``tolerance`` kJ/mol/nm, ``equilibrate`` ps, ``temperature`` K, ``restraint_k``
@@ -280,8 +305,11 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     (PDB/mmCIF) receives the final structure of frame 0, and beside it
     ``<stem>.system.xml``, ``<stem>.state.xml`` and ``<stem>.report.json``;
     ``trajectory_output`` (DCD/XTC) every refined frame of ``trajectory``.
-    ``fit`` and ``side_chains`` are :func:`~openmm_herobm.backmap`'s (fit proteins to their beads
-    and ideal geometry; mix in the model's side-chain library).
+    ``fit``, ``side_chains`` and ``deformation`` are :func:`~openmm_herobm.backmap`'s (the
+    geometry-first fit, real rotamers, the CG-simulation deformation undone).  The bead
+    restraint holds each mapped bead within ``restraint_tolerance`` (nm, flat bottom) of its
+    target on a CG simulation frame (no real structure meets such beads exactly; the width is
+    scaled by how simulation-like the frame is, so mapped beads are held exactly).
     ``optimize_backbone`` (the CA-fixed backbone optimisation before hydrogens): None = only
     when ``fit`` is False; the fit already optimises the backbone, with its beads, and
     running both moved ubiquitin's backbone from 0.17 to 0.30 A RMSD.
@@ -295,19 +323,22 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     if trajectory_output is not None:
         check_output_path(trajectory_output, "trajectory")
     options = PipelineOptions(ph, forcefield, minimize, tolerance, equilibrate, temperature, solvent, platform,
-                              restraint_k, (not fit) if optimize_backbone is None else optimize_backbone)
+                              restraint_k, RESTRAINT_TOLERANCE if restraint_tolerance is None else restraint_tolerance,
+                              (not fit) if optimize_backbone is None else optimize_backbone, backbone_guard=fit)
     if solvent == "explicit" and trajectory_output is not None:
         raise HeroBMError("explicit solvent is for preparing one structure; refine trajectories in 'implicit' "
                           "or vacuum (solvent=None), then solvate the frame you want to simulate")
     timings: dict = {}
     cg_traj, _ = load_input(cg, trajectory)
     with timed(timings, "model"):
-        bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit, side_chains=side_chains)
+        bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit, side_chains=side_chains, deformation=deformation)
     if bm.solvent and solvent != "explicit":
         listing = ", ".join(f"{n} x{c}" for n, c in sorted(bm.solvent.items()))
         warnings.warn(f"CG solvent not rebuilt ({listing}): it is rebuilt with solvent='explicit' "
                       f"(--solvent explicit), in the CG box", stacklevel=2)
-    beads = cg_traj.xyz[:, bm.bead_index].astype(np.float64)
+    # the beads a real structure has: the CG input with the systematic deformation of a CG
+    # simulation undone (what the model was fitted to)
+    beads = bm.bead_targets.astype(np.float64)
     refiner = Refiner(bm, beads, options)
     result = refiner.refine(0)
     frames = [result.positions.value_in_unit(unit.nanometer)]

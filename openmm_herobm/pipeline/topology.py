@@ -1,8 +1,9 @@
 """From backmapped heavy atoms to an OpenMM ``Topology`` that force-field templates accept.
 
-* Chains are split at chain breaks (CA(i)-CA(i+1) > 4.3 A; a trans peptide spans 3.8 A and
-  CA positions are what the CG beads pin down best), so each piece gets real termini
-  instead of a stretched peptide bond.
+* Chains are split at chain breaks, so each piece gets real termini instead of a stretched
+  peptide bond.  The breaks come from the CG input when it is known (``linked``: BB beads
+  closer than 4.6 A, :meth:`~openmm_herobm.backmapping.BackmapResult.links`), never from a
+  stretched output backbone; otherwise from CA(i)-CA(i+1) > 4.3 A.
 * A residue alone between two breaks would be a free amino acid, which no protein force
   field has a template for: it stays bonded to a neighbour whose CA is within 6.5 A (a
   stretched bond that minimisation closes), else it is left out of the refined structure
@@ -49,8 +50,11 @@ class PreparedTopology:
     dropped: list  # labels of input residues left out (isolated between two breaks, too far to join)
 
 
-def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopology:
-    """OpenMM topology of the heavy atoms of ``traj`` (mdtraj, nm), ready for ``Modeller``."""
+def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0, linked: np.ndarray | None = None) -> PreparedTopology:
+    """OpenMM topology of the heavy atoms of ``traj`` (mdtraj, nm), ready for ``Modeller``.
+
+    ``linked`` ``(n_residues,)`` bool: residue k is bonded to residue k-1 (from the CG input);
+    None: judged from the CA-CA distance."""
     xyz = traj.xyz[frame].astype(np.float64)
     top = app.Topology()
     positions, variants, source = [], [], []
@@ -67,7 +71,11 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0) -> PreparedTopolog
               for r in residues]
         ca_dist = [np.linalg.norm(xyz[ca[k]] - xyz[ca[k - 1]]) if k > 0 and ca[k] is not None
                    and ca[k - 1] is not None else np.inf for k in range(len(residues))]
-        gap = [k > 0 and ca_dist[k] > 0.43 and np.isfinite(ca_dist[k]) for k in range(len(residues))]
+        if linked is None:
+            gap = [k > 0 and ca_dist[k] > 0.43 and np.isfinite(ca_dist[k]) for k in range(len(residues))]
+        else:
+            gap = [k > 0 and ca[k] is not None and ca[k - 1] is not None and not linked[residues[k].index]
+                   for k in range(len(residues))]
         n_res = len(residues)
         drop = [False] * n_res
         for k in range(n_res):

@@ -16,7 +16,7 @@ only learns approximately.  Two fits follow it, per frame (L-BFGS in torch, Angs
    with CB at its ideal tetrahedral (L) position on N, CA, C; then the side-chain atoms are
    shifted so that their beads coincide with the input again.  Peptide bonds are only
    assumed between consecutive residues of a chain whose BB beads are closer than
-   ``LINK_MAX``, so real chain breaks stay open.
+   ``protein_geometry.PEPTIDE_LINK_MAX``, so real chain breaks stay open.
 2. :class:`SideChainFit` refits the side chains whose beads pin them down to their beads,
    ideal bonds, angles and rigid dihedrals (``side_chain_geometry.json``).
 
@@ -36,13 +36,13 @@ import numpy as np
 import torch
 
 from .hierarchical import bead_subset, recenter
+from .protein_geometry import network_phi_psi, peptide_links
 
 BACKBONE = ("N", "CA", "C", "O")
 # Engh & Huber ideal bond lengths (A) and angles (degrees); "+" = atom of residue i+1
 BOND = {"N-CA": 1.458, "CA-C": 1.525, "C-O": 1.231, "C-+N": 1.329}
 ANGLE = {"N-CA-C": 111.2, "CA-C-O": 120.1, "CA-C-+N": 116.2, "O-C-+N": 122.7, "C-+N-+CA": 121.7}
 K_BEAD, K_PRIOR, K_BOND, K_ANGLE, K_OMEGA, K_RAMA = 1000.0, 0.3, 100.0, 50.0, 20.0, 3.0
-LINK_MAX = 4.6  # A between BB beads of residues i, i+1 (CA-CA is 3.8 A trans, 2.9 A cis)
 ITERATIONS = 80
 # ideal CB from N, CA, C (Engh & Huber geometry; e.g. ProteinMPNN's virtual CB)
 _CB = (-0.58273431, 0.56802827, -0.54067466)
@@ -171,16 +171,12 @@ class BackboneFit:
         return x.numpy().astype(np.asarray(xyz).dtype)
 
     def phi_psi(self, dihedrals: np.ndarray) -> np.ndarray:
-        """The network's (phi, psi) per fitted residue, radians, from its per-bead ``(n_beads, 4)``
-        output (sin phi, cos phi, sin psi, cos psi, read on the bead that holds CA)."""
-        d = np.asarray(dihedrals, np.float64)[self.ca_bead]
-        return np.stack([np.arctan2(d[:, 0], d[:, 1]), np.arctan2(d[:, 2], d[:, 3])], axis=1)
+        """The network's (phi, psi) per fitted residue, radians."""
+        return network_phi_psi(dihedrals, self.ca_bead)
 
     def links(self, beads: np.ndarray) -> np.ndarray:
         """Residue positions i (in the fitted residues) bonded to i+1 in this frame."""
-        ca_bead = beads[self.ca_bead]
-        close = np.linalg.norm(ca_bead[1:] - ca_bead[:-1], axis=1) < LINK_MAX
-        return np.flatnonzero(self.consecutive & close)
+        return peptide_links(beads, self.ca_bead, self.consecutive)
 
     def __call__(self, xyz: np.ndarray, beads: np.ndarray, phi_psi: np.ndarray | None = None,
                  iterations: int = ITERATIONS) -> np.ndarray:
