@@ -15,6 +15,9 @@ Methods, each on every MD frame of every chain and mode:
 * ``cg2at2``: CG2AT2 de novo (``cg2at -ff charmm36-cg2at -fg martini_3-0_charmm36 -o none``) on the
   frames ``--cg2at2-frames`` of each trajectory (it takes minutes per frame), needs ``--cg2at2 EXE``
   and GROMACS;
+* ``previous``: an earlier checkout of this project (``--previous DIR``, e.g. a ``git worktree`` of the
+  commit before a change) through its own CLI, ``herobm backmap frame.gro`` with and without
+  ``--no-minimize``, on the frames ``--previous-frames``: "today's" numbers on the same frames;
 * ``mapped``: ``backmap(cg.pdb)``, the beads of the crystal structure (the control);
 * ``crystal``: the crystal chain itself under the same metrics (what real proteins score).
 
@@ -104,7 +107,8 @@ def frame_metrics(traj, frame: int, cg, cg_frame: int, targets=None) -> dict:
 
 
 def rmsd_to_crystal(traj, frame: int, crystal) -> float:
-    """Heavy-atom RMSD (A) after superposition, atoms matched by residue number and name."""
+    """Heavy-atom RMSD (A) after superposition, atoms matched by residue position and name
+    (martinize2 renumbers residues from 1)."""
     import mdtraj
 
     def index(t):
@@ -113,7 +117,7 @@ def rmsd_to_crystal(traj, frame: int, crystal) -> float:
             if a.element is not None and a.element.symbol in ("H", "D"):
                 continue
             name = "CD1" if a.residue.name == "ILE" and a.name == "CD" else a.name
-            out.setdefault((a.residue.resSeq, name), a.index)
+            out.setdefault((a.residue.index, name), a.index)
         return out
 
     p, r = index(traj), index(crystal)
@@ -184,6 +188,26 @@ def run_cg2at2(exe: str, md, frame: int, tmp: Path, cache: Path | None = None):
     return _cg2at2_protein(final, md), seconds
 
 
+def run_previous(checkout: Path, md, frame: int, tmp: Path, minimize: bool):
+    """An earlier checkout's CLI on one frame: (heavy-atom trajectory, seconds) or (None, seconds)."""
+    import mdtraj
+
+    work = tmp / f"previous_{frame}_{int(minimize)}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    md[frame].save_gro(str(work / "frame.gro"))
+    command = [sys.executable, "-m", "openmm_herobm.cli.main", "backmap", "frame.gro", "-o", "out.pdb"]
+    env = dict(os.environ, PYTHONPATH=str(checkout.resolve()))
+    t = time.perf_counter()
+    done = subprocess.run(command + ([] if minimize else ["--no-minimize"]), cwd=work, env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if done.returncode != 0 or not (work / "out.pdb").exists():
+        log(f"  previous frame {frame} failed: {done.stderr[-300:]}")
+        return None, seconds
+    return heavy(mdtraj.load(str(work / "out.pdb"))), seconds
+
+
 def _cg2at2_protein(path: Path, md):
     """CG2AT2's protein, whole (it writes atoms wrapped into the box) and numbered like the CG input
     (it renumbers residues from 0)."""
@@ -229,10 +253,12 @@ def main(argv=None) -> int:
     ap.add_argument("--chains", nargs="*", help="chain names (default: every chain of the split)")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--max-frames", type=int, default=0, help="use at most this many frames per trajectory")
-    ap.add_argument("--methods", nargs="+", default=["raw"], choices=("raw", "pipeline", "cg2at2"))
+    ap.add_argument("--methods", nargs="+", default=["raw"], choices=("raw", "pipeline", "cg2at2", "previous"))
     ap.add_argument("--cg2at2", help="the cg2at executable (e.g. a venv's bin/cg2at)")
     ap.add_argument("--cg2at2-frames", type=int, nargs="+", default=[0, 4, 9])
     ap.add_argument("--cg2at2-cache", type=Path, help="keep CG2AT2's outputs here and reuse them")
+    ap.add_argument("--previous", type=Path, help="an earlier checkout of this project (method 'previous')")
+    ap.add_argument("--previous-frames", type=int, nargs="+", default=[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--fit-options", default="{}", help="JSON of backmap() keyword arguments for raw")
     ap.add_argument("--pipeline-options", default="{}", help="JSON of backmap_and_simulate() keyword arguments")
@@ -306,15 +332,32 @@ def main(argv=None) -> int:
                     if f == 0:
                         row["rmsd_to_start"] = rmsd_to_crystal(traj, 0, crystal)
                     rows.append(row)
+            if "previous" in args.methods:
+                for f in args.previous_frames:
+                    for method, minimize in (("previous raw", False), ("previous pipeline", True)):
+                        if f >= md.n_frames:
+                            continue
+                        traj, sec = run_previous(args.previous, md, f, tmp, minimize)
+                        if traj is None:
+                            rows.append(dict(chain=chain, mode=mode, method=method, frame=f, failed=True))
+                            continue
+                        row = dict(chain=chain, mode=mode, method=method, frame=f, seconds_per_frame=sec,
+                                   **frame_metrics(traj, 0, md, f, targets))
+                        if f == 0:
+                            row["rmsd_to_start"] = rmsd_to_crystal(traj, 0, crystal)
+                        rows.append(row)
             done = [r for r in rows if r["chain"] == chain and r["mode"] == mode]
             log(f"{chain} {mode}: " + "; ".join(
                 f"{m} bond {np.mean([r['bond_rmsd'] for r in done if r['method'] == m and 'bond_rmsd' in r]):.3f} "
                 f"rama {np.mean([r['rama_outlier_pct'] for r in done if r['method'] == m and 'bond_rmsd' in r]):.1f}% "
                 f"chi1 {np.mean([r['chi1_off_pct'] for r in done if r['method'] == m and 'bond_rmsd' in r]):.1f}% "
                 f"clash {np.mean([r['clashes_per_1000'] for r in done if r['method'] == m and 'bond_rmsd' in r]):.2f}"
-                for m in args.methods if any(r["method"] == m and "bond_rmsd" in r for r in done)))
+                for m in ("raw", "pipeline", "cg2at2", "previous raw", "previous pipeline")
+                if any(r["method"] == m and "bond_rmsd" in r for r in done)))
     shutil.rmtree(tmp, ignore_errors=True)
     methods = ["crystal", "mapped"] + [m for m in ("raw", "pipeline", "cg2at2") if m in args.methods]
+    if "previous" in args.methods:
+        methods += ["previous raw", "previous pipeline"]
     summary = {m: summarise([r for r in rows if r["method"] == m and "bond_rmsd" in r]) for m in methods}
     # the same frames as CG2AT2, for a like-for-like comparison
     if "cg2at2" in args.methods:
@@ -324,7 +367,7 @@ def main(argv=None) -> int:
                 summary[f"{m} (CG2AT2 frames)"] = summarise([r for r in rows if r["method"] == m and "bond_rmsd" in r
                                                              and (r["chain"], r["mode"], r["frame"]) in frames])
         methods += [f"{m} (CG2AT2 frames)" for m in ("raw", "pipeline") if m in args.methods]
-        failed = [r for r in rows if r.get("failed")]
+        failed = [r for r in rows if r.get("failed") and r["method"] == "cg2at2"]
         summary["cg2at2"]["failed_frames"] = len(failed)
     table = markdown(summary, methods)
     print(table)
