@@ -12,12 +12,29 @@ Quick tour::
 __version__ = "0.1.0"
 
 from .errors import HeroBMError, MappingError, StructureError
-from .mapping import MappingSet, MoleculeMapping, SystemMapping, available_mapping_sets, load_molecule_mapping
-from .mapping.forward import map_structure
+from .threads import configure as set_threads
+
+# the mapping classes load mdtraj: imported on first use, so `herobm --help` and a batch
+# client start in well under a second
+_LAZY = {"MappingSet": "mapping", "MoleculeMapping": "mapping", "SystemMapping": "mapping",
+         "available_mapping_sets": "mapping", "load_molecule_mapping": "mapping", "map_structure": "mapping.forward"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def backmap(*args, **kwargs):
     """See :func:`openmm_herobm.backmapping.backmap` (imported lazily: it loads torch)."""
+    from .threads import library_defaults
+
+    library_defaults()
     from .backmapping import backmap as _backmap
 
     return _backmap(*args, **kwargs)
@@ -25,13 +42,26 @@ def backmap(*args, **kwargs):
 
 def backmap_and_simulate(*args, **kwargs):
     """See :func:`openmm_herobm.pipeline.simulate.backmap_and_simulate`."""
+    from .threads import library_defaults
+
+    library_defaults()
     from .pipeline import backmap_and_simulate as _run
 
     return _run(*args, **kwargs)
 
 
+def batch(*args, **kwargs):
+    """See :func:`openmm_herobm.batch.batch` (many inputs and frames on Dask workers, resumable)."""
+    from .batch import batch as _batch
+
+    return _batch(*args, **kwargs)
+
+
 def load_model(*args, **kwargs):
     """See :func:`openmm_herobm.model.deploy.load_model`."""
+    from .threads import library_defaults
+
+    library_defaults()
     from .model.deploy import load_model as _load_model
 
     return _load_model(*args, **kwargs)
@@ -53,5 +83,5 @@ def evaluate_files(*args, **kwargs):
 
 __all__ = ["HeroBMError", "MappingError", "StructureError", "MappingSet", "MoleculeMapping", "SystemMapping",
            "available_mapping_sets", "load_molecule_mapping", "map_structure", "backmap", "backmap_and_simulate",
-           "load_model", "evaluate",
+           "batch", "set_threads", "load_model", "evaluate",
            "evaluate_files"]

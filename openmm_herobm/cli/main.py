@@ -107,16 +107,20 @@ def _cmd_backmap(args) -> int:
                   + ", ".join(f"{n} x{c}" for n, c in sorted(result.solvent.items())))
         written = result.written
     else:
+        import logging
+
         from ..pipeline import backmap_and_simulate
 
-        result = backmap_and_simulate(
-            args.cg, args.model, trajectory=args.trajectory, ph=args.ph, forcefield=args.forcefield,
-            equilibrate=args.equilibrate, temperature=args.temperature,
-            solvent=None if args.solvent == "vacuum" else args.solvent, platform=args.platform,
-            restraint_k=args.restraint_k, restraint_tolerance=args.restraint_tolerance,
-            optimize_backbone=False if args.no_backbone_opt else None, output=args.output,
-            trajectory_output=args.traj_out, unmapped=args.unmapped, progress=not args.no_progress,
-            fit=not args.no_fit, side_chains=args.side_chains, deformation=not args.no_deformation)
+        logger = logging.getLogger("openmm_herobm")
+        handler = logging.StreamHandler(sys.stderr)  # stage by stage: a big system takes minutes per stage
+        handler.setFormatter(logging.Formatter("herobm: %(asctime)s %(message)s", "%H:%M:%S"))
+        if not args.no_progress:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+        try:
+            result = _pipeline(args, backmap_and_simulate)
+        finally:
+            logger.removeHandler(handler)
         r = result.report
         print(f"refined {r['n_atoms']} atoms ({r['n_frames']} frame(s)) on {r['platform']}: "
               + ", ".join(f"{k} {v:.0f} kJ/mol" for k, v in result.energies.items())
@@ -127,6 +131,31 @@ def _cmd_backmap(args) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _pipeline(args, backmap_and_simulate):
+    return backmap_and_simulate(
+        args.cg, args.model, trajectory=args.trajectory, ph=args.ph, forcefield=args.forcefield,
+        equilibrate=args.equilibrate, temperature=args.temperature,
+        solvent=None if args.solvent == "vacuum" else args.solvent, platform=args.platform,
+        restraint_k=args.restraint_k, restraint_tolerance=args.restraint_tolerance,
+        optimize_backbone=False if args.no_backbone_opt else None, output=args.output,
+        trajectory_output=args.traj_out, unmapped=args.unmapped, progress=not args.no_progress,
+        fit=not args.no_fit, side_chains=args.side_chains, deformation=not args.no_deformation)
+
+
+def _cmd_batch(args) -> int:
+    from ..batch import batch
+
+    options = dict(side_chains=args.side_chains, deformation=not args.no_deformation)
+    if not args.no_minimize:
+        options.update(ph=args.ph, forcefield=args.forcefield, equilibrate=args.equilibrate,
+                       solvent=None if args.solvent == "vacuum" else args.solvent, platform=args.platform)
+    report = batch(args.inputs, args.output, model=args.model, minimize=not args.no_minimize, workers=args.workers,
+                   scheduler=args.scheduler, frames_per_task=args.frames_per_task,
+                   threads_per_worker=args.threads or 1, progress=not args.no_progress, **options)
+    print(report.table())
+    return 1 if report.failed else 0
 
 
 def _cmd_ligand_params(args) -> int:
@@ -183,6 +212,10 @@ def _write_text(text: str, output: str | None, atomic_output, quiet: bool = Fals
         Path(tmp).write_text(text)
     if not quiet:
         print(f"wrote {output}", file=sys.stderr)
+
+
+THREADS_HELP = ("threads of torch, OpenMM and BLAS in this process (default: HEROBM_THREADS, else the cores "
+                "this process may use); one setting for all, so mixed runs share cores fairly")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,8 +313,39 @@ def build_parser() -> argparse.ArgumentParser:
                         "simulation beads is undone where the frame shows it, mapped beads are left alone)")
     b.add_argument("--no-backbone-opt", action="store_true",
                    help="skip the backbone optimisation (it runs only with --no-fit anyway: the fit does its job)")
-    b.add_argument("--no-progress", action="store_true", help="no progress bar for trajectories")
+    b.add_argument("--no-progress", action="store_true", help="no stage messages (stderr) and no progress bar for trajectories")
+    b.add_argument("--threads", type=int, help=THREADS_HELP)
     b.set_defaults(func=_cmd_backmap)
+
+    bb = sub.add_parser("batch", help="many CG structures / trajectory frames on Dask workers, resumable",
+                        description="Backmap every input into OUTDIR (OUTDIR/<stem>.pdb and its companions; "
+                                    "a trajectory as OUTDIR/<stem>.dcd over OUTDIR/<stem>.pdb) on Dask workers: "
+                                    "an embedded LocalCluster of single-threaded workers, or --scheduler. Every "
+                                    "task is recorded in OUTDIR/herobm_batch.jsonl; rerunning the same command "
+                                    "skips what is done (safe after a kill). A failing input is recorded and "
+                                    "the batch goes on; exit status 1 when any failed.")
+    bb.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="CG structure files, glob patterns (quoted), or TOPOLOGY,TRAJECTORY[@START:STOP[:STEP]]")
+    bb.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created)")
+    bb.add_argument("--model", action="append", help="shipped model name or .pt file (repeatable; default: "
+                    "the shipped models)")
+    bb.add_argument("--no-minimize", action="store_true", help="the model's heavy atoms only (no OpenMM refinement)")
+    bb.add_argument("--workers", type=int, help="worker processes of the embedded cluster (default: one per core)")
+    bb.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (tcp://host:8786), e.g. "
+                    "from dask-jobqueue on SLURM/PBS, instead of the embedded cluster")
+    bb.add_argument("--frames-per-task", type=int, default=10, help="trajectory frames per task (default 10)")
+    bb.add_argument("--threads", type=int, help="threads per worker (default 1: parallelism comes from workers)")
+    bb.add_argument("--side-chains", choices=("rotamers", "mean", "network"), default="rotamers",
+                    help="as for backmap")
+    bb.add_argument("--no-deformation", action="store_true", help="as for backmap")
+    bb.add_argument("--ph", type=float, default=7.0, help="pH for the protonation states (default 7.0)")
+    bb.add_argument("--forcefield", action="append", help="as for backmap")
+    bb.add_argument("--solvent", choices=["implicit", "explicit", "vacuum"], default="implicit",
+                    help="as for backmap (explicit: structures only)")
+    bb.add_argument("--equilibrate", type=float, metavar="PS", help="NVT equilibration after minimisation (ps)")
+    bb.add_argument("--platform", help="OpenMM platform (default: the fastest available)")
+    bb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bb.set_defaults(func=_cmd_batch)
 
     from ..training.cli import add_dataset_parser
 
@@ -329,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command != "batch":  # batch sets its workers' threads itself
+            from ..threads import configure
+
+            configure(getattr(args, "threads", None))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("always", UserWarning)

@@ -384,7 +384,8 @@ def _looks_coarse_grained(xyz0):
     return float(np.median(dist[:, 1])) > CG_NEIGHBOUR_NM
 
 
-def _read_trajectory(name, ext, top):
+def _read_trajectory(name, ext, top, n_frames=None):
+    """The whole trajectory; ``n_frames=0``: only check it against ``top`` (returns None)."""
     if top is None:
         raise StructureError(f"{name}: a {ext} trajectory holds no topology; also give the "
                              f"structure file it belongs to (PDB, GRO or mmCIF)")
@@ -404,6 +405,8 @@ def _read_trajectory(name, ext, top):
         raise StructureError(f"{name}: the trajectory has {n_atoms} atoms per frame but "
                              f"{top_name} has {topology.n_atoms}; use the structure the "
                              f"trajectory was written with")
+    if n_frames == 0:
+        return None
     try:
         return md.load(name, top=topology)  # shares the topology, so insertion codes survive
     except Exception as exc:
@@ -682,6 +685,37 @@ def _mdtraj_writer(method):
 _WRITERS = {".pdb": _write_pdb, ".gro": _write_gro, ".cif": _write_cif, ".mmcif": _write_cif,
             ".xtc": _mdtraj_writer("save_xtc"), ".dcd": _mdtraj_writer("save_dcd"),
             ".trr": _mdtraj_writer("save_trr")}
+
+
+def count_frames(trajectory) -> int:
+    """Frames in a trajectory file (XTC, DCD, TRR) without reading its coordinates into memory."""
+    name = os.fspath(trajectory)
+    ext, _ = _split_ext(name)
+    if ext not in TRAJECTORY_FORMATS:
+        raise StructureError(f"{name}: not a trajectory ({', '.join(TRAJECTORY_FORMATS)})")
+    if not os.path.isfile(name):
+        raise StructureError(f"{name}: file not found; check the path")
+    try:
+        with md.open(name) as fh:
+            return len(fh)
+    except Exception as exc:
+        raise StructureError(f"{name}: cannot be read as {ext} ({_one_line(exc)}); the file is "
+                             f"corrupt or truncated") from None
+
+
+def load_frames(structure, trajectory, start: int, stop: int, step: int = 1) -> md.Trajectory:
+    """Frames ``start:stop:step`` of ``trajectory`` over ``structure``, reading only those frames
+    (a block of a long trajectory for one batch task)."""
+    top = load_structure(structure)
+    name = os.fspath(trajectory)
+    _read_trajectory(name, _split_ext(name)[0], top.topology, n_frames=0)  # checks only
+    try:
+        chunk = next(md.iterload(name, top=top.topology, chunk=max(stop - start, 1), skip=start))
+    except StopIteration:
+        raise StructureError(f"{name}: frames {start}:{stop} are out of range") from None
+    traj = chunk[::step] if step > 1 else chunk
+    _check_finite(traj, name, "the file is corrupt; regenerate it")
+    return traj
 
 
 def load_input(structure, trajectory=None) -> tuple[md.Trajectory, str]:

@@ -6,6 +6,9 @@ CPU platform); constraints are added only for dynamics.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import random
 import time
 from pathlib import Path
 
@@ -18,6 +21,10 @@ from ..errors import HeroBMError
 
 KJ_NM = unit.kilojoule_per_mole / unit.nanometer
 
+#: random seed of the Langevin integrator and the initial velocities: the same input, options and
+#: platform give the same output (OpenMM's seed 0 would mean a new seed every run)
+SEED = 20241205
+
 #: force-field files per solvent model
 IMPLICIT = "implicit/obc2.xml"
 EXPLICIT_WATER = "amber14/tip3pfb.xml"
@@ -25,7 +32,16 @@ CHARMM_WATER = "charmm36/water.xml"  # CHARMM TIP3P and ions
 
 
 def choose_platform(name: str | None = None) -> mm.Platform:
-    """The named platform, else the fastest available one (CUDA, OpenCL, CPU, Reference)."""
+    """The named platform, else the fastest available one (CUDA, OpenCL, CPU, Reference); a CPU
+    platform gets the thread count of :mod:`openmm_herobm.threads`."""
+    from ..threads import openmm_platform_ready
+
+    platform = _choose_platform(name)
+    openmm_platform_ready(platform)
+    return platform
+
+
+def _choose_platform(name: str | None) -> mm.Platform:
     available = [mm.Platform.getPlatform(i).getName() for i in range(mm.Platform.getNumPlatforms())]
     if name:
         if name not in available:
@@ -87,9 +103,22 @@ def add_terminal_oxygens(topology: app.Topology, positions_nm: np.ndarray) -> tu
     return new, np.array(xyz)
 
 
+@contextlib.contextmanager
+def seeded_python_random(seed: int = SEED):
+    """Modeller places new hydrogens and ions with Python's ``random``: seed it for the call (and
+    give the caller's random state back after), so the same input gives the same atoms."""
+    saved = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved)
+
+
 def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float, variants: list,
-                  platform: mm.Platform | None = None) -> None:
-    """Terminal OXT and hydrogens at ``ph`` (protonation variants given in the input are kept)."""
+                  platform: mm.Platform | None = None) -> list:
+    """Terminal OXT and hydrogens at ``ph`` (protonation variants given in the input are kept);
+    returns the variant of every residue (what Modeller chose: pass it back for the same atoms)."""
     positions = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
     topology, positions = add_terminal_oxygens(modeller.topology, positions)
     modeller.topology, modeller.positions = topology, unit.Quantity(positions, unit.nanometer)
@@ -107,20 +136,24 @@ def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float,
         # lipids/ligands: their heavy atoms may overlap (raw model output), which makes the
         # hydrogen relaxation of addHydrogens (heavy atoms fixed, no cutoff) fail after a long
         # run; place hydrogens by geometry, the staged minimisation relaxes them
-        modeller.addHydrogens(None, pH=ph, variants=variants)
+        with seeded_python_random():
+            used = modeller.addHydrogens(None, pH=ph, variants=variants)
         separate_overlapping_hydrogens(modeller)
-        return
+        return used
     # the platform matters: addHydrogens minimises the new hydrogens (Reference is slow)
     try:
-        modeller.addHydrogens(forcefield, pH=ph, variants=variants, platform=platform,
-                              residueTemplates=named_templates(forcefield, modeller.topology))
+        with seeded_python_random():
+            used = modeller.addHydrogens(forcefield, pH=ph, variants=variants, platform=platform,
+                                         residueTemplates=named_templates(forcefield, modeller.topology))
     except mm.OpenMMException as exc:
         # the relaxation of the new hydrogens (heavy atoms fixed) blew up on overlapping heavy
         # atoms: place them by geometry only; the pipeline's soft-start minimisation follows
         if "nan" not in str(exc).lower():
             raise
-        modeller.addHydrogens(None, pH=ph, variants=variants)
+        with seeded_python_random():
+            used = modeller.addHydrogens(None, pH=ph, variants=variants)
     separate_overlapping_hydrogens(modeller)
+    return used
 
 
 def separate_overlapping_hydrogens(modeller: app.Modeller, distance_nm: float = 0.05, hh_distance_nm: float = 0.12,
@@ -219,6 +252,7 @@ def build_simulation(topology, positions, forcefield: app.ForceField, solvent: s
         system.addForce(force)
     integrator = mm.LangevinMiddleIntegrator(temperature * unit.kelvin, 1.0 / unit.picosecond,
                                              0.002 * unit.picoseconds)
+    integrator.setRandomNumberSeed(SEED)  # OpenMM's default (0) draws a new seed every run
     simulation = app.Simulation(topology, system, integrator, platform)
     simulation.context.setPositions(positions)
     return system, simulation
@@ -551,7 +585,7 @@ def equilibrate(simulation: app.Simulation, picoseconds: float, temperature: flo
     steps_total = int(round(picoseconds / 0.002))
     heat = steps_total // 2
     integrator = simulation.integrator
-    simulation.context.setVelocitiesToTemperature(50 * unit.kelvin)
+    simulation.context.setVelocitiesToTemperature(50 * unit.kelvin, SEED)
     for k in range(stages):
         integrator.setTemperature((50 + (temperature - 50) * (k + 1) / stages) * unit.kelvin)
         simulation.step(max(heat // stages, 1))
@@ -560,11 +594,21 @@ def equilibrate(simulation: app.Simulation, picoseconds: float, temperature: flo
     simulation.step(max(steps_total - heat, 1))
 
 
+#: stage messages ("hydrogens ...", "hydrogens done in 3.2 s"): the ``herobm`` command shows them
+#: on stderr, a library user with ``logging.basicConfig(level=logging.INFO)``
+log = logging.getLogger("openmm_herobm")
+
+
 def timed(timings: dict, key: str):
+    """Time a pipeline stage into ``timings[key]`` (seconds, summed over frames) and log it."""
     class _Timer:
         def __enter__(self):
             self.t = time.perf_counter()
+            log.info("%s ...", key)
 
-        def __exit__(self, *exc):
-            timings[key] = timings.get(key, 0.0) + time.perf_counter() - self.t
+        def __exit__(self, kind, *exc):
+            seconds = time.perf_counter() - self.t
+            timings[key] = timings.get(key, 0.0) + seconds
+            if kind is None:
+                log.info("%s done in %.1f s", key, seconds)
     return _Timer()

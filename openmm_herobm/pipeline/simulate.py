@@ -26,7 +26,7 @@ from .chirality import (BACKBONE_FORCE, CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHI
                         peptide_restraint_force, ramachandran_force, repair_chirality, repair_molecule_stereo,
                         stretch_collapsed_bonds)
 from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
-                     named_templates, potential, relax_solvent, timed)
+                     named_templates, potential, relax_solvent, seeded_python_random, timed)
 from .solvent import HOLD_FORCE, HOLD_K, HOLD_PARAMETER, SOLVENT_ITERATIONS, clear_bilayer_core, solute_hold_force
 from .restraint import PARAMETER, bead_restraint_force
 from .topology import PROTEIN_RESIDUES, prepare_topology
@@ -56,6 +56,7 @@ class PipelineOptions:
     restraint_tolerance: float = RESTRAINT_TOLERANCE  # nm, margin of the restraint's flat bottom on a simulation frame
     optimize_backbone: bool = True
     backbone_guard: bool = True  # the Ramachandran restraint of the fit during refinement (only with the fit)
+    variants: list | None = None  # protonation variant per residue (None: the input's names, else the pH)
 
 
 @dataclass
@@ -69,6 +70,8 @@ class SimulationResult:
     report: dict = field(default_factory=dict)
     written: list = field(default_factory=list)
     residue_source: np.ndarray | None = None  # per output residue, its residue index in the model's output
+    state: mm.State | None = None  # positions, velocities and energy of this result (what .state.xml holds)
+    variants: list | None = None  # protonation variant of every residue (pass it on for the same atoms)
 
     @property
     def trajectory(self) -> mdtraj.Trajectory:
@@ -120,6 +123,10 @@ class Refiner:
             warnings.warn(f"{len(self.prepared.dropped)} residue(s) isolated between two chain breaks, too far from "
                           f"both neighbours to bond, left out of the refined structure (a free amino acid has no "
                           f"force-field template): {', '.join(self.prepared.dropped[:10])}", stacklevel=3)
+        self.variants = list(self.prepared.variants) if options.variants is None else list(options.variants)
+        if len(self.variants) != self.prepared.topology.getNumResidues():
+            raise HeroBMError(f"variants: {len(self.variants)} given for {self.prepared.topology.getNumResidues()} "
+                              f"residues; pass the list a previous run of the same input returned")
         modeller = self._protonate(heavy0, 0)
         self.topology = modeller.topology
         self.report["n_atoms"] = self.topology.getNumAtoms()
@@ -177,8 +184,9 @@ class Refiner:
                 self.report[f"repaired_chirality_{key}"] = self.report.get(f"repaired_chirality_{key}", 0) + count
         with timed(self.timings, "hydrogens"):
             modeller = app.Modeller(self.prepared.topology, unit.Quantity(positions, unit.nanometer))
-            add_hydrogens(modeller, self.hydrogen_forcefield, self.options.ph, list(self.prepared.variants),
-                          self.platform)
+            # every frame gets frame 0's variants (one System): HIS tautomers follow H-bonds otherwise
+            self.variants = add_hydrogens(modeller, self.hydrogen_forcefield, self.options.ph, self.variants,
+                                          self.platform)
         return modeller
 
     def _add_solvent(self, modeller: app.Modeller) -> None:
@@ -189,15 +197,17 @@ class Refiner:
         forcefield = self.solvated_forcefield
         templates = named_templates(forcefield, modeller.topology)
         if self.bm.box is None:
-            modeller.addSolvent(forcefield, padding=1.0 * unit.nanometer, neutralize=True,
-                                residueTemplates=templates)
+            with seeded_python_random():  # Modeller picks the waters it turns into ions at random
+                modeller.addSolvent(forcefield, padding=1.0 * unit.nanometer, neutralize=True,
+                                    residueTemplates=templates)
             return
         waters = 4 * sum(n for name, n in solvent.items() if name in WATER_BEADS)  # Martini: 4 waters per bead
         pairs = min(solvent.get("NA", 0), solvent.get("CL", 0))
         molar = 55.5 * pairs / waters if waters else 0.0
         box = self.bm.box[0]
-        modeller.addSolvent(forcefield, boxVectors=tuple(mm.Vec3(*row) for row in box) * unit.nanometer,
-                            neutralize=True, ionicStrength=molar * unit.molar, residueTemplates=templates)
+        with seeded_python_random():
+            modeller.addSolvent(forcefield, boxVectors=tuple(mm.Vec3(*row) for row in box) * unit.nanometer,
+                                neutralize=True, ionicStrength=molar * unit.molar, residueTemplates=templates)
         self.report["solvent_rebuilt"] = {"cg_beads": dict(solvent), "ionic_strength_M": round(molar, 4),
                                           "box_nm": np.round(np.diag(box), 3).tolist()}
         core = clear_bilayer_core(modeller)
@@ -259,8 +269,8 @@ class Refiner:
                                 restraint_parameter=PARAMETER if options.restraint_k > 0 else None)
             self.report["minimize"] = info
             energies["minimized"] = potential(self.simulation)
-        state = self.simulation.context.getState(getPositions=True)
         topology, system, simulation = self.topology, self.system, self.simulation
+        state = simulation.context.getState(getPositions=True)
         if self.explicit:
             with timed(self.timings, "solvate"):
                 topology, system, simulation = self._solvate(frame, state.getPositions())
@@ -275,10 +285,12 @@ class Refiner:
                                                       constraints=app.HBonds, temperature=options.temperature)
                 equilibrate(simulation, options.equilibrate_ps, options.temperature,
                             PARAMETER if options.restraint_k > 0 else None)
-                state = simulation.context.getState(getPositions=True)
                 energies["equilibrated"] = potential(simulation)
+        # this frame's state, taken now: later frames reuse the same Simulation
+        state = simulation.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
         return SimulationResult(topology, state.getPositions(), system, simulation, energies,
-                                dict(self.timings), dict(self.report), residue_source=self.prepared.source_residue)
+                                dict(self.timings), dict(self.report), residue_source=self.prepared.source_residue,
+                                state=state, variants=list(self.variants))
 
     def _set_restraint_targets(self, frame: int) -> None:
         # a new frame has new bead targets: rebuild the context's restraint force
@@ -297,7 +309,8 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                          optimize_backbone: bool | None = None, output: str | Path | None = None,
                          trajectory_output: str | Path | None = None, unmapped: str = "fail",
                          progress: bool = False, fit: bool = True, side_chains: str | bool = "rotamers",
-                         deformation: bool = True, restraint_tolerance: float | None = None) -> SimulationResult:
+                         deformation: bool = True, restraint_tolerance: float | None = None,
+                         variants: list | None = None) -> SimulationResult:
     """Backmap a CG structure with a HEroBM model and refine it into a ready-to-run OpenMM system.
 
     Units: ``tolerance`` kJ/mol/nm, ``equilibrate`` ps, ``temperature`` K, ``restraint_k``
@@ -313,6 +326,10 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     ``optimize_backbone`` (the CA-fixed backbone optimisation before hydrogens): None = only
     when ``fit`` is False; the fit already optimises the backbone, with its beads, and
     running both moved ubiquitin's backbone from 0.17 to 0.30 A RMSD.
+    ``variants``: the protonation variant of every residue (``result.variants`` of an earlier run of
+    the same input: frames refined in separate runs then have the same atoms).
+    The same input, options, platform and thread count give the same coordinates (seeded
+    dynamics; OpenMM's CPU and Reference platforms sum forces in a fixed order).
     """
     from ..backmapping import backmap
     from ..evaluation import evaluate
@@ -324,7 +341,8 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
         check_output_path(trajectory_output, "trajectory")
     options = PipelineOptions(ph, forcefield, minimize, tolerance, equilibrate, temperature, solvent, platform,
                               restraint_k, RESTRAINT_TOLERANCE if restraint_tolerance is None else restraint_tolerance,
-                              (not fit) if optimize_backbone is None else optimize_backbone, backbone_guard=fit)
+                              (not fit) if optimize_backbone is None else optimize_backbone, backbone_guard=fit,
+                              variants=variants)
     if solvent == "explicit" and trajectory_output is not None:
         raise HeroBMError("explicit solvent is for preparing one structure; refine trajectories in 'implicit' "
                           "or vacuum (solvent=None), then solvate the frame you want to simulate")
@@ -408,7 +426,7 @@ def _write_outputs(result: SimulationResult, output: Path, atomic_output) -> lis
             restore_residue_names(tmp, result.topology)
     written.append(str(output))
     stem = output.with_suffix("")
-    state = result.simulation.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
+    state = result.state or result.simulation.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
     for suffix, text in ((".system.xml", mm.XmlSerializer.serialize(without_restraint(result.system))),
                          (".state.xml", mm.XmlSerializer.serialize(state)),
                          (".report.json", json.dumps(result.report, indent=2, default=float) + "\n")):
