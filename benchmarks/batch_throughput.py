@@ -26,26 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_herobm.batch import done_tasks
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "data" / "real_frames" / "test"
 
 
 def batch_command(specs, out: Path, workers: int, frames_per_task: int, minimize: bool) -> list[str]:
-    return ([sys.executable, "-m", "openmm_herobm.cli.main", "batch", *specs, "-o", str(out), "--workers",
+    return ([sys.executable, "-m", "openmm_herobm.cli.main", "batch", *specs, "-o", str(out.resolve()), "--workers",
              str(workers), "--frames-per-task", str(frames_per_task), "--no-progress"]
             + ([] if minimize else ["--no-minimize"]))
-
-
-def done_keys(manifest: Path) -> list[str]:
-    keys = []
-    for line in manifest.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("status") == "done":
-            keys.append(record["task"])
-    return keys
 
 
 def joined(out: Path):
@@ -91,13 +81,13 @@ def main(argv=None) -> int:
         command = batch_command(specs, out, 2, args.frames_per_task, args.minimize)
         run = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         manifest = out / "herobm_batch.jsonl"
-        while run.poll() is None and not (manifest.exists() and len(done_keys(manifest)) >= args.kill_after):
+        while run.poll() is None and not (manifest.exists() and len(done_tasks(manifest)) >= args.kill_after):
             time.sleep(0.1)
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
-        before = len(done_keys(manifest))
+        before = len(done_tasks(manifest))
         resumed = subprocess.run(command, capture_output=True, text=True, env=env)
-        keys = done_keys(manifest)
+        keys = done_tasks(manifest)
         result = joined(out)
         frames_out = sum(len(x) for x in result.values())
         same = all(np.abs(result[k] - reference[k]).max() < 1e-4 for k in reference)

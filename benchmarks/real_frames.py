@@ -167,7 +167,7 @@ def run_cg2at2(exe: str, md, frame: int, tmp: Path, cache: Path | None = None):
         seconds = float((cache / "seconds").read_text())
         if not (cache / "final.pdb").exists():
             return None, seconds
-        return _cg2at2_protein(cache / "final.pdb", md), seconds
+        return _cg2at2_protein(cache / "final.pdb", md, frame), seconds
     work = tmp / f"cg2at_{frame}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -185,7 +185,7 @@ def run_cg2at2(exe: str, md, frame: int, tmp: Path, cache: Path | None = None):
     if done.returncode != 0 or not final.exists():
         log(f"  cg2at2 frame {frame} failed: {done.stdout[-300:]} {done.stderr[-300:]}")
         return None, seconds
-    return _cg2at2_protein(final, md), seconds
+    return _cg2at2_protein(final, md, frame), seconds
 
 
 def run_previous(checkout: Path, md, frame: int, tmp: Path, minimize: bool):
@@ -208,10 +208,14 @@ def run_previous(checkout: Path, md, frame: int, tmp: Path, minimize: bool):
     return heavy(mdtraj.load(str(work / "out.pdb"))), seconds
 
 
-def _cg2at2_protein(path: Path, md):
-    """CG2AT2's protein, whole (it writes atoms wrapped into the box) and numbered like the CG input
-    (it renumbers residues from 0)."""
+def _cg2at2_protein(path: Path, md, frame: int):
+    """CG2AT2's protein, whole (it writes atoms wrapped into the box), numbered like the CG input
+    (it renumbers residues from 0) and moved back onto the frame: it writes the system shifted in
+    its box (by up to a box edge), so its mapped beads are translated onto the frame's centre
+    (a translation only: nothing else of the comparison changes)."""
     import mdtraj
+
+    from openmm_herobm import map_structure
 
     traj = mdtraj.load(str(path))
     traj = heavy(traj.atom_slice([a.index for a in traj.topology.atoms if a.residue.is_protein]))
@@ -221,6 +225,8 @@ def _cg2at2_protein(path: Path, md):
     if len(residues) == len(numbers):
         for res, number in zip(residues, numbers):
             res.resSeq = number
+    beads = map_structure(traj, "martini3", incomplete="skip").cg
+    traj.xyz += md.xyz[frame].mean(0) - beads.xyz[0].mean(0)
     return traj
 
 

@@ -188,21 +188,33 @@ def _trajectory_source(spec: str, count_frames) -> tuple:
 
 
 # ---------------------------------------------------------------- the manifest
-def read_manifest(path: Path) -> tuple[dict | None, dict]:
-    """(options line, {task key: its last record}); a line cut short by a kill is ignored."""
-    header, records = None, {}
-    if not path.exists():
-        return header, records
+def manifest_records(path: Path) -> list[dict]:
+    """Every complete line of a manifest, in order (a line cut short by a kill is skipped)."""
+    records = []
+    if not Path(path).exists():
+        return records
     with open(path) as f:
         for line in f:
             try:
-                record = json.loads(line)
+                records.append(json.loads(line))
             except json.JSONDecodeError:
                 continue  # the last line of a killed run
-            if "options" in record:
-                header = header or record
-            elif "task" in record:
-                records[record["task"]] = record
+    return records
+
+
+def done_tasks(path: Path) -> list[str]:
+    """The task of every "done" line, in order: a task recorded twice shows twice."""
+    return [r["task"] for r in manifest_records(path) if r.get("status") == "done" and "task" in r]
+
+
+def read_manifest(path: Path) -> tuple[dict | None, dict]:
+    """(options line, {task key: its last record})."""
+    header, records = None, {}
+    for record in manifest_records(path):
+        if "options" in record:
+            header = header or record
+        elif "task" in record:
+            records[record["task"]] = record
     return header, records
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openmm_herobm.batch import MANIFEST, plan, read_manifest
+from openmm_herobm.batch import MANIFEST, done_tasks, plan, read_manifest
 from openmm_herobm.errors import HeroBMError
 
 FRAMES = Path(__file__).parent / "data" / "real_frames" / "test"
@@ -60,18 +60,6 @@ def test_manifest_ignores_a_line_cut_by_a_kill(tmp_path):
     assert set(records) == {"a", "b"} and records["b"]["status"] == "failed"
 
 
-def _done_lines(manifest: Path) -> list[str]:
-    keys = []
-    for line in manifest.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("status") == "done":
-            keys.append(record["task"])
-    return keys
-
-
 def test_batch_kill_resume_and_failure_isolation(tmp_path):
     """kill -9 of the whole batch (client, scheduler, workers) mid-run, then the same command:
     every frame exactly once, the same coordinates as one uninterrupted backmap, the broken input
@@ -89,13 +77,13 @@ def test_batch_kill_resume_and_failure_isolation(tmp_path):
     manifest = out / MANIFEST
     deadline = time.time() + 240
     while time.time() < deadline and run.poll() is None:
-        if manifest.exists() and len(_done_lines(manifest)) >= 2:
+        if manifest.exists() and len(done_tasks(manifest)) >= 2:
             break
         time.sleep(0.2)
     assert run.poll() is None, "the batch finished before it could be killed: " + run.stdout.read().decode()[-500:]
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
-    killed_done = _done_lines(manifest)
+    killed_done = done_tasks(manifest)
     assert 2 <= len(killed_done) < 10 and not (out / "md_0-8.dcd").exists()
 
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -105,7 +93,7 @@ def test_batch_kill_resume_and_failure_isolation(tmp_path):
     assert report["skipped"] == len(killed_done) and report["done"] + report["skipped"] == 9
     (failure,) = report["failures"]
     assert failure["task"] == "broken" and "broken.pdb" in failure["error"] and "\n" not in failure["error"]
-    keys = _done_lines(manifest)
+    keys = done_tasks(manifest)
     assert len(keys) == len(set(keys)) == 10  # 8 frames, cg, the join: each recorded once
     joined = mdtraj.load(str(out / "md_0-8.dcd"), top=str(out / "md_0-8.pdb"))
     assert joined.n_frames == 8 and not (out / ".herobm_parts" / "md_0-8").exists()
@@ -115,7 +103,7 @@ def test_batch_kill_resume_and_failure_isolation(tmp_path):
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 1 and "skipped (done before) 9" in again.stdout
-    assert _done_lines(manifest) == keys  # nothing redone
+    assert done_tasks(manifest) == keys  # nothing redone
 
 
 def test_batch_refuses_other_options_in_the_same_folder(tmp_path):
