@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """Mixed herobm runs side by side: does each get its fair share of the cores?
 
-Three commands on the repository's fixture (two raw trajectory backmaps and one full pipeline,
-torch and OpenMM thread pools mixed), first each alone, then all together.  For every run:
+Commands on the repository's fixture (two raw trajectory backmaps, one full pipeline: torch and
+OpenMM thread pools mixed; and a 2-worker ``herobm batch``), first each alone, then all together.  For every run:
 wall time alone ``W``, cores it used alone ``u = CPU time / W``, wall time in the mix ``M``.
 When the runs together ask for more cores than there are, a fair scheduler stretches every
 run by ``F = max(1, sum(u) / cores)``; the table prints ``M / W`` and ``(M / W) / F`` (1.0 =
 exactly fair; the issue's bar is 1.25).
 
     python benchmarks/mixed_runs.py --out benchmarks/results/mixed_runs.json
-    python benchmarks/mixed_runs.py --pythonpath /tmp/old_main   # an earlier checkout (before)
+    python benchmarks/mixed_runs.py --pythonpath /tmp/old_main --no-batch   # an earlier checkout (before)
 """
 
 from __future__ import annotations
@@ -27,18 +27,27 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "data" / "real_frames" / "test"
 
 
-def commands(tmp: Path) -> dict[str, list[str]]:
+def commands(tmp: Path, batch: bool) -> dict[str, list[str]]:
     herobm = [sys.executable, "-m", "openmm_herobm.cli.main", "backmap"]
     a = FIXTURE / "bm5_2X9A_l_b_B" / "elastic"
     b = FIXTURE / "bm5_4IZ7_l_u_B" / "plain"
-    return {
+    extra = {}
+    if batch:  # the batch's own workers beside the rest (an earlier checkout may not have the command)
+        extra["batch, 2 workers (20 frames)"] = [
+            sys.executable, "-m", "openmm_herobm.cli.main", "batch", f"{a / 'md.gro'},{a / 'md.xtc'}",
+            f"{b / 'md.gro'},{b / 'md.xtc'}", "-o", str(tmp / "batch"), "--no-minimize", "--workers", "2",
+            "--frames-per-task", "5", "--no-progress"]
+    return extra | {
         "raw trajectory A (10 frames)": herobm + [str(a / "md.gro"), "-t", str(a / "md.xtc"), "--no-minimize",
                                                   "-o", str(tmp / "a.pdb"), "--traj-out", str(tmp / "a.dcd"),
                                                   "--no-progress"],
         "raw trajectory B (10 frames)": herobm + [str(b / "md.gro"), "-t", str(b / "md.xtc"), "--no-minimize",
                                                   "-o", str(tmp / "b.pdb"), "--traj-out", str(tmp / "b.dcd"),
                                                   "--no-progress"],
-        "full pipeline (1 structure)": herobm + [str(b / "cg.pdb"), "-o", str(tmp / "c.pdb")],
+        # a trajectory, so that no run is much shorter than the others (a short run lives only
+        # through the busiest part of the mix)
+        "full pipeline (10 frames)": herobm + [str(a / "md.gro"), "-t", str(a / "md.xtc"), "-o", str(tmp / "c.pdb"),
+                                               "--traj-out", str(tmp / "c.dcd"), "--no-progress"],
     }
 
 
@@ -62,10 +71,19 @@ def run_all(named: dict[str, list[str]], env: dict) -> dict[str, dict]:
     return out
 
 
+def _fresh(tmp, run):
+    # a batch resumes from its output folder: every run starts without one
+    import shutil
+
+    shutil.rmtree(Path(tmp) / "batch", ignore_errors=True)
+    return run()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pythonpath", help="run an earlier checkout (PYTHONPATH=DIR) instead of the installed package")
     ap.add_argument("--repeats", type=int, default=2, help="alone runs per command (the minimum is kept)")
+    ap.add_argument("--no-batch", action="store_true", help="leave `herobm batch` out of the mix")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     env = dict(os.environ)
@@ -76,14 +94,14 @@ def main(argv=None) -> int:
         env["PYTHONPATH"] = args.pythonpath
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
-        named = commands(Path(tmp))
+        named = commands(Path(tmp), batch=not args.no_batch)
         alone = {}
         for name, cmd in named.items():
-            runs = [run_all({name: cmd}, env)[name] for _ in range(args.repeats)]
+            runs = [_fresh(tmp, lambda: run_all({name: cmd}, env)[name]) for _ in range(args.repeats)]
             alone[name] = min(runs, key=lambda r: r["wall_s"])
             print(f"alone  {name}: {alone[name]['wall_s']:.1f} s wall, {alone[name]['cpu_s']:.1f} s CPU",
                   file=sys.stderr)
-        mixed = run_all(named, env)
+        mixed = _fresh(tmp, lambda: run_all(named, env))
     demand = sum(r["cpu_s"] / r["wall_s"] for r in alone.values())
     fair = max(1.0, demand / cores)
     rows = []
