@@ -306,20 +306,24 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
     column[moving] = np.arange(len(moving))
     n_var = 3 * len(moving)
 
-    def system(x):
-        residuals, jacobians, n_rows = evaluate(terms, x)
-        r = np.concatenate(residuals) if residuals else np.zeros(0)
+    def residuals(x):
+        parts, jacobians, n_rows = evaluate(terms, x)
+        return (np.concatenate(parts) if parts else np.zeros(0)), (jacobians, n_rows)
+
+    def jacobian(pieces):
+        # the sparse matrix is built only for accepted steps (about half of the trials are not)
+        jacobians, n_rows = pieces
         rows = np.concatenate([j[0] for j in jacobians])
         atoms = np.concatenate([j[1] for j in jacobians])
         values = np.concatenate([j[2] for j in jacobians])
         col = column[atoms]
         keep = col >= 0
         rows, col, values = rows[keep], col[keep], values[keep]
-        J = scipy.sparse.csr_matrix((values.ravel(), (np.repeat(rows, 3), (3 * col[:, None] + np.arange(3)).ravel())),
-                                    shape=(n_rows, n_var))
-        return r, J
+        return scipy.sparse.csr_matrix((values.ravel(), (np.repeat(rows, 3), (3 * col[:, None] + np.arange(3)).ravel())),
+                                       shape=(n_rows, n_var))
 
-    r, J = system(x)
+    r, pieces = residuals(x)
+    J = jacobian(pieces)
     cost = float(r @ r)
     lam = damping
     it = 0
@@ -337,7 +341,7 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
                                              options=dict(SymmetricMode=True)).solve(-g)
             trial = x.copy()
             trial[moving] += delta.reshape(-1, 3)
-            r_new, J_new = system(trial)
+            r_new, pieces_new = residuals(trial)
             new_cost = float(r_new @ r_new)
             if np.isfinite(new_cost) and new_cost < cost:
                 accepted = True
@@ -346,7 +350,7 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
         if not accepted:
             break
         improvement = (cost - new_cost) / max(cost, 1e-12)
-        x, r, J, cost = trial, r_new, J_new, new_cost
+        x, r, J, cost = trial, r_new, jacobian(pieces_new), new_cost
         lam = max(lam / 3.0, 1e-7)
         if improvement < tolerance:
             break
