@@ -21,6 +21,11 @@ from ..errors import HeroBMError
 
 KJ_NM = unit.kilojoule_per_mole / unit.nanometer
 
+#: stage messages ("hydrogens ...", "hydrogens done in 3.2 s"): the ``herobm`` command shows them
+#: on stderr, a library user with ``logging.basicConfig(level=logging.INFO)``
+log = logging.getLogger("openmm_herobm")
+
+
 #: random seed of the Langevin integrator and the initial velocities: the same input, options and
 #: platform give the same output (OpenMM's seed 0 would mean a new seed every run)
 SEED = 20241205
@@ -504,16 +509,21 @@ def _global_parameters(system: mm.System) -> set:
 
 
 def _minimize_pass(simulation: app.Simulation, tolerance: float, max_iterations: int) -> tuple[bool, float]:
+    start = time.perf_counter()
     try:
         simulation.minimizeEnergy(tolerance=tolerance * KJ_NM, maxIterations=max_iterations)
     except mm.OpenMMException as exc:  # "Particle coordinate is NaN"
         if "nan" not in str(exc).lower():
             raise
+        log.info("  L-BFGS pass went non-finite after %.1f s (undone)", time.perf_counter() - start)
         return False, np.inf
     state = simulation.context.getState(getPositions=True)
     if not np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)).all():
+        log.info("  L-BFGS pass went non-finite after %.1f s (undone)", time.perf_counter() - start)
         return False, np.inf
     rms = _rms_force(simulation.context)
+    # a big system spends minutes per pass: say where it is
+    log.info("  L-BFGS pass: RMS force %.0f kJ/mol/nm, %.1f s", rms, time.perf_counter() - start)
     return bool(np.isfinite(rms)), rms
 
 
@@ -592,11 +602,6 @@ def equilibrate(simulation: app.Simulation, picoseconds: float, temperature: flo
     if restraint_parameter is not None:
         simulation.context.setParameter(restraint_parameter, 0.0)
     simulation.step(max(steps_total - heat, 1))
-
-
-#: stage messages ("hydrogens ...", "hydrogens done in 3.2 s"): the ``herobm`` command shows them
-#: on stderr, a library user with ``logging.basicConfig(level=logging.INFO)``
-log = logging.getLogger("openmm_herobm")
 
 
 def timed(timings: dict, key: str):
