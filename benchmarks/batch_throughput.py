@@ -15,7 +15,6 @@ trajectories must hold every requested frame once, in order, equal to an uninter
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _results import write_result
 
 from openmm_herobm.batch import done_tasks
 
@@ -102,11 +103,7 @@ def main(argv=None) -> int:
              f"kill -9 after {before} task(s), then the same command: {frames_out} of {n_frames} frames written, "
              f"{kill['tasks_recorded_twice']} task(s) recorded twice, identical to an uninterrupted run: {same}"]
     print("\n".join(lines))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
-                                        "frames": n_frames, "wall_s": {str(k): v for k, v in rows.items()},
-                                        "kill_resume": kill}, indent=1) + "\n")
+    write_result(args.out, frames=n_frames, wall_s={str(k): v for k, v in rows.items()}, kill_resume=kill)
     return 0
 
 

@@ -15,13 +15,14 @@ exactly fair; the issue's bar is 1.25).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _results import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "data" / "real_frames" / "test"
@@ -117,10 +118,7 @@ def main(argv=None) -> int:
     lines += [f"| {r['run']} | {r['alone_wall_s']:.1f} | {r['alone_cores']:.2f} | {r['mixed_wall_s']:.1f} | "
               f"{r['stretch']:.2f} | {r['vs_fair']:.2f} |" for r in rows]
     print("\n".join(lines))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
-                                        "cores": cores, "fair_stretch": fair, "rows": rows}, indent=1) + "\n")
+    write_result(args.out, cores=cores, fair_stretch=fair, rows=rows)
     return 0
 
 

@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _results import write_result
+
 METRICS = [  # (key, label, format)
     ("bond_rmsd", "bond RMSD vs ideal (A)", "{:.3f}"),
     ("bonds_off", "bonds off by > 0.15 A", "{:.1f}"),
@@ -161,7 +163,6 @@ def run_pipeline(model, folder: Path, tmp: Path, **kw):
 def run_cg2at2(exe: str, md, frame: int, tmp: Path, cache: Path | None = None):
     """CG2AT2 de novo on one frame; (heavy-atom trajectory, seconds) or (None, seconds) on failure.
     With ``cache``, the result (``final.pdb`` + ``seconds``) is kept there and reused."""
-    import mdtraj
 
     if cache is not None and (cache / "seconds").exists():
         seconds = float((cache / "seconds").read_text())
@@ -377,11 +378,8 @@ def main(argv=None) -> int:
         summary["cg2at2"]["failed_frames"] = len(failed)
     table = markdown(summary, methods)
     print(table)
+    write_result(args.out, chains=chains, modes=args.modes, summary=summary, rows=rows)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
-                                        "chains": chains, "modes": args.modes, "summary": summary, "rows": rows},
-                                       indent=1, default=float) + "\n")
         if args.markdown:
             args.out.with_suffix(".md").write_text(table + "\n")
     return 0

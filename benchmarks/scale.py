@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _results import write_result
+
 ROOT = Path(__file__).resolve().parent.parent
 MEMBRANE = ROOT.parent / "shared" / "data" / "cg_real" / "mstool_mix8_419lipids.gro.gz"
 PROTEIN = ROOT.parent / "shared" / "data" / "proteins" / "test" / "bm5_1EXB_l_u_B.pdb.gz"
@@ -121,10 +123,7 @@ def main(argv=None) -> int:
     lines += [f"| {r['beads']:,} | {r['beads_backmapped']:,} | {r['atoms_out']:,} | {r['backmap_s']:.1f} | "
               f"{r['beads_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} |" for r in rows]
     print("\n".join(lines))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
-                                        "threads": args.threads, "rows": rows}, indent=1) + "\n")
+    write_result(args.out, threads=args.threads, rows=rows)
     return 0
 
 

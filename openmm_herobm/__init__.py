@@ -30,24 +30,25 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def backmap(*args, **kwargs):
-    """See :func:`openmm_herobm.backmapping.backmap` (imported lazily: it loads torch)."""
+def _torch_entry(module: str, name: str):
+    """``name`` of ``module``, imported on first call; before torch loads, idle OpenMP threads are
+    set to sleep (:func:`openmm_herobm.threads.library_defaults`)."""
+    import importlib
+
     from .threads import library_defaults
 
     library_defaults()
-    from .backmapping import backmap as _backmap
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
-    return _backmap(*args, **kwargs)
+
+def backmap(*args, **kwargs):
+    """See :func:`openmm_herobm.backmapping.backmap` (imported lazily: it loads torch)."""
+    return _torch_entry("backmapping", "backmap")(*args, **kwargs)
 
 
 def backmap_and_simulate(*args, **kwargs):
     """See :func:`openmm_herobm.pipeline.simulate.backmap_and_simulate`."""
-    from .threads import library_defaults
-
-    library_defaults()
-    from .pipeline import backmap_and_simulate as _run
-
-    return _run(*args, **kwargs)
+    return _torch_entry("pipeline", "backmap_and_simulate")(*args, **kwargs)
 
 
 def batch(*args, **kwargs):
@@ -59,12 +60,7 @@ def batch(*args, **kwargs):
 
 def load_model(*args, **kwargs):
     """See :func:`openmm_herobm.model.deploy.load_model`."""
-    from .threads import library_defaults
-
-    library_defaults()
-    from .model.deploy import load_model as _load_model
-
-    return _load_model(*args, **kwargs)
+    return _torch_entry("model.deploy", "load_model")(*args, **kwargs)
 
 
 def evaluate(*args, **kwargs):

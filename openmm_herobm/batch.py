@@ -268,59 +268,34 @@ def _model(spec):
 
 
 def _run(task: Task, out: Path, model, options: dict, minimize: bool, variants):
-    import mdtraj
+    import numpy as np
 
-    from .io import load_frames, load_input, make_whole
+    from .io import atomic_output, load_frames, load_input, make_whole
 
     if task.trajectory is None:
         cg, _ = load_input(task.structure)
     else:
         cg = make_whole(load_frames(task.structure, task.trajectory, *task.frames))
-    structure = out / f"{task.stem}.pdb"
-    part = None
-    if task.trajectory is not None:
-        (out / PARTS / task.stem).mkdir(parents=True, exist_ok=True)
-        part = out / PARTS / task.stem / f"{task.frames[0]:09d}.npy"
-    if not minimize:
+    # the block holding the first frame writes OUTDIR/<stem>.pdb (+ the pipeline's companions)
+    structure = out / f"{task.stem}.pdb" if task.first else None
+    if minimize:
+        from .pipeline import backmap_and_simulate
+
+        result = backmap_and_simulate(cg, model, output=structure, all_frames=task.trajectory is not None,
+                                      variants=variants, **options)
+        written, xyz, used = list(result.written), result.frames, result.variants
+    else:
         from .backmapping import backmap
 
-        result = backmap(cg, model, **options)
-        written = []
-        if task.first:
-            written += _save_first(result, structure)
-        if part is not None:
-            _save_part(result.trajectory.xyz, part)
-            written.append(str(part))
-        return written, None
-    from .pipeline import backmap_and_simulate
-
-    dcd = None if part is None or cg.n_frames == 1 else part.with_suffix(".tmp.dcd")
-    result = backmap_and_simulate(cg, model, output=structure if task.first else None, trajectory_output=dcd,
-                                  variants=variants, **options)
-    written = [w for w in result.written if w != str(dcd)]
-    if part is not None:
-        xyz = result.trajectory.xyz if dcd is None else mdtraj.load(str(dcd), top=result.trajectory.topology).xyz
-        _save_part(xyz, part)
+        result = backmap(cg, model, output=structure, **options)
+        written, xyz, used = list(result.written), result.trajectory.xyz, None
+    if task.trajectory is not None:
+        part = out / PARTS / task.stem / f"{task.frames[0]:09d}.npy"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(part) as tmp:
+            np.save(tmp, np.asarray(xyz, dtype=np.float32))
         written.append(str(part))
-        if dcd is not None:
-            dcd.unlink()
-    return written, result.variants
-
-
-def _save_part(xyz, path: Path) -> None:
-    import numpy as np
-
-    from .io import atomic_output
-
-    with atomic_output(path) as tmp:
-        np.save(tmp, np.asarray(xyz, dtype=np.float32))
-
-
-def _save_first(result, path: Path) -> list[str]:
-    from .io import save_structure
-
-    save_structure(result.trajectory, path, frame=0)
-    return [str(path)]
+    return written, used
 
 
 # ---------------------------------------------------------------- joining blocks
@@ -411,9 +386,10 @@ def batch(inputs, output_dir, *, model=None, minimize: bool = True, workers: int
                     report.failures.append({"task": f"{stem}:join", "input": stem, "error": str(exc)})
                     report.failed += 1
     report.wall_s = round(time.perf_counter() - t0, 3)
-    with open(out / REPORT, "w") as f:  # rewritten whole by every run; the manifest is the record
-        json.dump(report.as_dict(), f, indent=1, default=str)
-        f.write("\n")
+    from .io import atomic_output
+
+    with atomic_output(out / REPORT) as tmp:  # rewritten whole by every run; the manifest is the record
+        Path(tmp).write_text(json.dumps(report.as_dict(), indent=1, default=str) + "\n")
     return report
 
 
@@ -445,32 +421,26 @@ def _run_on_dask(todo, out, model, options, minimize, n_workers, scheduler, thre
         futures, first = {}, {}
         # a trajectory refined by the full pipeline: its later blocks take the protonation of its
         # first block (one topology for every frame), from that block's future or an earlier run
-        for t in todo:
-            if minimize and t.trajectory is not None and t.first:
-                first[t.stem] = client.submit(run_task, t, str(out), model, options, minimize, threads, None,
-                                              key=f"herobm-{t.key}", pure=False)
-                futures[first[t.stem]] = t
-        for t in todo:
-            if minimize and t.trajectory is not None and t.first:
-                continue
+        for t in sorted(todo, key=lambda t: not t.first):  # first blocks first
             variants = None
-            if minimize and t.trajectory is not None:
+            if minimize and t.trajectory is not None and not t.first:
                 variants = (client.submit(_variants_of, first[t.stem], pure=False) if t.stem in first
                             else _recorded_variants(records, t.stem))
-            futures[client.submit(run_task, t, str(out), model, options, minimize, threads, variants,
-                                  key=f"herobm-{t.key}", pure=False)] = t
+            future = client.submit(run_task, t, str(out), model, options, minimize, threads, variants,
+                                   key=f"herobm-{t.key}", pure=False)
+            futures[future] = t
+            if minimize and t.trajectory is not None and t.first:
+                first[t.stem] = future
         bar = tqdm(total=sum(t.n_frames for t in todo), disable=not progress, unit="frame", desc="batch",
                    smoothing=0.1)
         for future in as_completed(futures):
             task = futures[future]
             try:
                 record = future.result()
-            except HeroBMError as exc:  # its first block failed (_variants_of)
+            except Exception as exc:  # its first block failed (_variants_of), or the worker died
+                error = str(exc) if isinstance(exc, HeroBMError) else f"worker lost: {type(exc).__name__}: {exc}"
                 record = {"task": task.key, "input": task.structure, "frames": task.frames, "status": "failed",
-                          "error": str(exc)}
-            except Exception as exc:  # the worker died (memory, signal) or the scheduler lost it
-                record = {"task": task.key, "input": task.structure, "frames": task.frames, "status": "failed",
-                          "error": f"worker lost: {type(exc).__name__}: {exc}"}
+                          "error": error}
             _append(manifest, record)
             if record["status"] == "done":
                 report.done += 1

@@ -86,11 +86,6 @@ def configure(threads: int | None = None) -> int:
     return n
 
 
-def configured() -> int | None:
-    """The thread count :func:`configure` set in this process, or None."""
-    return _configured
-
-
 def library_defaults() -> None:
     """What a library call does before it loads torch: idle OpenMP threads sleep.  The counts stay
     the caller's (``torch.set_num_threads``, ``OMP_NUM_THREADS``) until :func:`configure` is called."""

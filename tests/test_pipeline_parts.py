@@ -196,6 +196,19 @@ def test_chirality_repair_on_mirrored_centres():
     assert np.abs(repaired[thr] - pos[thr]).max() < 1e-9
 
 
+def _context_energy(force, n_atoms):
+    system = mm.System()
+    for _ in range(n_atoms):
+        system.addParticle(12.0)
+    system.addForce(force)
+    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+
+    def energy(xyz):
+        context.setPositions(xyz)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    return energy
+
+
 def test_peptide_guard_is_zero_on_real_structure_and_holds_trans():
     """The omega guard costs nothing on a real protein and pushes back a peptide turned towards cis."""
     from openmm_herobm.pipeline.chirality import peptide_restraint_force
@@ -206,16 +219,7 @@ def test_peptide_guard_is_zero_on_real_structure_and_holds_trans():
     force = peptide_restraint_force(prepared.topology, pos)
     assert force.getNumTorsions() == 75  # 76 residues, one chain
     assert all(force.getTorsionParameters(i)[4][0] == pytest.approx(np.pi) for i in range(75))  # no cis Pro in 1UBQ
-    system = mm.System()
-    for _ in range(prepared.topology.getNumAtoms()):
-        system.addParticle(12.0)
-    system.addForce(force)
-    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
-
-    def energy(xyz):
-        context.setPositions(xyz)
-        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-
+    energy = _context_energy(force, prepared.topology.getNumAtoms())
     assert energy(pos) == 0.0
     # rotate the C-terminal part about the N-C bond of residue 30 -> omega(30) 60 deg from trans
     residues = list(prepared.topology.residues())
@@ -255,19 +259,6 @@ def test_native_obc2_matches_custom_gb_energy():
         context.setPositions(modeller.positions)
         energies.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
     assert energies[1] == pytest.approx(energies[0], abs=0.05)
-
-
-def _context_energy(force, n_atoms):
-    system = mm.System()
-    for _ in range(n_atoms):
-        system.addParticle(12.0)
-    system.addForce(force)
-    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
-
-    def energy(xyz):
-        context.setPositions(xyz)
-        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    return energy
 
 
 def test_flat_bottom_restraint_is_zero_within_each_beads_tolerance():

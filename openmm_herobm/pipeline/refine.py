@@ -111,7 +111,8 @@ def add_terminal_oxygens(topology: app.Topology, positions_nm: np.ndarray) -> tu
 @contextlib.contextmanager
 def seeded_python_random(seed: int = SEED):
     """Modeller places new hydrogens and ions with Python's ``random``: seed it for the call (and
-    give the caller's random state back after), so the same input gives the same atoms."""
+    give the caller's random state back after), so the same input gives the same atoms.  A context
+    manager, or a decorator (``add_hydrogens``)."""
     saved = random.getstate()
     random.seed(seed)
     try:
@@ -120,6 +121,7 @@ def seeded_python_random(seed: int = SEED):
         random.setstate(saved)
 
 
+@seeded_python_random()
 def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float, variants: list,
                   platform: mm.Platform | None = None) -> list:
     """Terminal OXT and hydrogens at ``ph`` (protonation variants given in the input are kept);
@@ -141,22 +143,19 @@ def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float,
         # lipids/ligands: their heavy atoms may overlap (raw model output), which makes the
         # hydrogen relaxation of addHydrogens (heavy atoms fixed, no cutoff) fail after a long
         # run; place hydrogens by geometry, the staged minimisation relaxes them
-        with seeded_python_random():
-            used = modeller.addHydrogens(None, pH=ph, variants=variants)
+        used = modeller.addHydrogens(None, pH=ph, variants=variants)
         separate_overlapping_hydrogens(modeller)
         return used
     # the platform matters: addHydrogens minimises the new hydrogens (Reference is slow)
     try:
-        with seeded_python_random():
-            used = modeller.addHydrogens(forcefield, pH=ph, variants=variants, platform=platform,
-                                         residueTemplates=named_templates(forcefield, modeller.topology))
+        used = modeller.addHydrogens(forcefield, pH=ph, variants=variants, platform=platform,
+                                     residueTemplates=named_templates(forcefield, modeller.topology))
     except mm.OpenMMException as exc:
         # the relaxation of the new hydrogens (heavy atoms fixed) blew up on overlapping heavy
         # atoms: place them by geometry only; the pipeline's soft-start minimisation follows
         if "nan" not in str(exc).lower():
             raise
-        with seeded_python_random():
-            used = modeller.addHydrogens(None, pH=ph, variants=variants)
+        used = modeller.addHydrogens(None, pH=ph, variants=variants)
     separate_overlapping_hydrogens(modeller)
     return used
 

@@ -72,6 +72,7 @@ class SimulationResult:
     residue_source: np.ndarray | None = None  # per output residue, its residue index in the model's output
     state: mm.State | None = None  # positions, velocities and energy of this result (what .state.xml holds)
     variants: list | None = None  # protonation variant of every residue (pass it on for the same atoms)
+    frames: np.ndarray | None = None  # (frames, atoms, 3) nm: every refined frame (trajectory_output's)
 
     @property
     def trajectory(self) -> mdtraj.Trajectory:
@@ -310,7 +311,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                          trajectory_output: str | Path | None = None, unmapped: str = "fail",
                          progress: bool = False, fit: bool = True, side_chains: str | bool = "rotamers",
                          deformation: bool = True, restraint_tolerance: float | None = None,
-                         variants: list | None = None) -> SimulationResult:
+                         variants: list | None = None, all_frames: bool | None = None) -> SimulationResult:
     """Backmap a CG structure with a HEroBM model and refine it into a ready-to-run OpenMM system.
 
     Units: ``tolerance`` kJ/mol/nm, ``equilibrate`` ps, ``temperature`` K, ``restraint_k``
@@ -326,6 +327,8 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     ``optimize_backbone`` (the CA-fixed backbone optimisation before hydrogens): None = only
     when ``fit`` is False; the fit already optimises the backbone, with its beads, and
     running both moved ubiquitin's backbone from 0.17 to 0.30 A RMSD.
+    ``all_frames``: refine every frame of the input into ``result.frames`` (default: when
+    ``trajectory_output`` is given; else frame 0 only).
     ``variants``: the protonation variant of every residue (``result.variants`` of an earlier run of
     the same input: frames refined in separate runs then have the same atoms).
     The same input, options, platform and thread count give the same coordinates (seeded
@@ -343,7 +346,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                               restraint_k, RESTRAINT_TOLERANCE if restraint_tolerance is None else restraint_tolerance,
                               (not fit) if optimize_backbone is None else optimize_backbone, backbone_guard=fit,
                               variants=variants)
-    if solvent == "explicit" and trajectory_output is not None:
+    if solvent == "explicit" and (trajectory_output is not None or all_frames):
         raise HeroBMError("explicit solvent is for preparing one structure; refine trajectories in 'implicit' "
                           "or vacuum (solvent=None), then solvate the frame you want to simulate")
     timings: dict = {}
@@ -359,23 +362,24 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     beads = bm.bead_targets.astype(np.float64)
     refiner = Refiner(bm, beads, options)
     result = refiner.refine(0)
-    frames = [result.positions.value_in_unit(unit.nanometer)]
-    if trajectory_output is not None and cg_traj.n_frames > 1:
+    frames = [np.asarray(result.positions.value_in_unit(unit.nanometer))]
+    if (trajectory_output is not None if all_frames is None else all_frames) and cg_traj.n_frames > 1:
         from tqdm import tqdm
 
         for f in tqdm(range(1, cg_traj.n_frames), disable=not progress, desc="refine", unit="frame"):
-            frames.append(refiner.refine(f).positions.value_in_unit(unit.nanometer))
+            frames.append(np.asarray(refiner.refine(f).positions.value_in_unit(unit.nanometer)))
         result.timings = dict(refiner.timings)
     result.timings["model"] = timings["model"]
     geometry = evaluate(result.trajectory)
     result.report.update({k: v for k, v in geometry.items() if k in (
         "n_clashes", "n_close_contacts", "cis_peptides_nonpro", "cis_peptides_pro", "n_bonds_out_of_range",
         "n_pierced_rings") or k.startswith(("chirality_errors_", "double_bond_errors_")) and not isinstance(v, dict)})
+    result.frames = np.array(frames, dtype=np.float32)
     result.report.update(energies_kj_mol=result.energies, timings_s=result.timings, n_frames=len(frames))
     if output is not None:
         result.written = _write_outputs(result, Path(output), atomic_output)
     if trajectory_output is not None:
-        traj = mdtraj.Trajectory(np.array(frames, dtype=np.float32), mdtraj.Topology.from_openmm(result.topology))
+        traj = mdtraj.Trajectory(result.frames, mdtraj.Topology.from_openmm(result.topology))
         save_trajectory(traj, trajectory_output)
         result.written.append(str(trajectory_output))
     return result
@@ -426,9 +430,8 @@ def _write_outputs(result: SimulationResult, output: Path, atomic_output) -> lis
             restore_residue_names(tmp, result.topology)
     written.append(str(output))
     stem = output.with_suffix("")
-    state = result.state or result.simulation.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
     for suffix, text in ((".system.xml", mm.XmlSerializer.serialize(without_restraint(result.system))),
-                         (".state.xml", mm.XmlSerializer.serialize(state)),
+                         (".state.xml", mm.XmlSerializer.serialize(result.state)),
                          (".report.json", json.dumps(result.report, indent=2, default=float) + "\n")):
         path = Path(str(stem) + suffix)
         with atomic_output(path) as tmp:
