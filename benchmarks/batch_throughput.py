@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _results import write_result
+from _common import write_result
 
 from openmm_herobm.batch import done_tasks
 

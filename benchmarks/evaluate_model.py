@@ -70,9 +70,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from _common import DATA, chain_name, prepare_chain, select_chains, summarise
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data" / "proteins"
 DEFAULT_BASELINE = HERE / "results" / "fragment_baseline.json"
 KNOWN_DUPLICATES = ("bm5_1OYV_r_u_A",)  # fragment_baseline.json: duplicate_chains
 
@@ -90,44 +90,6 @@ TOTAL_KEYS = (
     "cis_peptides_nonpro", "cis_peptides_nonpro_in_ref", "cis_peptides_pro", "n_peptide_bonds",
     "n_atoms_pred_heavy", "n_atoms_compared", "n_residues", "n_skipped_residues", "n_beads",
 )
-
-
-# --------------------------------------------------------------------------- selection
-def select_chains(test_dir: str, limit: int, sample: str, seed: int) -> list[Path]:
-    files = sorted(Path(test_dir).glob("*.pdb.gz"))
-    if limit <= 0 or limit >= len(files):
-        return files
-    if sample == "first":
-        return files[:limit]
-    rng = np.random.default_rng(seed)
-    return sorted(files[i] for i in rng.choice(len(files), size=limit, replace=False))
-
-
-def chain_name(path: Path) -> str:
-    return path.name[:-len(".pdb.gz")] if path.name.endswith(".pdb.gz") else path.stem
-
-
-# --------------------------------------------------------------------------- per chain
-def is_hydrogen(atom) -> bool:
-    if atom.element is not None and atom.element.symbol not in ("VS",):
-        return atom.element.symbol in ("H", "D")
-    return atom.name.lstrip("0123456789")[:1].upper() == "H"
-
-
-def prepare_chain(path: Path, unmapped: str):
-    """(all-atom heavy reference of the mapped residues, CG trajectory, forward-map result)."""
-    from openmm_herobm import map_structure
-    from openmm_herobm.io import atom_slice, load_structure
-
-    traj = load_structure(path)
-    heavy = [a.index for a in traj.topology.atoms if not is_hydrogen(a)]
-    if len(heavy) < traj.n_atoms:
-        traj = atom_slice(traj, heavy)
-    result = map_structure(traj, "martini3", incomplete="skip", unmapped=unmapped)
-    top = result.system.aa_topology  # the topology of `traj` (make_whole shares it)
-    keep = sorted(a.index for r in result.system.residues for a in top.residue(r.aa_residue).atoms)
-    ref = atom_slice(traj, keep) if len(keep) < traj.n_atoms else traj
-    return ref, result.cg, result
 
 
 def perturb(cg, name: str, sc_stretch: float | None, bead_noise: float | None, seed: int):
@@ -177,14 +139,6 @@ def compared_counts(pred, ref) -> dict:
 
 
 # --------------------------------------------------------------------------- aggregation
-def summarise(values):
-    v = np.array([x for x in values if x is not None], np.float64)
-    if not v.size:
-        return None
-    return {"mean": float(v.mean()), "median": float(np.median(v)), "min": float(v.min()),
-            "max": float(v.max()), "n": int(v.size)}
-
-
 def pooled_rmsd(rows: list[dict]) -> dict | None:
     """Atom-weighted RMSDs over all rows, and side-chain RMSD per residue type pooled over chains."""
     if not rows or any(r.get("counts") is None for r in rows):

@@ -54,8 +54,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import evaluate_model as em  # noqa: E402  (select_chains, chain_name, prepare_chain)
+import _common as em  # noqa: E402  (select_chains, chain_name, prepare_chain)
 
 TIMESTEP_PS = 0.002
 TEMPERATURE_K = 300.0

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import write_result
+from _common import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "data" / "real_frames" / "test"

@@ -59,8 +59,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import evaluate_model as em  # noqa: E402  (select_chains, chain_name, prepare_chain, summarise)
+import _common as em  # noqa: E402  (select_chains, chain_name, prepare_chain, summarise)
 from openmm_herobm.pipeline.simulate import PipelineOptions  # noqa: E402
 
 DELTA_LIMIT_A = 0.1  # refined heavy RMSD may exceed the raw model's by at most this much

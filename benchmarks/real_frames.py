@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _results import write_result
+from _common import write_result
 
 METRICS = [  # (key, label, format)
     ("bond_rmsd", "bond RMSD vs ideal (A)", "{:.3f}"),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _results import write_result
+from _common import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBRANE = ROOT.parent / "shared" / "data" / "cg_real" / "mstool_mix8_419lipids.gro.gz"
