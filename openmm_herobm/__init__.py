@@ -9,8 +9,6 @@ Quick tour::
     report = hb.evaluate_files("backmapped.pdb", "reference.pdb")
 """
 
-__version__ = "0.1.0"
-
 from .errors import HeroBMError, MappingError, StructureError
 from .threads import configure as set_threads
 
@@ -20,7 +18,27 @@ _LAZY = {"MappingSet": "mapping", "MoleculeMapping": "mapping", "SystemMapping":
          "available_mapping_sets": "mapping", "load_molecule_mapping": "mapping", "map_structure": "mapping.forward"}
 
 
+def _version() -> str:
+    """The installed distribution's version; in a source checkout never installed, pyproject.toml's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("openmm-herobm")
+    except metadata.PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        try:
+            with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+                return tomllib.load(f)["project"]["version"]
+        except (OSError, tomllib.TOMLDecodeError, KeyError):
+            return "unknown"
+
+
 def __getattr__(name):
+    if name == "__version__":  # read on first use: package metadata costs an import at startup
+        globals()[name] = value = _version()
+        return value
     if name in _LAZY:
         import importlib
 
@@ -63,6 +81,11 @@ def load_model(*args, **kwargs):
     return _torch_entry("model.deploy", "load_model")(*args, **kwargs)
 
 
+def deploy(*args, **kwargs):
+    """See :func:`openmm_herobm.training.deploy.deploy` (a training checkpoint -> one model file)."""
+    return _torch_entry("training.deploy", "deploy")(*args, **kwargs)
+
+
 def evaluate(*args, **kwargs):
     """See :func:`openmm_herobm.evaluation.evaluate`."""
     from .evaluation import evaluate as _evaluate
@@ -79,5 +102,5 @@ def evaluate_files(*args, **kwargs):
 
 __all__ = ["HeroBMError", "MappingError", "StructureError", "MappingSet", "MoleculeMapping", "SystemMapping",
            "available_mapping_sets", "load_molecule_mapping", "map_structure", "backmap", "backmap_and_simulate",
-           "batch", "set_threads", "load_model", "evaluate",
+           "batch", "set_threads", "load_model", "deploy", "evaluate",
            "evaluate_files"]

@@ -1,4 +1,4 @@
-"""Where the shipped mapping sets and models live.
+"""Where the shipped mapping sets and models live, and the private cache for files unpacked from models.
 
 The repository keeps them at top level (``mappings/``, ``models/``); ``pyproject.toml``
 installs those folders as the packages ``openmm_herobm._mappings`` and
@@ -8,6 +8,7 @@ installs those folders as the packages ``openmm_herobm._mappings`` and
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,3 +27,13 @@ def mappings_dir() -> Path:
 
 def models_dir() -> Path:
     return _package_dir("openmm_herobm._models", "models")
+
+
+def cache_dir() -> Path:
+    """This user's cache folder (``$XDG_CACHE_HOME/openmm-herobm``, default ``~/.cache/openmm-herobm``):
+    the only place loading a model file writes to (the mapping set it carries, see
+    :func:`openmm_herobm.model.deploy.load_model`).  Not created here."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, empty or relative: ignored, as the XDG spec says
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "openmm-herobm"

@@ -178,7 +178,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_deploy(args) -> int:
-    from ..model.deploy import deploy
+    from ..training.deploy import deploy
 
     path = deploy(args.checkpoint, args.output, description=args.description or "", side_chains=args.side_chains)
     print(f"wrote {path}")

@@ -1,6 +1,10 @@
-"""The HEroBM model: equivariant network + hierarchical reconstruction, deployable as TorchScript."""
+"""The HEroBM model: equivariant network + hierarchical reconstruction, deployable as TorchScript.
 
-__all__ = ["HEroBMNetwork"]
+Nothing here imports :mod:`openmm_herobm.training`: training builds on the model, not the
+other way round (``herobm deploy``, checkpoint -> model file, lives in training).
+"""
+
+__all__ = ["HEroBMNetwork", "ModelConfig", "build_model"]
 
 
 def __getattr__(name):
@@ -10,4 +14,8 @@ def __getattr__(name):
         from .network import HEroBMNetwork
 
         return HEroBMNetwork
+    if name in ("ModelConfig", "build_model"):
+        from . import config
+
+        return getattr(config, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

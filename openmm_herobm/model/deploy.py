@@ -1,17 +1,26 @@
-"""One-file TorchScript models: ``herobm deploy`` writes them, :func:`load_model` reads them.
+"""One-file TorchScript models: :func:`load_model` reads them (``herobm deploy``, in
+:mod:`openmm_herobm.training.deploy`, writes them from a training checkpoint).
 
 The file is ``torch.jit.save`` output with a ``metadata.json`` extra file: mapping set
 name and hash of its YAML files, bead-type table, cutoff, slots per bead, training data
-description, validation metrics and package version.  Loading checks the mapping set
-against the hash, so a model is never run with a mapping it was not trained for.  A protein
-model may also carry a side-chain library (``side_chains.npz``, see
-:mod:`openmm_herobm.reconstruction.side_chain_library`), added by ``herobm deploy
---side-chains`` or :func:`attach_side_chains`.
+description, validation metrics and package version.  Loading checks the metadata, then the
+mapping set against the hash, so a model is never run with a mapping it was not trained for.
+A model trained on a user's own mapping set carries its YAML files; loading unpacks them
+only into this user's cache (:func:`openmm_herobm.resources.cache_dir`), after checking
+their names and hash in memory.  A protein model may also carry a side-chain library
+(``side_chains.npz``, see :mod:`openmm_herobm.reconstruction.side_chain_library`), added by
+``herobm deploy --side-chains`` or :func:`attach_side_chains`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
+import shutil
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +30,13 @@ from ..errors import HeroBMError
 from ..mapping import MappingSet
 from ..reconstruction.side_chain_library import EXTRA_FILE as SIDE_CHAINS
 from ..reconstruction.side_chain_library import SideChainLibrary
-from ..resources import mappings_dir, models_dir
+from ..resources import cache_dir, models_dir
 
 METADATA = "metadata.json"
+# what loading and backmapping read from the metadata (the rest is a record for people)
+_REQUIRED = {"mapping_set": str, "mapping_hash": str, "cutoff": (int, float), "molecules": list}
+_HASH = re.compile(r"[0-9a-f]{64}")
+_RECREATE = "re-create the model file with `herobm deploy`"
 
 
 @dataclass
@@ -39,64 +52,20 @@ class LoadedModel:
         return float(self.metadata["cutoff"])
 
 
-def deploy(checkpoint: str | Path, output: str | Path, description: str = "",
-           side_chains: str | Path | None = None) -> Path:
-    """Script the model of a training checkpoint into one file with its metadata (and, given a
-    ``side_chains`` library file from ``scripts/build_side_chain_library.py``, that library)."""
-    from .. import __version__
-    from ..io import atomic_output
-    from ..training.train import TrainConfig, build_model
-
+def archive_kind(path: str | Path) -> str | None:
+    """``"model"`` for a TorchScript archive (``torch.jit.save``), ``"checkpoint"`` for a
+    ``torch.save`` one, None for anything else; reads only the zip directory."""
     try:
-        state = torch.load(checkpoint, weights_only=True)
-    except (OSError, RuntimeError) as exc:
-        raise HeroBMError(f"{checkpoint}: cannot read checkpoint ({exc})") from None
-    config = TrainConfig.from_dict(json.loads(state["config"]))
-    mapping_set = MappingSet.load(config.mapping)
-    if mapping_set.files_hash != state["mapping_hash"]:
-        raise HeroBMError(f"{checkpoint}: trained with a different version of mapping set {config.mapping}")
-    model = build_model(mapping_set, config.model)
-    model.load_state_dict(state["model"])
-    model.eval()
-    scripted = torch.jit.script(model)
-    metadata = {
-        "format": "openmm-herobm-model/1",
-        "package_version": __version__,
-        "mapping_set": mapping_set.name,
-        "mapping_hash": mapping_set.files_hash,
-        "bead_types": [[t.residue, t.bead] for t in mapping_set.bead_types],
-        "molecules": sorted(m.cg_residue_name for m in mapping_set.molecules),
-        "cutoff": config.model.cutoff,
-        "max_slots": mapping_set.max_slots,
-        "model": json.loads(state["config"])["model"],
-        "training": {"train": config.train, "val": config.val, "steps": state["step"],
-                     "hours": round(state["elapsed"] / 3600, 3), "bead_noise": config.bead_noise,
-                     "description": description},
-        "validation": json.loads(state["metrics"]),
-        "units": "Angstrom",
-    }
-    if not (mappings_dir() / mapping_set.name).is_dir():
-        # a user's own set (a ligand...): the model file carries its YAML files, so it works anywhere
-        folder = Path(config.mapping)
-        metadata["mapping_files"] = {f.name: f.read_bytes().decode() for f in sorted(
-            list(folder.glob("*.yaml")) + list(folder.glob("*.yml")))}
-    extra = {METADATA: json.dumps(metadata, indent=1)}
-    if side_chains is not None:
-        extra = _with_side_chains(metadata, _read_library(side_chains))
-    with atomic_output(output) as tmp:
-        torch.jit.save(scripted, tmp, _extra_files=extra)
-    return Path(output)
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if any(n.endswith("/constants.pkl") for n in names):  # only TorchScript writes one
+        return "model"
+    return "checkpoint" if any(n.endswith("/data.pkl") for n in names) else None
 
 
-def _read_library(path: str | Path) -> SideChainLibrary:
-    try:
-        return SideChainLibrary.from_bytes(Path(path).read_bytes())
-    except (OSError, ValueError, KeyError) as exc:
-        raise HeroBMError(f"{path}: not a side-chain library ({exc}); build one with "
-                          "scripts/build_side_chain_library.py") from None
-
-
-def _with_side_chains(metadata: dict, library: SideChainLibrary) -> dict:
+def side_chain_extra_files(metadata: dict, library: SideChainLibrary) -> dict:
     """Extra files of a model file that carries ``library`` (its metadata records the library)."""
     if library.info.get("mapping_hash", metadata["mapping_hash"]) != metadata["mapping_hash"]:
         raise HeroBMError(f"side-chain library was built with mapping set {library.info.get('mapping_set')} "
@@ -114,7 +83,7 @@ def attach_side_chains(model: str | Path, library: SideChainLibrary, output: str
 
     loaded = load_model(model)
     output = Path(output or loaded.path)
-    extra = _with_side_chains(loaded.metadata, library)
+    extra = side_chain_extra_files(loaded.metadata, library)
     with atomic_output(output) as tmp:
         torch.jit.save(loaded.module, tmp, _extra_files=extra)
     return output
@@ -134,22 +103,24 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
 def load_model(name_or_path: str | Path, mapping: str | Path | MappingSet | None = None) -> LoadedModel:
     """Load a deployed model; ``mapping`` defaults to the set it was trained with.
 
-    Raises :class:`HeroBMError` if the mapping set's files differ from those the model
-    was trained on (a mapping/model mismatch would silently misplace atoms).
+    Raises :class:`HeroBMError` for a file that is not a model or has incomplete metadata, and
+    if the mapping set's files differ from those the model was trained on (a mapping/model
+    mismatch would silently misplace atoms).
     """
     path = resolve_model_path(name_or_path)
     extra = {METADATA: "", SIDE_CHAINS: ""}
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except (RuntimeError, ValueError) as exc:
+        if archive_kind(path) == "checkpoint":
+            raise HeroBMError(f"{path}: a training checkpoint, not a model file; turn it into one with "
+                              "`herobm deploy`") from None
         raise HeroBMError(f"{path}: not a deployed HEroBM model ({str(exc).splitlines()[0]})") from None
-    if not extra[METADATA]:
-        raise HeroBMError(f"{path}: model file has no metadata; re-create it with `herobm deploy`")
-    metadata = json.loads(extra[METADATA])
+    metadata = _read_metadata(path, extra[METADATA])
     if isinstance(mapping, MappingSet):
         mapping_set = mapping
     elif mapping is None and "mapping_files" in metadata:
-        mapping_set = _embedded_mapping_set(metadata)
+        mapping_set = _embedded_mapping_set(path, metadata)
     else:
         mapping_set = MappingSet.load(mapping or metadata["mapping_set"])
     if mapping_set.files_hash != metadata["mapping_hash"]:
@@ -168,24 +139,84 @@ def load_model(name_or_path: str | Path, mapping: str | Path | MappingSet | None
     return LoadedModel(module, metadata, mapping_set, path, side_chains)
 
 
-def _embedded_mapping_set(metadata: dict) -> MappingSet:
-    """The mapping set stored in a model file, unpacked once per content hash into a folder named
-    like the original (loading the model again reuses it)."""
-    import shutil
-    import tempfile
+def _plain_name(name: str) -> bool:
+    """A name that stays inside the folder it is joined to: one path component, not '.' or '..'."""
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
-    folder = (Path(tempfile.gettempdir()) / f"herobm_mapping_{metadata['mapping_hash'][:16]}"
-              / metadata["mapping_set"])
-    if not folder.is_dir():  # unpacked beside it, then moved: never a half-written folder
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent))
-        for name, text in metadata["mapping_files"].items():
-            (staging / Path(name).name).write_bytes(text.encode())
+
+def _read_metadata(path: Path, text: str | bytes) -> dict:
+    """The model file's metadata, with the keys loading relies on checked (one clear error, never a
+    KeyError or a path taken from the file)."""
+    if not text:
+        raise HeroBMError(f"{path}: model file has no metadata; {_RECREATE}")
+    try:
+        metadata = json.loads(text)
+    except ValueError as exc:  # bad JSON or bad UTF-8
+        raise HeroBMError(f"{path}: model metadata is not valid JSON ({exc}); {_RECREATE}") from None
+    if not isinstance(metadata, dict):
+        raise HeroBMError(f"{path}: model metadata is a JSON {type(metadata).__name__}, not an object; {_RECREATE}")
+    missing = [key for key in _REQUIRED if key not in metadata]
+    if missing:
+        raise HeroBMError(f"{path}: model metadata lacks {', '.join(missing)}; {_RECREATE}")
+    wrong = [key for key, kind in _REQUIRED.items()
+             if not isinstance(metadata[key], kind) or isinstance(metadata[key], bool)]
+    if not wrong:
+        wrong = [key for key, ok in (
+            ("mapping_set", _plain_name(metadata["mapping_set"])),
+            ("mapping_hash", _HASH.fullmatch(metadata["mapping_hash"]) is not None),
+            ("cutoff", math.isfinite(metadata["cutoff"]) and metadata["cutoff"] > 0),
+            ("molecules", all(isinstance(m, str) for m in metadata["molecules"])),
+            ("mapping_files", isinstance(metadata.get("mapping_files", {}), dict)
+             and all(isinstance(t, str) for t in metadata.get("mapping_files", {}).values())),
+        ) if not ok]
+    if wrong:
+        raise HeroBMError(f"{path}: model metadata has an invalid {', '.join(wrong)} (expected: mapping_set a "
+                          "folder name, mapping_hash 64 hex digits, cutoff > 0, molecules and mapping_files "
+                          f"text); {_RECREATE}")
+    return metadata
+
+
+def _embedded_mapping_set(path: Path, metadata: dict) -> MappingSet:
+    """The mapping set a model file carries, in ``cache_dir()/mappings/<hash>/<set name>``.
+
+    Nothing is written unless every file name is a plain ``.yaml``/``.yml`` name and the files
+    in memory hash to the model's mapping hash; the folder is filled beside its place and renamed
+    into it, so it is never half-written, and loading the model again reuses it."""
+    name, files = metadata["mapping_set"], metadata["mapping_files"]
+    bad = [n for n in files if not (_plain_name(n) and n.endswith((".yaml", ".yml")))]
+    if bad:
+        raise HeroBMError(f"{path}: carried mapping file name {bad[0]!r} is not a plain .yaml file name; "
+                          f"the model file is damaged or was altered, {_RECREATE}")
+    digest = hashlib.sha256()  # as MappingSet.load: name and bytes of each file, in name order
+    for n in sorted(files):
+        digest.update(n.encode())
+        digest.update(files[n].encode())
+    if digest.hexdigest() != metadata["mapping_hash"]:
+        raise HeroBMError(f"{path}: the mapping files it carries do not match its mapping hash; the model "
+                          f"file is damaged or was altered, {_RECREATE}")
+    root = cache_dir() / "mappings" / metadata["mapping_hash"]
+    folder = root / name
+    if not folder.is_dir():
         try:
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            staging = Path(tempfile.mkdtemp(dir=root, prefix=".unpack-"))
+        except OSError as exc:
+            raise HeroBMError(f"{path}: cannot unpack its mapping set into {root} ({exc.strerror}); "
+                              "set XDG_CACHE_HOME to a writable folder") from None
+        try:
+            for n, text in files.items():
+                (staging / n).write_bytes(text.encode())
             staging.rename(folder)
-        except OSError:  # another process got there first
+        except OSError:  # another process got there first (or the disk is full: checked below)
             shutil.rmtree(staging, ignore_errors=True)
-    return MappingSet.load(folder)
+        if not folder.is_dir():
+            raise HeroBMError(f"{path}: cannot unpack its mapping set into {folder}; "
+                              "set XDG_CACHE_HOME to a writable folder")
+    mapping_set = MappingSet.load(folder)
+    if mapping_set.files_hash != metadata["mapping_hash"]:
+        raise HeroBMError(f"{folder}: this cached copy of mapping set {name} was changed; delete the folder "
+                          f"and load {path} again")
+    return mapping_set
 
 
 def shipped_models() -> list[Path]:

@@ -27,20 +27,10 @@ import yaml
 
 from ..errors import HeroBMError
 from ..mapping import MappingSet
+from ..model.config import ModelConfig, build_model
 from ..model.herobm import HEroBM, radius_edges
-from ..model.network import HEroBMNetwork
 from .dataset import ProteinDataset, collate
 from .loss import LossWeights, backmapping_loss
-
-
-@dataclass
-class ModelConfig:
-    cutoff: float = 8.0
-    channels: int = 16
-    embed_dim: int = 32
-    edge_dim: int = 64
-    n_radial: int = 8
-    hidden_mul: int = 16
 
 
 @dataclass
@@ -83,14 +73,6 @@ class TrainConfig:
         model = ModelConfig(**data.pop("model", {}) or {})
         loss = LossWeights(**data.pop("loss", {}) or {})
         return cls(**data, model=model, loss=loss)
-
-
-def build_model(mapping_set: MappingSet, config: ModelConfig) -> HEroBM:
-    network = HEroBMNetwork(mapping_set.n_bead_types, mapping_set.max_slots, cutoff=config.cutoff,
-                            channels=config.channels, embed_dim=config.embed_dim, edge_dim=config.edge_dim,
-                            n_radial=config.n_radial, hidden_mul=config.hidden_mul)
-    anchor, level, weight = mapping_set.slot_tables()
-    return HEroBM(network, torch.as_tensor(anchor), torch.as_tensor(level), torch.as_tensor(weight))
 
 
 def forward_batch(model: HEroBM, batch: dict, noise: float = 0.0, generator: torch.Generator | None = None):
