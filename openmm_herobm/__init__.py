@@ -6,16 +6,28 @@ Quick tour::
     ms = hb.MappingSet.load("martini3")                      # shipped mapping set
     cg = hb.map_structure("protein.pdb", ms, output="cg.pdb")  # all-atom -> CG (martinize2 naming)
     aa = hb.backmap("cg.pdb", output="backmapped.pdb")        # CG -> all-atom heavy atoms (shipped model)
+    result = hb.backmap_and_simulate("cg.pdb", output="aa.pdb", reporters=[hb.ProgressReporter()])
+    pipeline = hb.Pipeline(aa)                                # the OpenMM stages, one by one
     report = hb.evaluate_files("backmapped.pdb", "reference.pdb")
+
+The public nouns are imported on first use (module ``__getattr__``): ``herobm --help`` and a
+batch client start without torch, OpenMM or mdtraj, and ``help()`` / ``inspect.signature``
+still show the real functions.
 """
 
 from .errors import HeroBMError, MappingError, StructureError
 from .threads import configure as set_threads
 
-# the mapping classes load mdtraj: imported on first use, so `herobm --help` and a batch
-# client start in well under a second
+#: public name -> module that defines it
 _LAZY = {"MappingSet": "mapping", "MoleculeMapping": "mapping", "SystemMapping": "mapping",
-         "available_mapping_sets": "mapping", "load_molecule_mapping": "mapping", "map_structure": "mapping.forward"}
+         "available_mapping_sets": "mapping", "load_molecule_mapping": "mapping", "map_structure": "mapping.forward",
+         "backmap": "backmapping", "BackmapResult": "backmapping",
+         "backmap_and_simulate": "pipeline", "Pipeline": "pipeline", "SimulationResult": "pipeline",
+         "ProgressReporter": "pipeline", "JSONReporter": "pipeline", "StageEvent": "pipeline",
+         "load_model": "model.deploy", "deploy": "training.deploy", "batch": "batch",
+         "evaluate": "evaluation", "evaluate_files": "evaluation"}
+#: modules that load torch: idle OpenMP threads are set to sleep first (openmm_herobm.threads)
+_TORCH = ("backmapping", "pipeline", "model.deploy", "training.deploy")
 
 
 def _version() -> str:
@@ -42,65 +54,19 @@ def __getattr__(name):
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module = _LAZY[name]
+        if module in _TORCH:
+            from .threads import library_defaults
+
+            library_defaults()
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _torch_entry(module: str, name: str):
-    """``name`` of ``module``, imported on first call; before torch loads, idle OpenMP threads are
-    set to sleep (:func:`openmm_herobm.threads.library_defaults`)."""
-    import importlib
-
-    from .threads import library_defaults
-
-    library_defaults()
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
-def backmap(*args, **kwargs):
-    """See :func:`openmm_herobm.backmapping.backmap` (imported lazily: it loads torch)."""
-    return _torch_entry("backmapping", "backmap")(*args, **kwargs)
-
-
-def backmap_and_simulate(*args, **kwargs):
-    """See :func:`openmm_herobm.pipeline.simulate.backmap_and_simulate`."""
-    return _torch_entry("pipeline", "backmap_and_simulate")(*args, **kwargs)
-
-
-def batch(*args, **kwargs):
-    """See :func:`openmm_herobm.batch.batch` (many inputs and frames on Dask workers, resumable)."""
-    from .batch import batch as _batch
-
-    return _batch(*args, **kwargs)
-
-
-def load_model(*args, **kwargs):
-    """See :func:`openmm_herobm.model.deploy.load_model`."""
-    return _torch_entry("model.deploy", "load_model")(*args, **kwargs)
-
-
-def deploy(*args, **kwargs):
-    """See :func:`openmm_herobm.training.deploy.deploy` (a training checkpoint -> one model file)."""
-    return _torch_entry("training.deploy", "deploy")(*args, **kwargs)
-
-
-def evaluate(*args, **kwargs):
-    """See :func:`openmm_herobm.evaluation.evaluate`."""
-    from .evaluation import evaluate as _evaluate
-
-    return _evaluate(*args, **kwargs)
-
-
-def evaluate_files(*args, **kwargs):
-    """See :func:`openmm_herobm.evaluation.evaluate_files`."""
-    from .evaluation import evaluate_files as _evaluate_files
-
-    return _evaluate_files(*args, **kwargs)
-
-
-__all__ = ["HeroBMError", "MappingError", "StructureError", "MappingSet", "MoleculeMapping", "SystemMapping",
-           "available_mapping_sets", "load_molecule_mapping", "map_structure", "backmap", "backmap_and_simulate",
-           "batch", "set_threads", "load_model", "deploy", "evaluate",
-           "evaluate_files"]
+__all__ = ["HeroBMError", "MappingError", "StructureError", "set_threads", *_LAZY]

@@ -175,7 +175,8 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
             side_chains: str | bool = "rotamers", deformation: bool = True) -> BackmapResult:
     """Reconstruct the heavy atoms of a CG structure (and optionally every frame of a trajectory).
 
-    ``cg`` is a file path or an mdtraj Trajectory of beads (martinize2 / Martini 3 naming).
+    ``cg`` is a file path, an mdtraj Trajectory, or an OpenMM ``(topology, positions)`` pair (or a
+    ``Modeller``/``PDBFile``) of beads (martinize2 / Martini 3 naming).
     Molecules are made whole first.  ``model``: a shipped model name or file (everything
     non-solvent must be known to it), a list of them (each residue name goes to the first
     that knows it), or None for the shipped models.  Outputs are written atomically.

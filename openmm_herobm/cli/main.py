@@ -107,20 +107,10 @@ def _cmd_backmap(args) -> int:
                   + ", ".join(f"{n} x{c}" for n, c in sorted(result.solvent.items())))
         written = result.written
     else:
-        import logging
-
         from ..pipeline import backmap_and_simulate
 
-        logger = logging.getLogger("openmm_herobm")
-        handler = logging.StreamHandler(sys.stderr)  # stage by stage: a big system takes minutes per stage
-        handler.setFormatter(logging.Formatter("herobm: %(asctime)s %(message)s", "%H:%M:%S"))
-        if not args.no_progress:
-            logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
-        try:
-            result = _pipeline(args, backmap_and_simulate)
-        finally:
-            logger.removeHandler(handler)
+        # stage by stage on stderr (a ProgressReporter, unless --no-progress): a big system takes minutes per stage
+        result = _pipeline(args, backmap_and_simulate)
         r = result.report
         print(f"refined {r['n_atoms']} atoms ({r['n_frames']} frame(s)) on {r['platform']}: "
               + ", ".join(f"{k} {v:.0f} kJ/mol" for k, v in result.energies.items())

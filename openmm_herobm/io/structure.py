@@ -718,10 +718,37 @@ def load_frames(structure, trajectory, start: int, stop: int, step: int = 1) -> 
     return traj
 
 
+def from_openmm(topology, positions) -> md.Trajectory:
+    """An OpenMM ``(topology, positions)`` pair (as a ``Modeller`` or ``PDBFile`` holds them;
+    positions a Quantity, or plain numbers in nm) as a one-frame Trajectory, its periodic box kept."""
+    from openmm import unit
+
+    if unit.is_quantity(positions):
+        positions = positions.value_in_unit(unit.nanometer)
+    xyz = np.asarray(positions, dtype=np.float64)
+    if xyz.shape != (topology.getNumAtoms(), 3):
+        raise StructureError(f"(topology, positions): {xyz.shape[0] if xyz.ndim else 0} positions for "
+                             f"{topology.getNumAtoms()} atoms; give one (x, y, z) per atom")
+    box = topology.getPeriodicBoxVectors()
+    if box is not None:
+        box = np.array([[v.value_in_unit(unit.nanometer) if unit.is_quantity(v) else v for v in row]
+                        for row in box], dtype=np.float64)
+    # elements of beads from an OpenMM reader are guesses ('BB' as boron): decided again here
+    traj = _finish(_from_openmm(topology), xyz, box, np.zeros(topology.getNumAtoms(), dtype=bool))
+    _check_finite(traj, "(topology, positions)", "give finite positions")
+    return traj
+
+
 def load_input(structure, trajectory=None) -> tuple[md.Trajectory, str]:
-    """A structure (path or Trajectory), or a trajectory over it, made whole; and its name for messages."""
+    """A structure (path, Trajectory, or OpenMM ``(topology, positions)``, e.g. a ``Modeller``), or a
+    trajectory over it, made whole; and its name for messages."""
     if isinstance(structure, md.Trajectory):
         return make_whole(structure), ""
+    if isinstance(structure, tuple) and len(structure) == 2 or hasattr(structure, "positions"):
+        if trajectory is not None:
+            raise StructureError("a trajectory goes with a structure file, not with (topology, positions)")
+        topology, positions = structure if isinstance(structure, tuple) else (structure.topology, structure.positions)
+        return make_whole(from_openmm(topology, positions)), "(topology, positions)"
     traj = load_structure(structure) if trajectory is None else load_structure(trajectory, top=structure)
     return make_whole(traj), str(structure)
 

@@ -1,5 +1,11 @@
-"""The OpenMM pipeline: topology, backbone optimisation, hydrogens, restraint, minimisation, equilibration."""
+"""The OpenMM pipeline: topology, backbone optimisation, hydrogens, restraint, minimisation, equilibration.
 
-from .simulate import SimulationResult, backmap_and_simulate
+:class:`Pipeline` holds the stages (each callable on its own, taking and returning OpenMM
+objects); :func:`backmap_and_simulate` runs the model and every stage in one call; reporters
+(:class:`ProgressReporter`, :class:`JSONReporter`) hear about each stage of each frame.
+"""
 
-__all__ = ["SimulationResult", "backmap_and_simulate"]
+from .reporters import JSONReporter, ProgressReporter, StageEvent
+from .simulate import Pipeline, SimulationResult, backmap_and_simulate
+
+__all__ = ["Pipeline", "SimulationResult", "backmap_and_simulate", "ProgressReporter", "JSONReporter", "StageEvent"]

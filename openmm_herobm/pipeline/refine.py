@@ -7,6 +7,7 @@ CPU platform); constraints are added only for dynamics.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -25,6 +26,27 @@ KJ_NM = unit.kilojoule_per_mole / unit.nanometer
 #: on stderr, a library user with ``logging.basicConfig(level=logging.INFO)``
 log = logging.getLogger("openmm_herobm")
 
+#: where progress inside a long stage goes (a reporter's stage, see :func:`reporting`), besides the log
+_progress = contextvars.ContextVar("herobm_progress", default=None)
+
+
+@contextlib.contextmanager
+def reporting(callback):
+    """Within the block, progress inside long work (each L-BFGS pass, each block of dynamics) is
+    also passed to ``callback(text)``: the pipeline's reporters hear about it."""
+    token = _progress.set(callback)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
+
+
+def _say(message: str, *args) -> None:
+    log.info(message, *args)
+    callback = _progress.get()
+    if callback is not None:
+        callback((message % args).strip())
+
 
 #: random seed of the Langevin integrator and the initial velocities: the same input, options and
 #: platform give the same output (OpenMM's seed 0 would mean a new seed every run)
@@ -36,8 +58,8 @@ EXPLICIT_WATER = "amber14/tip3pfb.xml"
 CHARMM_WATER = "charmm36/water.xml"  # CHARMM TIP3P and ions
 
 
-def choose_platform(name: str | None = None) -> mm.Platform:
-    """The named platform, else the fastest available one (CUDA, OpenCL, CPU, Reference); a CPU
+def choose_platform(name: str | mm.Platform | None = None) -> mm.Platform:
+    """The named platform (or the ``openmm.Platform`` given), else the fastest available one (CUDA, OpenCL, CPU, Reference); a CPU
     platform gets the thread count of :mod:`openmm_herobm.threads`."""
     from ..threads import openmm_platform_ready
 
@@ -46,7 +68,9 @@ def choose_platform(name: str | None = None) -> mm.Platform:
     return platform
 
 
-def _choose_platform(name: str | None) -> mm.Platform:
+def _choose_platform(name) -> mm.Platform:
+    if isinstance(name, mm.Platform):
+        return name
     available = [mm.Platform.getPlatform(i).getName() for i in range(mm.Platform.getNumPlatforms())]
     if name:
         if name not in available:
@@ -58,7 +82,12 @@ def _choose_platform(name: str | None) -> mm.Platform:
     raise HeroBMError("no OpenMM platform is available")
 
 
-def load_forcefield(forcefield: str | list[str], solvent: str | None) -> app.ForceField:
+def load_forcefield(forcefield: str | list[str] | app.ForceField, solvent: str | None) -> app.ForceField:
+    """The ForceField of these XML files plus the solvent model's (``implicit/obc2.xml``, or the
+    water and ions matching the force field); a ForceField object is used as given (it must hold
+    the solvent model asked for)."""
+    if isinstance(forcefield, app.ForceField):
+        return forcefield
     files = [forcefield] if isinstance(forcefield, str) else list(forcefield)
     if solvent == "implicit":
         files.append(IMPLICIT)
@@ -150,11 +179,9 @@ def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float,
     try:
         used = modeller.addHydrogens(forcefield, pH=ph, variants=variants, platform=platform,
                                      residueTemplates=named_templates(forcefield, modeller.topology))
-    except mm.OpenMMException as exc:
-        # the relaxation of the new hydrogens (heavy atoms fixed) blew up on overlapping heavy
-        # atoms: place them by geometry only; the pipeline's soft-start minimisation follows
-        if "nan" not in str(exc).lower():
-            raise
+    except mm.OpenMMException:
+        # the relaxation of the new hydrogens (heavy atoms fixed) failed (it blows up to NaN on
+        # overlapping heavy atoms): place them by geometry only; the staged minimisation follows
         used = modeller.addHydrogens(None, pH=ph, variants=variants)
     separate_overlapping_hydrogens(modeller)
     return used
@@ -511,19 +538,24 @@ def _minimize_pass(simulation: app.Simulation, tolerance: float, max_iterations:
     start = time.perf_counter()
     try:
         simulation.minimizeEnergy(tolerance=tolerance * KJ_NM, maxIterations=max_iterations)
-    except mm.OpenMMException as exc:  # "Particle coordinate is NaN"
-        if "nan" not in str(exc).lower():
+    except mm.OpenMMException:
+        # OpenMM raises when a coordinate became NaN; anything else, with finite positions, is real
+        if _positions_finite(simulation):
             raise
-        log.info("  L-BFGS pass went non-finite after %.1f s (undone)", time.perf_counter() - start)
+        _say("  L-BFGS pass went non-finite after %.1f s (undone)", time.perf_counter() - start)
         return False, np.inf
-    state = simulation.context.getState(getPositions=True)
-    if not np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)).all():
-        log.info("  L-BFGS pass went non-finite after %.1f s (undone)", time.perf_counter() - start)
+    if not _positions_finite(simulation):
+        _say("  L-BFGS pass went non-finite after %.1f s (undone)", time.perf_counter() - start)
         return False, np.inf
     rms = _rms_force(simulation.context)
     # a big system spends minutes per pass: say where it is
-    log.info("  L-BFGS pass: RMS force %.0f kJ/mol/nm, %.1f s", rms, time.perf_counter() - start)
+    _say("  L-BFGS pass: RMS force %.0f kJ/mol/nm, %.1f s", rms, time.perf_counter() - start)
     return bool(np.isfinite(rms)), rms
+
+
+def _positions_finite(simulation: app.Simulation) -> bool:
+    state = simulation.context.getState(getPositions=True)
+    return bool(np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)).all())
 
 
 def _max_force(context: mm.Context) -> float:
@@ -596,23 +628,11 @@ def equilibrate(simulation: app.Simulation, picoseconds: float, temperature: flo
     integrator = simulation.integrator
     simulation.context.setVelocitiesToTemperature(50 * unit.kelvin, SEED)
     for k in range(stages):
-        integrator.setTemperature((50 + (temperature - 50) * (k + 1) / stages) * unit.kelvin)
+        target = 50 + (temperature - 50) * (k + 1) / stages
+        integrator.setTemperature(target * unit.kelvin)
         simulation.step(max(heat // stages, 1))
+        _say("  heating %d/%d to %.0f K", k + 1, stages, target)
     if restraint_parameter is not None:
         simulation.context.setParameter(restraint_parameter, 0.0)
     simulation.step(max(steps_total - heat, 1))
-
-
-def timed(timings: dict, key: str):
-    """Time a pipeline stage into ``timings[key]`` (seconds, summed over frames) and log it."""
-    class _Timer:
-        def __enter__(self):
-            self.t = time.perf_counter()
-            log.info("%s ...", key)
-
-        def __exit__(self, kind, *exc):
-            seconds = time.perf_counter() - self.t
-            timings[key] = timings.get(key, 0.0) + seconds
-            if kind is None:
-                log.info("%s done in %.1f s", key, seconds)
-    return _Timer()
+    _say("  %.1f ps without the bead restraint", (steps_total - heat) * 0.002)

@@ -8,7 +8,6 @@ JSON report).  Trajectories reuse frame 0's topology and System for every frame.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,10 @@ from .chirality import (BACKBONE_FORCE, CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHI
                         chirality_restraint_force, molecule_stereo_force,
                         peptide_restraint_force, ramachandran_force, repair_chirality, repair_molecule_stereo,
                         stretch_collapsed_bonds)
+from ..units import KELVIN, KJ_PER_MOL_NM, KJ_PER_MOL_NM2, NANOMETER, PICOSECOND, value_in
 from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
-                     named_templates, potential, relax_solvent, seeded_python_random, timed)
+                     named_templates, potential, relax_solvent, reporting, seeded_python_random)
+from .reporters import JSONReporter, ProgressReporter, Stages
 from .solvent import HOLD_FORCE, HOLD_K, HOLD_PARAMETER, SOLVENT_ITERATIONS, clear_bilayer_core, solute_hold_force
 from .restraint import PARAMETER, bead_restraint_force
 from .topology import PROTEIN_RESIDUES, prepare_topology
@@ -92,35 +93,72 @@ def default_forcefield(topology) -> str:
     return PROTEIN_FORCEFIELD if names <= PROTEIN_RESIDUES else MEMBRANE_FORCEFIELD
 
 
-class Refiner:
-    """Turns one backmapped frame into a minimised (and optionally equilibrated) OpenMM system.
+def forcefield_name(forcefield, topology):
+    """What the report says the force field was: its file name(s), or 'ForceField object'."""
+    if forcefield is None:
+        return default_forcefield(topology)
+    return "ForceField object" if isinstance(forcefield, app.ForceField) else forcefield
 
-    Built on the first frame (topology, hydrogens, force field, restraint); later frames of
-    a trajectory reuse the same System, so every output frame has one topology.
+
+class Pipeline:
+    """The OpenMM stages after the model, for one backmapped input (all its frames).
+
+    Like ``openmm.app``'s nouns, each stage can be called on its own and takes and returns
+    OpenMM objects; :meth:`run` chains them for one frame::
+
+        bm = hb.backmap("cg.pdb")
+        pipeline = hb.Pipeline(bm, solvent="implicit", reporters=[hb.ProgressReporter()])
+        modeller = pipeline.prepare_topology(frame=0)   # heavy atoms, bonds, backbone and stereo repaired
+        pipeline.protonate(modeller)                    # hydrogens at the pH (variants fixed by the first frame)
+        simulation = pipeline.create_simulation(modeller, frame=0)   # force field + guards + bead restraint
+        pipeline.minimize(simulation, frame=0)
+        result = pipeline.run(1)                        # or every stage of a frame at once
+
+    The topology (bonds, chain breaks, disulfides, protonation) is decided on frame 0 and shared
+    by every frame, so a trajectory has one topology; each frame's result has its own report and
+    timings.  Units: see :func:`backmap_and_simulate` (quantities or plain numbers in nm, ps, K,
+    kJ/mol).  ``reporters``: objects with ``report(StageEvent)`` (and optionally ``finish(result)``),
+    e.g. :class:`ProgressReporter`, :class:`JSONReporter`.
     """
 
-    def __init__(self, backmapped, bead_positions_nm: np.ndarray, options: PipelineOptions):
+    def __init__(self, backmapped, *, ph: float = 7.0, forcefield=None, solvent: str | None = "implicit",
+                 platform=None, temperature=300.0, tolerance=500.0, restraint_k=1.0e5,
+                 restraint_tolerance=RESTRAINT_TOLERANCE, optimize_backbone: bool = False,
+                 backbone_guard: bool = True, minimize: bool = True, equilibrate=None, variants: list | None = None,
+                 reporters=()):
         self.bm = backmapped
-        self.options = options
+        self.options = PipelineOptions(
+            ph=float(ph), forcefield=forcefield, minimize=minimize,
+            tolerance=value_in(tolerance, KJ_PER_MOL_NM, "tolerance"),
+            equilibrate_ps=value_in(equilibrate, PICOSECOND, "equilibrate"),
+            temperature=value_in(temperature, KELVIN, "temperature"), solvent=solvent, platform=platform,
+            restraint_k=value_in(restraint_k, KJ_PER_MOL_NM2, "restraint_k"),
+            restraint_tolerance=value_in(restraint_tolerance, NANOMETER, "restraint_tolerance"),
+            optimize_backbone=optimize_backbone, backbone_guard=backbone_guard, variants=variants)
+        if solvent not in (None, "implicit", "explicit"):
+            raise HeroBMError(f"solvent {solvent!r}: use None (vacuum), 'implicit' or 'explicit'")
+        options = self.options
+        self.stages = Stages(reporters)
         self.platform = choose_platform(options.platform)
-        forcefield = options.forcefield or default_forcefield(backmapped.trajectory.topology)
+        topology0 = backmapped.trajectory.topology
         # explicit solvent: the solute is refined first without solvent (cheap, and its bad
-        # contacts cannot push water around), then solvated and the water relaxed (_solvate)
+        # contacts cannot push water around), then solvated and the water relaxed (solvate)
         self.explicit = options.solvent == "explicit"
         self.solute_solvent = None if self.explicit else options.solvent
-        self.forcefield = load_forcefield(forcefield, self.solute_solvent)
-        self.solvated_forcefield = load_forcefield(forcefield, "explicit") if self.explicit else None
+        self.forcefield = load_forcefield(forcefield or default_forcefield(topology0), self.solute_solvent)
+        self.solvated_forcefield = (load_forcefield(forcefield or default_forcefield(topology0), "explicit")
+                                    if self.explicit else None)
         # hydrogens are placed (and briefly relaxed) with the force field alone: implicit
         # solvent would make that step several times slower for nothing
-        self.hydrogen_forcefield = load_forcefield(forcefield, None)
-        self.timings: dict = {}
-        self.report: dict = {"platform": self.platform.getName(), "forcefield": forcefield}
-        heavy0 = self._heavy_positions(0)
-        with timed(self.timings, "topology"):
+        self.hydrogen_forcefield = load_forcefield(forcefield or default_forcefield(topology0), None)
+        #: what every frame's report starts from
+        self.info: dict = {"platform": self.platform.getName(), "forcefield": forcefield_name(forcefield, topology0)}
+        with self.stages("topology"):
             self.prepared = prepare_topology(backmapped.trajectory.slice([0], copy=False), linked=backmapped.links(0))
-        self.report.update(n_chain_breaks=self.prepared.n_breaks, n_disulfides=self.prepared.n_disulfides)
+        self._setup_timings = dict(self.stages.timings)  # counted in the first frame's timings
+        self.info.update(n_chain_breaks=self.prepared.n_breaks, n_disulfides=self.prepared.n_disulfides)
         if self.prepared.dropped:
-            self.report["dropped_residues"] = list(self.prepared.dropped)
+            self.info["dropped_residues"] = list(self.prepared.dropped)
             warnings.warn(f"{len(self.prepared.dropped)} residue(s) isolated between two chain breaks, too far from "
                           f"both neighbours to bond, left out of the refined structure (a free amino acid has no "
                           f"force-field template): {', '.join(self.prepared.dropped[:10])}", stacklevel=3)
@@ -128,68 +166,162 @@ class Refiner:
         if len(self.variants) != self.prepared.topology.getNumResidues():
             raise HeroBMError(f"variants: {len(self.variants)} given for {self.prepared.topology.getNumResidues()} "
                               f"residues; pass the list a previous run of the same input returned")
-        modeller = self._protonate(heavy0, 0)
-        self.topology = modeller.topology
-        self.report["n_atoms"] = self.topology.getNumAtoms()
-        # particle index of every heavy atom of the backmapped trajectory, for the restraint
-        particle = {(a.residue.index, a.name): a.index for a in self.topology.atoms()}
-        self.heavy_particles = np.array([
-            particle[(a.residue.index, a.name)] for a in self.prepared.topology.atoms()])
         self.source = self.prepared.source_atom
-        self.beads = bead_positions_nm
+        self.beads = backmapped.bead_targets.astype(np.float64)
         # the flat bottom of each bead: zero for mapped beads (they are exact); on a CG simulation
         # frame, where the sound reconstruction left it (no real structure meets those beads; the
         # force field may bring it closer, the restraint never pulls it further) plus a margin
-        n_frames = len(bead_positions_nm)
+        n_frames = len(self.beads)
         likeness = np.concatenate([np.broadcast_to(
             (np.zeros(n_frames) if p.simulation_likeness is None else p.simulation_likeness)[:, None],
             (n_frames, p.system.n_beads)) for p in backmapped.parts], axis=1)  # (frames, beads)
         misfit = backmapped.bead_misfit
         self.flat_bottom = likeness * (0.0 if misfit is None else misfit)
         self.margin = likeness
-        # which X-Pro peptides are cis is decided once, on frame 0 (one System for all frames)
-        self.omega_reference = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
+        self.topology = None  # the protonated topology, set by the first protonate()
+        self.omega_reference = None  # which X-Pro peptides are cis: decided on the first frame
+        self.heavy_particles = None
+        self._simulation = None  # frame 0's Simulation, reused by later frames (one System)
+        self._report: dict = {}
 
-        # a solute that will be solvated in the CG box is refined in that box: atoms of molecules
-        # sticking out of it must not overlap the periodic images of others
-        periodic = self.explicit and backmapped.box is not None
-        if periodic:
-            self.topology.setPeriodicBoxVectors(tuple(mm.Vec3(*row) for row in backmapped.box[0]) * unit.nanometer)
-        with timed(self.timings, "system"):
-            self.system, self.simulation = build_simulation(
-                self.topology, modeller.positions, self.forcefield, self.solute_solvent, self.platform,
-                self._restraint(0), constraints=None, temperature=options.temperature, periodic=periodic)
-        self.first_positions = modeller.positions
-
-    # -- per frame -------------------------------------------------------------------
-    def _heavy_positions(self, frame: int) -> np.ndarray:
-        return self.bm.trajectory.xyz[frame].astype(np.float64)
-
-    def _protonate(self, heavy_xyz: np.ndarray, frame: int) -> app.Modeller:
-        positions = heavy_xyz[self.prepared.source_atom]
+    # -- stages --------------------------------------------------------------------------
+    def prepare_topology(self, frame: int = 0) -> app.Modeller:
+        """Frame ``frame``'s heavy atoms on the shared topology (bonds, termini, disulfides),
+        backbone optimised (with ``optimize_backbone``) and stereo centres repaired (nm)."""
+        positions = self.bm.trajectory.xyz[frame].astype(np.float64)[self.prepared.source_atom]
+        report = self._report
         if self.options.optimize_backbone:
-            with timed(self.timings, "backbone"):
+            with self.stages("backbone", frame):
                 phi_psi = self.bm.phi_psi(frame)[self.prepared.source_residue]
                 result = optimise_backbone(self.prepared.topology, positions, phi_psi)
                 positions = result.positions
-                self.report["omega_fixed"] = self.report.get("omega_fixed", 0) + result.n_omega_fixed
+                report["omega_fixed"] = report.get("omega_fixed", 0) + result.n_omega_fixed
         # stereo repair after the backbone is sane (a collapsed N-CA-C makes every centre flat)
-        with timed(self.timings, "chirality"):
+        with self.stages("chirality", frame):
             positions, repaired = repair_chirality(self.prepared.topology, positions)
             positions, more = repair_molecule_stereo(self.prepared.topology, positions)
             repaired.update(more)
             positions, stretched = stretch_collapsed_bonds(self.prepared.topology, positions)
             if stretched:
-                self.report["stretched_collapsed_bonds"] = self.report.get("stretched_collapsed_bonds", 0) + stretched
+                report["stretched_collapsed_bonds"] = report.get("stretched_collapsed_bonds", 0) + stretched
             for key, count in repaired.items():
-                self.report[f"repaired_chirality_{key}"] = self.report.get(f"repaired_chirality_{key}", 0) + count
-        with timed(self.timings, "hydrogens"):
-            modeller = app.Modeller(self.prepared.topology, unit.Quantity(positions, unit.nanometer))
-            # every frame gets frame 0's variants (one System): HIS tautomers follow H-bonds otherwise
+                report[f"repaired_chirality_{key}"] = report.get(f"repaired_chirality_{key}", 0) + count
+        return app.Modeller(self.prepared.topology, unit.Quantity(positions, unit.nanometer))
+
+    def protonate(self, modeller: app.Modeller, frame: int | None = None) -> app.Modeller:
+        """Hydrogens at the pH, in place (like ``Modeller.addHydrogens``); the first call fixes every
+        residue's variant, later frames get the same atoms.  Returns ``modeller``."""
+        with self.stages("hydrogens", frame):
+            # every frame gets the first frame's variants (one System): HIS tautomers follow H-bonds otherwise
             self.variants = add_hydrogens(modeller, self.hydrogen_forcefield, self.options.ph, self.variants,
                                           self.platform)
+        if self.topology is None:
+            self.topology = modeller.topology
+            # particle index of every heavy atom of the backmapped trajectory, for the restraint
+            particle = {(a.residue.index, a.name): a.index for a in self.topology.atoms()}
+            self.heavy_particles = np.array([particle[(a.residue.index, a.name)]
+                                             for a in self.prepared.topology.atoms()])
+            self.omega_reference = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
+        elif modeller.topology.getNumAtoms() != self.topology.getNumAtoms():
+            raise RuntimeError("protonation changed between frames")  # variants are fixed: cannot happen
         return modeller
 
+    def create_simulation(self, modeller: app.Modeller, frame: int = 0) -> app.Simulation:
+        """The force field's System (solute; implicit solvent or vacuum) with the stereo and
+        backbone guards and frame ``frame``'s bead restraint, in a Simulation at the modeller's
+        positions.  Frames after the first reuse the first frame's Simulation with this frame's
+        restraint targets (one System for a trajectory)."""
+        if self._simulation is not None:
+            with self.stages("restraint", frame):
+                self._set_restraint_targets(self._simulation, frame)
+            self._simulation.context.setPositions(modeller.positions)
+            return self._simulation
+        # a solute that will be solvated in the CG box is refined in that box: atoms of molecules
+        # sticking out of it must not overlap the periodic images of others
+        periodic = self.explicit and self.bm.box is not None
+        if periodic:
+            self.topology.setPeriodicBoxVectors(tuple(mm.Vec3(*row) for row in self.bm.box[0]) * unit.nanometer)
+        with self.stages("system", frame):
+            _, simulation = build_simulation(
+                self.topology, modeller.positions, self.forcefield, self.solute_solvent, self.platform,
+                self._restraint(frame), constraints=None, temperature=self.options.temperature, periodic=periodic)
+        self._simulation = simulation
+        return simulation
+
+    def minimize(self, simulation: app.Simulation, frame: int | None = None) -> dict:
+        """The staged L-BFGS of :func:`~openmm_herobm.pipeline.refine.minimize` to the tolerance;
+        returns its summary (passes, RMS and largest force)."""
+        with self.stages("minimize", frame, energy=lambda: potential(simulation)) as step:
+            with reporting(step.progress):
+                info = minimize(simulation, self.options.tolerance,
+                                restraint_parameter=PARAMETER if self.options.restraint_k > 0 else None)
+            step.detail = f"RMS force {info['rms_force']:.0f} kJ/mol/nm"
+        self._report["minimize"] = info
+        return info
+
+    def solvate(self, simulation: app.Simulation, frame: int = 0) -> app.Simulation:
+        """Water and ions around the refined solute of ``simulation`` (:meth:`_add_solvent`), the
+        water relaxed around the held solute (:func:`relax_solvent`); a new Simulation (flexible
+        water: rigid water means constraints, and OpenMM's minimiser is ~100x slower with them)."""
+        with self.stages("solvate", frame, energy=lambda: potential(solvated)) as step:
+            positions = simulation.context.getState(getPositions=True).getPositions()
+            modeller = app.Modeller(self.topology, positions)
+            self._add_solvent(modeller)
+            topology = modeller.topology
+            hold = solute_hold_force(positions, self.topology.getNumAtoms())
+            _, solvated = build_simulation(topology, modeller.positions, self.solvated_forcefield, "explicit",
+                                           self.platform, self._restraint(frame) + [hold], constraints=None,
+                                           temperature=self.options.temperature, rigid_water=False)
+            info = {"n_atoms": topology.getNumAtoms(), "n_waters": sum(r.name == "HOH" for r in topology.residues())}
+            with reporting(step.progress):
+                info.update(relax_solvent(solvated, self.options.tolerance, SOLVENT_ITERATIONS, HOLD_PARAMETER,
+                                          HOLD_K))
+            step.detail = f"{info['n_atoms']} atoms, {info['n_waters']} waters"
+        self._report["n_atoms_solvated"] = info["n_atoms"]
+        self._report["minimize_solvent"] = info
+        return solvated
+
+    def equilibrate(self, simulation: app.Simulation, frame: int = 0, picoseconds=None) -> app.Simulation:
+        """NVT from 50 K to the temperature with the bead restraint, then without it, for
+        ``picoseconds`` (default: the pipeline's ``equilibrate``), in a new Simulation with HBonds
+        constraints (dynamics needs them; minimisation ran unconstrained: much faster)."""
+        picoseconds = value_in(picoseconds, PICOSECOND, "picoseconds") or self.options.equilibrate_ps
+        options = self.options
+        with self.stages("equilibrate", frame, energy=lambda: potential(dynamics)) as step, reporting(step.progress):
+            forcefield = self.solvated_forcefield if self.explicit else self.forcefield
+            state = simulation.context.getState(getPositions=True)
+            _, dynamics = build_simulation(simulation.topology, state.getPositions(), forcefield, options.solvent,
+                                           self.platform, self._restraint(frame), constraints=app.HBonds,
+                                           temperature=options.temperature)
+            equilibrate(dynamics, picoseconds, options.temperature, PARAMETER if options.restraint_k > 0 else None)
+        return dynamics
+
+    def run(self, frame: int = 0) -> SimulationResult:
+        """Every stage for one frame: prepare_topology -> protonate -> create_simulation ->
+        minimize -> (solvate) -> (equilibrate).  The result's report and timings are this frame's."""
+        self._report = {}
+        self.stages.timings = dict(self._setup_timings) if self._simulation is None else {}
+        options, energies = self.options, {}
+        simulation = self.create_simulation(self.protonate(self.prepare_topology(frame), frame), frame)
+        self._report["n_atoms"] = self.topology.getNumAtoms()
+        energies["initial"] = potential(simulation)
+        if options.minimize:
+            self.minimize(simulation, frame)
+            energies["minimized"] = potential(simulation)
+        if self.explicit:
+            simulation = self.solvate(simulation, frame)
+            energies["solvated"] = potential(simulation)
+        if options.equilibrate_ps:
+            simulation = self.equilibrate(simulation, frame)
+            energies["equilibrated"] = potential(simulation)
+        # this frame's state, taken now: later frames reuse the same Simulation
+        state = simulation.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
+        return SimulationResult(simulation.topology, state.getPositions(), simulation.system, simulation, energies,
+                                dict(self.stages.timings), {**self.info, **self._report},
+                                residue_source=self.prepared.source_residue, state=state,
+                                variants=list(self.variants))
+
+    # -- helpers -------------------------------------------------------------------------
     def _add_solvent(self, modeller: app.Modeller) -> None:
         """Explicit water and ions: in the CG box when the input had one (its W beads and ions are
         rebuilt, at the CG salt concentration), else a 1 nm padded box; neutralised either way.
@@ -209,29 +341,11 @@ class Refiner:
         with seeded_python_random():
             modeller.addSolvent(forcefield, boxVectors=tuple(mm.Vec3(*row) for row in box) * unit.nanometer,
                                 neutralize=True, ionicStrength=molar * unit.molar, residueTemplates=templates)
-        self.report["solvent_rebuilt"] = {"cg_beads": dict(solvent), "ionic_strength_M": round(molar, 4),
+        self._report["solvent_rebuilt"] = {"cg_beads": dict(solvent), "ionic_strength_M": round(molar, 4),
                                           "box_nm": np.round(np.diag(box), 3).tolist()}
         core = clear_bilayer_core(modeller)
         if core is not None:
-            self.report["solvent_rebuilt"]["bilayer_core_nm"] = core
-
-    def _solvate(self, frame: int, positions) -> tuple:
-        """Solvate the refined solute and relax the water around it (:func:`relax_solvent`);
-        returns (topology, system, simulation).  The System has flexible water: rigid water
-        means constraints, and OpenMM's minimiser is ~100x slower with constraints."""
-        modeller = app.Modeller(self.topology, positions)
-        self._add_solvent(modeller)
-        topology = modeller.topology
-        n_solute = self.topology.getNumAtoms()
-        hold = solute_hold_force(positions, n_solute)
-        system, simulation = build_simulation(topology, modeller.positions, self.solvated_forcefield, "explicit",
-                                              self.platform, self._restraint(frame) + [hold], constraints=None,
-                                              temperature=self.options.temperature, rigid_water=False)
-        info = {"n_atoms": topology.getNumAtoms(), "n_waters": sum(r.name == "HOH" for r in topology.residues())}
-        info.update(relax_solvent(simulation, self.options.tolerance, SOLVENT_ITERATIONS, HOLD_PARAMETER, HOLD_K))
-        self.report["n_atoms_solvated"] = info["n_atoms"]
-        self.report["minimize_solvent"] = info
-        return topology, system, simulation
+            self._report["solvent_rebuilt"]["bilayer_core_nm"] = core
 
     def _restraint(self, frame: int) -> list:
         # stereo centres may not be pushed through their plane, nor trans peptides flipped to
@@ -252,76 +366,42 @@ class Refiner:
         return forces + [bead_restraint_force(self.bm.weights, particles, self.beads[frame],
                                               self.options.restraint_k, tolerance)]
 
-    def refine(self, frame: int = 0) -> SimulationResult:
-        options, energies = self.options, {}
-        if frame == 0:
-            positions = self.first_positions
-        else:
-            modeller = self._protonate(self._heavy_positions(frame), frame)
-            if modeller.topology.getNumAtoms() != self.topology.getNumAtoms():
-                raise RuntimeError("protonation changed between frames")  # variants are fixed: cannot happen
-            positions = modeller.positions
-            self._set_restraint_targets(frame)
-        self.simulation.context.setPositions(positions)
-        energies["initial"] = potential(self.simulation)
-        if options.minimize:
-            with timed(self.timings, "minimize"):
-                info = minimize(self.simulation, options.tolerance,
-                                restraint_parameter=PARAMETER if options.restraint_k > 0 else None)
-            self.report["minimize"] = info
-            energies["minimized"] = potential(self.simulation)
-        topology, system, simulation = self.topology, self.system, self.simulation
-        state = simulation.context.getState(getPositions=True)
-        if self.explicit:
-            with timed(self.timings, "solvate"):
-                topology, system, simulation = self._solvate(frame, state.getPositions())
-            state = simulation.context.getState(getPositions=True)
-            energies["solvated"] = potential(simulation)
-        if options.equilibrate_ps:
-            with timed(self.timings, "equilibrate"):
-                # dynamics needs HBonds constraints (minimisation ran unconstrained: much faster)
-                forcefield = self.solvated_forcefield if self.explicit else self.forcefield
-                system, simulation = build_simulation(topology, state.getPositions(), forcefield,
-                                                      options.solvent, self.platform, self._restraint(frame),
-                                                      constraints=app.HBonds, temperature=options.temperature)
-                equilibrate(simulation, options.equilibrate_ps, options.temperature,
-                            PARAMETER if options.restraint_k > 0 else None)
-                energies["equilibrated"] = potential(simulation)
-        # this frame's state, taken now: later frames reuse the same Simulation
-        state = simulation.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
-        return SimulationResult(topology, state.getPositions(), system, simulation, energies,
-                                dict(self.timings), dict(self.report), residue_source=self.prepared.source_residue,
-                                state=state, variants=list(self.variants))
-
-    def _set_restraint_targets(self, frame: int) -> None:
+    def _set_restraint_targets(self, simulation: app.Simulation, frame: int) -> None:
         # a new frame has new bead targets: rebuild the context's restraint force
-        for i in reversed(range(self.system.getNumForces())):
-            if self.system.getForce(i).getName() in PIPELINE_FORCES:
-                self.system.removeForce(i)
+        for i in reversed(range(simulation.system.getNumForces())):
+            if simulation.system.getForce(i).getName() in PIPELINE_FORCES:
+                simulation.system.removeForce(i)
         for force in self._restraint(frame):
-            self.system.addForce(force)
-        self.simulation.context.reinitialize()
+            simulation.system.addForce(force)
+        simulation.context.reinitialize()
+
 
 
 def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
-                         forcefield: str | list[str] | None = None, minimize: bool = True,
-                         tolerance: float = 500.0, equilibrate: float | None = None, temperature: float = 300.0,
-                         solvent: str | None = "implicit", platform: str | None = None, restraint_k: float = 1.0e5,
-                         optimize_backbone: bool | None = None, output: str | Path | None = None,
+                         forcefield: str | list[str] | app.ForceField | None = None, minimize: bool = True,
+                         tolerance=500.0, equilibrate=None, temperature=300.0,
+                         solvent: str | None = "implicit", platform: str | mm.Platform | None = None,
+                         restraint_k=1.0e5, optimize_backbone: bool | None = None, output: str | Path | None = None,
                          trajectory_output: str | Path | None = None, unmapped: str = "fail",
                          progress: bool = False, fit: bool = True, side_chains: str | bool = "rotamers",
-                         deformation: bool = True, restraint_tolerance: float | None = None,
-                         variants: list | None = None, all_frames: bool | None = None) -> SimulationResult:
+                         deformation: bool = True, restraint_tolerance=None,
+                         variants: list | None = None, all_frames: bool | None = None,
+                         reporters: list | None = None) -> SimulationResult:
     """Backmap a CG structure with a HEroBM model and refine it into a ready-to-run OpenMM system.
 
-    Units: ``tolerance`` kJ/mol/nm, ``equilibrate`` ps, ``temperature`` K, ``restraint_k``
-    kJ/mol/nm^2 (strength of the bead restraint TorchForce; 0 disables it).  ``output``
-    (PDB/mmCIF) receives the final structure of frame 0, and beside it
-    ``<stem>.system.xml``, ``<stem>.state.xml`` and ``<stem>.report.json``;
-    ``trajectory_output`` (DCD/XTC) every refined frame of ``trajectory``.
+    ``cg``: a structure file (PDB, mmCIF, GRO), an mdtraj Trajectory, or ``(topology, positions)``
+    as for ``openmm.app.Modeller``.  Every physical argument takes an ``openmm.unit`` quantity or
+    a plain number in its documented unit: ``tolerance`` kJ/mol/nm, ``equilibrate`` ps,
+    ``temperature`` K, ``restraint_k`` kJ/mol/nm^2 (strength of the bead restraint TorchForce; 0
+    disables it), ``restraint_tolerance`` nm.  ``forcefield``: file name(s) or an
+    ``openmm.app.ForceField`` (used as given: it must hold the solvent model asked for);
+    ``platform``: a name or an ``openmm.Platform``.  ``output`` (PDB/mmCIF) receives the final
+    structure of frame 0, and beside it ``<stem>.system.xml``, ``<stem>.state.xml`` and
+    ``<stem>.report.json`` (written by a :class:`JSONReporter`); ``trajectory_output`` (DCD/XTC)
+    every refined frame of ``trajectory``.
     ``fit``, ``side_chains`` and ``deformation`` are :func:`~openmm_herobm.backmap`'s (the
     geometry-first fit, real rotamers, the CG-simulation deformation undone).  The bead
-    restraint holds each mapped bead within ``restraint_tolerance`` (nm, flat bottom) of its
+    restraint holds each mapped bead within ``restraint_tolerance`` (flat bottom) of its
     target on a CG simulation frame (no real structure meets such beads exactly; the width is
     scaled by how simulation-like the frame is, so mapped beads are held exactly).
     ``optimize_backbone`` (the CA-fixed backbone optimisation before hydrogens): None = only
@@ -331,6 +411,9 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     ``trajectory_output`` is given; else frame 0 only).
     ``variants``: the protonation variant of every residue (``result.variants`` of an earlier run of
     the same input: frames refined in separate runs then have the same atoms).
+    ``reporters``: told when each stage of each frame starts and ends (:class:`ProgressReporter`
+    writes lines to stderr; ``progress=True`` adds one).  The stages are :class:`Pipeline`'s, for
+    calling one by one.
     The same input, options, platform and thread count give the same coordinates (seeded
     dynamics; OpenMM's CPU and Reference platforms sum forces in a fixed order).
     """
@@ -342,34 +425,38 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
         check_output_path(output, "structure")
     if trajectory_output is not None:
         check_output_path(trajectory_output, "trajectory")
-    options = PipelineOptions(ph, forcefield, minimize, tolerance, equilibrate, temperature, solvent, platform,
-                              restraint_k, RESTRAINT_TOLERANCE if restraint_tolerance is None else restraint_tolerance,
-                              (not fit) if optimize_backbone is None else optimize_backbone, backbone_guard=fit,
-                              variants=variants)
     if solvent == "explicit" and (trajectory_output is not None or all_frames):
         raise HeroBMError("explicit solvent is for preparing one structure; refine trajectories in 'implicit' "
                           "or vacuum (solvent=None), then solvate the frame you want to simulate")
-    timings: dict = {}
+    reporters = list(reporters or [])
+    if progress and not any(isinstance(r, ProgressReporter) for r in reporters):
+        reporters.append(ProgressReporter())
+    if output is not None:
+        reporters.append(JSONReporter(Path(output).with_suffix(".report.json")))
+    stages = Stages(reporters)
     cg_traj, _ = load_input(cg, trajectory)
-    with timed(timings, "model"):
+    with stages("model"):
         bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit, side_chains=side_chains, deformation=deformation)
     if bm.solvent and solvent != "explicit":
         listing = ", ".join(f"{n} x{c}" for n, c in sorted(bm.solvent.items()))
         warnings.warn(f"CG solvent not rebuilt ({listing}): it is rebuilt with solvent='explicit' "
                       f"(--solvent explicit), in the CG box", stacklevel=2)
-    # the beads a real structure has: the CG input with the systematic deformation of a CG
-    # simulation undone (what the model was fitted to)
-    beads = bm.bead_targets.astype(np.float64)
-    refiner = Refiner(bm, beads, options)
-    result = refiner.refine(0)
+    pipeline = Pipeline(bm, ph=ph, forcefield=forcefield, solvent=solvent, platform=platform,
+                        temperature=temperature, tolerance=tolerance, restraint_k=restraint_k,
+                        restraint_tolerance=RESTRAINT_TOLERANCE if restraint_tolerance is None else restraint_tolerance,
+                        optimize_backbone=(not fit) if optimize_backbone is None else optimize_backbone,
+                        backbone_guard=fit, minimize=minimize, equilibrate=equilibrate, variants=variants,
+                        reporters=reporters)
+    result = pipeline.run(0)
+    totals = {**result.timings, **stages.timings}
     frames = [np.asarray(result.positions.value_in_unit(unit.nanometer))]
     if (trajectory_output is not None if all_frames is None else all_frames) and cg_traj.n_frames > 1:
-        from tqdm import tqdm
-
-        for f in tqdm(range(1, cg_traj.n_frames), disable=not progress, desc="refine", unit="frame"):
-            frames.append(np.asarray(refiner.refine(f).positions.value_in_unit(unit.nanometer)))
-        result.timings = dict(refiner.timings)
-    result.timings["model"] = timings["model"]
+        for f in range(1, cg_traj.n_frames):
+            frame = pipeline.run(f)
+            frames.append(np.asarray(frame.positions.value_in_unit(unit.nanometer)))
+            for key, seconds in frame.timings.items():
+                totals[key] = totals.get(key, 0.0) + seconds
+    result.timings = totals  # summed over frames
     geometry = evaluate(result.trajectory)
     result.report.update({k: v for k, v in geometry.items() if k in (
         "n_clashes", "n_close_contacts", "cis_peptides_nonpro", "cis_peptides_pro", "n_bonds_out_of_range",
@@ -382,6 +469,9 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
         traj = mdtraj.Trajectory(result.frames, mdtraj.Topology.from_openmm(result.topology))
         save_trajectory(traj, trajectory_output)
         result.written.append(str(trajectory_output))
+    stages.finish(result)
+    if output is not None:
+        result.written.append(str(Path(output).with_suffix(".report.json")))
     return result
 
 
@@ -431,8 +521,7 @@ def _write_outputs(result: SimulationResult, output: Path, atomic_output) -> lis
     written.append(str(output))
     stem = output.with_suffix("")
     for suffix, text in ((".system.xml", mm.XmlSerializer.serialize(without_restraint(result.system))),
-                         (".state.xml", mm.XmlSerializer.serialize(result.state)),
-                         (".report.json", json.dumps(result.report, indent=2, default=float) + "\n")):
+                         (".state.xml", mm.XmlSerializer.serialize(result.state))):
         path = Path(str(stem) + suffix)
         with atomic_output(path) as tmp:
             Path(tmp).write_text(text)
