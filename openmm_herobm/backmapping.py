@@ -192,7 +192,7 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
     not mapped distances; :mod:`openmm_herobm.mapping.deformation`), measured per frame, so
     mapped structures are left alone; False takes every bead as a mapped position.
     """
-    from .io import check_output_path, load_input, write_outputs
+    from .io import check_output_path, check_outputs, load_input, write_outputs
 
     if unmapped not in ("fail", "drop"):
         raise HeroBMError(f"unmapped must be 'fail' or 'drop', not {unmapped!r}")
@@ -203,6 +203,7 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
         check_output_path(output, "structure")
     if trajectory_output is not None:
         check_output_path(trajectory_output, "trajectory")
+    check_outputs([output, trajectory_output], [cg, trajectory])
     traj, source = load_input(cg, trajectory)
     top = traj.topology
     models = None if model is None else (list(model) if isinstance(model, (list, tuple)) else [model])

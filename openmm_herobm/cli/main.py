@@ -1,15 +1,20 @@
 """The ``herobm`` command.
 
 Every subcommand turns a user-input problem (:class:`HeroBMError`) into one line on
-stderr and exit status 2; outputs are written atomically, so a failed run leaves no
-partial file.
+stderr and exit status 2.  Every subcommand that writes files first checks them all
+(:func:`~openmm_herobm.io.check_outputs`: not a folder, a writable folder, not an input),
+before anything is loaded; outputs are written to temporaries and put in place together at
+the end, and SIGTERM/SIGHUP stop a run like Ctrl-C, so an interrupted or failed run leaves
+neither a partial file nor a mix of two runs' files.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -17,7 +22,10 @@ from ..errors import HeroBMError
 
 
 def _cmd_map(args) -> int:
+    from ..io import check_outputs
     from ..mapping.forward import map_structure
+
+    check_outputs([args.output, args.traj_out], [args.structure, args.trajectory])
 
     result = map_structure(args.structure, args.mapping, trajectory=args.trajectory, output=args.output,
                            trajectory_output=args.traj_out, unmapped=args.unmapped,
@@ -40,10 +48,12 @@ def _cmd_map(args) -> int:
 
 
 def _cmd_mapping_complete(args) -> int:
-    from ..io import atomic_output
+    from ..io import atomic_output, check_outputs
     from ..mapping.hierarchy import complete_hierarchy
     from ..mapping.molecule import load_molecule_mapping
 
+    # the mapping itself may be the output: completion in place (read whole, replaced atomically)
+    check_outputs(_file_outputs(args.output), [args.structure])
     mapping = load_molecule_mapping(args.mapping, require_hierarchy=False)
     bonds = _bonds_from_structure_file(args.structure, mapping.name) if args.structure else None
     if bonds is not None:
@@ -56,9 +66,10 @@ def _cmd_mapping_complete(args) -> int:
 
 
 def _cmd_mapping_import(args) -> int:
-    from ..io import atomic_output
+    from ..io import atomic_output, check_outputs
     from ..mapping.vermouth_import import import_vermouth_map, read_vermouth_map
 
+    check_outputs(_file_outputs(args.output), [args.map_file, args.structure, *(args.alias_map or [])])
     bonds = None
     if args.structure:
         bonds = _bonds_from_structure_file(args.structure, read_vermouth_map(args.map_file).name)
@@ -85,8 +96,9 @@ def _cmd_mapping_check(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from ..evaluation import evaluate_files, format_report
-    from ..io import atomic_output
+    from ..io import atomic_output, check_outputs
 
+    check_outputs([args.json], [args.prediction, args.reference])
     result = evaluate_files(args.prediction, args.reference, frame=args.frame)
     if args.json:
         _write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", args.json, atomic_output, quiet=True)
@@ -95,6 +107,15 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_backmap(args) -> int:
+    from ..io import check_outputs
+
+    if args.no_minimize:
+        outputs = [args.output, args.traj_out]
+    else:
+        from ..pipeline.simulate import output_paths
+
+        outputs = output_paths(args.output, args.traj_out)
+    check_outputs(outputs, [args.cg, args.trajectory, *(args.model or []), *(args.forcefield or [])])
     if args.no_minimize:
         from ..backmapping import backmap
 
@@ -136,7 +157,10 @@ def _pipeline(args, backmap_and_simulate):
 
 def _cmd_batch(args) -> int:
     from ..batch import batch
+    from ..io import check_output_folder
 
+    check_output_folder(args.output)
+    _check_batch_outputs(args)
     options = dict(side_chains=args.side_chains, deformation=not args.no_deformation)
     if not args.no_minimize:
         options.update(ph=args.ph, forcefield=args.forcefield, equilibrate=args.equilibrate,
@@ -149,8 +173,10 @@ def _cmd_batch(args) -> int:
 
 
 def _cmd_ligand_params(args) -> int:
+    from ..io import check_outputs
     from ..pipeline.ligand_params import gaff_parameters
 
+    check_outputs([args.output], [args.structure])
     path = gaff_parameters(args.structure, args.name, args.output, net_charge=args.charge)
     print(f"wrote {path}: GAFF2 template {args.name} (AM1-BCC charges, net charge {args.charge})")
     return 0
@@ -168,11 +194,35 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_deploy(args) -> int:
+    from ..io import check_outputs
     from ..training.deploy import deploy
 
+    check_outputs([args.output], [args.checkpoint, args.side_chains])
     path = deploy(args.checkpoint, args.output, description=args.description or "", side_chains=args.side_chains)
     print(f"wrote {path}")
     return 0
+
+
+def _check_batch_outputs(args) -> None:
+    """No file the batch would write into OUTDIR may be one of its inputs (``batch in/*.pdb -o in``)."""
+    from ..batch import plan
+    from ..io import check_outputs
+    from ..pipeline.simulate import output_paths
+
+    tasks = plan(args.inputs, args.frames_per_task)
+    outputs, inputs = {}, set()
+    for t in tasks:
+        pdb = str(Path(args.output) / f"{t.stem}.pdb")
+        paths = [pdb] if args.no_minimize else output_paths(pdb)
+        if t.trajectory is not None:
+            paths.append(str(Path(args.output) / f"{t.stem}.dcd"))
+        outputs.update(dict.fromkeys(paths))
+        inputs.update(p for p in (t.structure, t.trajectory) if p is not None)
+    check_outputs(list(outputs), sorted(inputs), create_folders=True)
+
+
+def _file_outputs(output: str | None) -> list[str]:
+    return [] if output is None or output == "-" else [output]
 
 
 def _known_bonds(mapping, bonds):
@@ -379,9 +429,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every ``finally`` removes its temporaries."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, _frame):
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:  # the default kills us mid-write
+                previous[sig] = signal.signal(sig, _terminate)
+    try:
+        return _run(args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(args) -> int:
     try:
         if args.command != "batch":  # batch sets its workers' threads itself
             from ..threads import configure
@@ -400,9 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     except HeroBMError as exc:
         print(f"herobm: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("herobm: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        print(f"herobm: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # e.g. `herobm evaluate ... | head`
         return 0
 

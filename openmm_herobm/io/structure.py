@@ -45,6 +45,7 @@ from openmm.app.internal.unitcell import computePeriodicBoxVectors
 from scipy.spatial import cKDTree
 
 from ..errors import StructureError
+from .files import OutputFiles, atomic_output, check_outputs, output_files
 
 STRUCTURE_FORMATS = (".pdb", ".gro", ".cif", ".mmcif")  # also readable gzipped
 TRAJECTORY_FORMATS = (".xtc", ".dcd", ".trr")
@@ -511,7 +512,8 @@ def check_output_path(path, kind="structure") -> str:
 
     kind='structure': .pdb .gro .cif .mmcif; kind='trajectory': those plus
     .xtc .dcd .trr.  Raises StructureError for an unknown extension or a
-    missing output folder.
+    missing output folder, HeroBMError for a path that is a folder or a
+    folder that cannot be written (:func:`~openmm_herobm.io.check_outputs`).
     """
     if kind not in ("structure", "trajectory"):
         raise ValueError(f"kind must be 'structure' or 'trajectory', not {kind!r}")
@@ -524,49 +526,31 @@ def check_output_path(path, kind="structure") -> str:
     folder = os.path.dirname(os.path.abspath(name))
     if not os.path.isdir(folder):
         raise StructureError(f"{name}: output folder {folder} does not exist; create it first")
+    check_outputs([name])  # not a folder itself, its folder writable
     return ext
 
 
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yield a temporary path in the destination folder; on success move it onto
-    ``path`` (os.replace), on any error delete it, so no partial file is left."""
-    path = os.path.abspath(os.fspath(path))
-    folder, base = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=os.path.splitext(base)[1])
-    os.close(fd)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
-def save_structure(traj: md.Trajectory, path, frame=None) -> None:
+def save_structure(traj: md.Trajectory, path, frame=None, files: OutputFiles | None = None) -> None:
     """Write a structure (.pdb, .gro, .cif/.mmcif) atomically.
 
     ``frame``: index of the one frame to write; None writes every frame (as
-    MODELs in PDB/mmCIF, concatenated frames in GRO).
+    MODELs in PDB/mmCIF, concatenated frames in GRO).  ``files``: the
+    :func:`~openmm_herobm.io.output_files` set the file joins (committed with it).
     """
     ext = check_output_path(path, "structure")
     if frame is not None:
         traj = traj.slice([frame], copy=False)
-    _write(traj, os.fspath(path), ext)
+    _write(traj, os.fspath(path), ext, files)
 
 
-def save_trajectory(traj: md.Trajectory, path) -> None:
+def save_trajectory(traj: md.Trajectory, path, files: OutputFiles | None = None) -> None:
     """Write all frames atomically: .xtc, .dcd, .trr, or a multi-model .pdb/.gro/.cif."""
-    _write(traj, os.fspath(path), check_output_path(path, "trajectory"))
+    _write(traj, os.fspath(path), check_output_path(path, "trajectory"), files)
 
 
-def _write(traj, name, ext):
+def _write(traj, name, ext, files=None):
     _check_finite(traj, name, "refusing to write it")
-    with atomic_output(name) as tmp:
+    with atomic_output(name, files) as tmp:
         _WRITERS[ext](traj, tmp, name)
 
 
@@ -754,12 +738,14 @@ def load_input(structure, trajectory=None) -> tuple[md.Trajectory, str]:
 
 
 def write_outputs(traj: md.Trajectory, output=None, trajectory_output=None) -> list[str]:
-    """Frame 0 to ``output`` and every frame to ``trajectory_output`` (each optional, atomic)."""
+    """Frame 0 to ``output`` and every frame to ``trajectory_output`` (each optional; both or neither
+    put in place)."""
     written = []
-    if output is not None:
-        save_structure(traj, output, frame=0)
-        written.append(str(output))
-    if trajectory_output is not None:
-        save_trajectory(traj, trajectory_output)
-        written.append(str(trajectory_output))
+    with output_files() as files:
+        if output is not None:
+            save_structure(traj, output, frame=0, files=files)
+            written.append(str(output))
+        if trajectory_output is not None:
+            save_trajectory(traj, trajectory_output, files=files)
+            written.append(str(trajectory_output))
     return written

@@ -8,6 +8,7 @@ JSON report).  Trajectories reuse frame 0's topology and System for every frame.
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,21 +420,23 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     """
     from ..backmapping import backmap
     from ..evaluation import evaluate
-    from ..io import atomic_output, check_output_path, load_input, save_trajectory
+    from ..io import check_output_path, check_outputs, load_input, output_files, save_trajectory
 
     if output is not None:
         check_output_path(output, "structure")
     if trajectory_output is not None:
         check_output_path(trajectory_output, "trajectory")
+    check_outputs(output_paths(output, trajectory_output), [cg, trajectory])
     if solvent == "explicit" and (trajectory_output is not None or all_frames):
         raise HeroBMError("explicit solvent is for preparing one structure; refine trajectories in 'implicit' "
                           "or vacuum (solvent=None), then solvate the frame you want to simulate")
     reporters = list(reporters or [])
     if progress and not any(isinstance(r, ProgressReporter) for r in reporters):
         reporters.append(ProgressReporter())
-    if output is not None:
-        reporters.append(JSONReporter(Path(output).with_suffix(".report.json")))
-    stages = Stages(reporters)
+    # the report file's stages: collected like any reporter's, written with the other outputs
+    report = JSONReporter(Path(str(Path(output).with_suffix("")) + ".report.json")) if output is not None else None
+    everyone = reporters + ([] if report is None else [report])
+    stages = Stages(everyone)
     cg_traj, _ = load_input(cg, trajectory)
     with stages("model"):
         bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit, side_chains=side_chains, deformation=deformation)
@@ -446,7 +449,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                         restraint_tolerance=RESTRAINT_TOLERANCE if restraint_tolerance is None else restraint_tolerance,
                         optimize_backbone=(not fit) if optimize_backbone is None else optimize_backbone,
                         backbone_guard=fit, minimize=minimize, equilibrate=equilibrate, variants=variants,
-                        reporters=reporters)
+                        reporters=everyone)
     result = pipeline.run(0)
     totals = {**result.timings, **stages.timings}
     frames = [np.asarray(result.positions.value_in_unit(unit.nanometer))]
@@ -463,16 +466,24 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
         "n_pierced_rings") or k.startswith(("chirality_errors_", "double_bond_errors_")) and not isinstance(v, dict)})
     result.frames = np.array(frames, dtype=np.float32)
     result.report.update(energies_kj_mol=result.energies, timings_s=result.timings, n_frames=len(frames))
-    if output is not None:
-        result.written = _write_outputs(result, Path(output), atomic_output)
-    if trajectory_output is not None:
-        traj = mdtraj.Trajectory(result.frames, mdtraj.Topology.from_openmm(result.topology))
-        save_trajectory(traj, trajectory_output)
-        result.written.append(str(trajectory_output))
-    stages.finish(result)
-    if output is not None:
-        result.written.append(str(Path(output).with_suffix(".report.json")))
+    with output_files() as files:  # all put in place together: never a mix of two runs
+        if output is not None:
+            result.written = _write_outputs(result, Path(output), files, report)
+        if trajectory_output is not None:
+            traj = mdtraj.Trajectory(result.frames, mdtraj.Topology.from_openmm(result.topology))
+            save_trajectory(traj, trajectory_output, files=files)
+            result.written.append(str(trajectory_output))
+    Stages(reporters).finish(result)  # the caller's reporters (the report file is written above)
     return result
+
+
+COMPANIONS = (".system.xml", ".state.xml", ".report.json")  # written beside ``output``, from its stem
+
+
+def output_paths(output=None, trajectory_output=None) -> list[str]:
+    """Every file :func:`backmap_and_simulate` writes for these arguments (for checks before work)."""
+    paths = [] if output is None else [str(output)] + [str(Path(output).with_suffix("")) + s for s in COMPANIONS]
+    return paths + ([] if trajectory_output is None else [str(trajectory_output)])
 
 
 def without_restraint(system: mm.System) -> mm.System:
@@ -508,9 +519,9 @@ def restore_residue_names(pdb_path, topology: app.Topology) -> None:
     Path(pdb_path).write_text("".join(lines))
 
 
-def _write_outputs(result: SimulationResult, output: Path, atomic_output) -> list[str]:
+def _write_outputs(result: SimulationResult, output: Path, files, report: JSONReporter) -> list[str]:
     written = []
-    with atomic_output(output) as tmp:
+    with files.file(output) as tmp:
         with open(tmp, "w") as f:
             if output.suffix.lower() in (".cif", ".mmcif"):
                 app.PDBxFile.writeFile(result.topology, result.positions, f, keepIds=True)
@@ -520,10 +531,11 @@ def _write_outputs(result: SimulationResult, output: Path, atomic_output) -> lis
             restore_residue_names(tmp, result.topology)
     written.append(str(output))
     stem = output.with_suffix("")
-    for suffix, text in ((".system.xml", mm.XmlSerializer.serialize(without_restraint(result.system))),
-                         (".state.xml", mm.XmlSerializer.serialize(result.state))):
+    for suffix, text in zip(COMPANIONS, (mm.XmlSerializer.serialize(without_restraint(result.system)),
+                                         mm.XmlSerializer.serialize(result.state),
+                                         json.dumps(report.document(result), indent=2, default=float) + "\n")):
         path = Path(str(stem) + suffix)
-        with atomic_output(path) as tmp:
+        with files.file(path) as tmp:
             Path(tmp).write_text(text)
         written.append(str(path))
     return written
