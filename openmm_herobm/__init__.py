@@ -18,13 +18,16 @@ still show the real functions.
 from .errors import HeroBMError, MappingError, StructureError
 from .threads import configure as set_threads
 
+# light (no torch/mdtraj); imported here so the function, not its module, is ``openmm_herobm.batch``
+from .batch import batch  # noqa: E402  (isort: keep after the errors it imports)
+
 #: public name -> module that defines it
 _LAZY = {"MappingSet": "mapping", "MoleculeMapping": "mapping", "SystemMapping": "mapping",
          "available_mapping_sets": "mapping", "load_molecule_mapping": "mapping", "map_structure": "mapping.forward",
          "backmap": "backmapping", "BackmapResult": "backmapping",
          "backmap_and_simulate": "pipeline", "Pipeline": "pipeline", "SimulationResult": "pipeline",
          "ProgressReporter": "pipeline", "JSONReporter": "pipeline", "StageEvent": "pipeline",
-         "load_model": "model.deploy", "deploy": "training.deploy", "batch": "batch",
+         "load_model": "model.deploy", "deploy": "training.deploy",
          "evaluate": "evaluation", "evaluate_files": "evaluation"}
 #: modules that load torch: idle OpenMP threads are set to sleep first (openmm_herobm.threads)
 _TORCH = ("backmapping", "pipeline", "model.deploy", "training.deploy")
@@ -69,4 +72,4 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["HeroBMError", "MappingError", "StructureError", "set_threads", *_LAZY]
+__all__ = ["HeroBMError", "MappingError", "StructureError", "set_threads", "batch", *_LAZY]
