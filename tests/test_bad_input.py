@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CG = ROOT / "examples" / "data" / "1ubq_martinize2_cg.pdb"
 AA = ROOT / "examples" / "data" / "1ubq.pdb"
 
-_WORK = Path(tempfile.mkdtemp(prefix="herobm-bad-input-"))
+_WORK_DIR = tempfile.TemporaryDirectory(prefix="herobm-bad-input-")  # removed when the run ends
+_WORK = Path(_WORK_DIR.name)
 
 
 def _real_inputs():
