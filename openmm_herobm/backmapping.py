@@ -20,9 +20,11 @@ import mdtraj
 import numpy as np
 import scipy.sparse
 import torch
+from scipy.spatial import cKDTree
 
 from .errors import HeroBMError
 from .mapping import SystemMapping
+from .mapping.system import residue_label
 from .mapping.deformation import BeadDeformation
 from .model.deploy import LoadedModel, load_model, shipped_models
 from .model.inference import predict_chunked
@@ -226,6 +228,7 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
         beads = np.array([a.index for r in residues for a in top.residue(r).atoms], np.int64)
         sub = traj.atom_slice(beads) if len(beads) < traj.n_atoms else traj
         system = SystemMapping.from_cg(sub.topology, loaded.mapping_set, unmapped="fail", source=source)
+        _check_neighbours(sub, loaded.cutoff, source)
         xyz, dihedrals, targets, alpha = _predict(loaded, system, sub, chunk, fit, side_chains, deformation)
         misfit = np.linalg.norm(system.map(xyz) - targets, axis=-1)
         parts.append(BackmapPart(system, loaded, dihedrals, beads[system.cg_input_index], targets, alpha, misfit))
@@ -238,6 +241,29 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
     box = None if traj.unitcell_vectors is None else traj.unitcell_vectors.astype(np.float64)
     cg_xyz = traj.xyz[:, np.concatenate([p.bead_index for p in parts])]
     return BackmapResult(out, parts, dict(solvent), box, write_outputs(out, output, trajectory_output), cg_xyz)
+
+
+def _check_neighbours(traj: mdtraj.Trajectory, cutoff: float, source: str) -> None:
+    """Refuse a bead with no other bead of its model's part within the cutoff (A) in some frame.
+
+    The network orients atoms only from the vectors to neighbouring beads: a lone bead (a
+    one-bead residue such as GLY on its own) gets no vectors at all, so every atom of it
+    would sit on the bead (the network cannot even run when no bead has a neighbour).
+    """
+    for f in range(traj.n_frames):
+        x = traj.xyz[f].astype(np.float64) * 10.0
+        if len(x) > 1:
+            distance, _ = cKDTree(x).query(x, k=2)
+            lone = np.flatnonzero(~(distance[:, 1] < cutoff))
+        else:
+            lone = np.array([0])
+        if len(lone):
+            atom = traj.topology.atom(int(lone[0]))
+            where = f"{source}: " if source else ""
+            raise HeroBMError(
+                f"{where}{residue_label(atom.residue)}: bead {atom.name} has no other bead within "
+                f"{cutoff:g} A (the model's cutoff) in frame {f}, so the model cannot orient its atoms "
+                "(a lone one-bead residue cannot be backmapped); include the beads around it")
 
 
 def make_fit(system: SystemMapping, loaded: LoadedModel, side_chains: str = "rotamers"):

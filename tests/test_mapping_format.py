@@ -349,6 +349,61 @@ def test_error_other_file_level_problems(tmp_path):
         load_molecule_mapping(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize("extra, culprits, match", [
+    ("elements: true", ["'elements:'"], "must map atom names"),
+    ("elements: {CA: Qq}", ["atom CA", "'Qq'"], "not an element symbol"),
+    ("elements: {CZ: Se, CA: U}", ["atom CA", "'U'"], "no mass known"),
+    ("beads: BB", ["'beads:'"], "must be a list"),
+    ("bonds: 3", ["'bonds:'"], "must be a list of atom pairs"),
+    ("bonds:\n  - {CA: CB}", ["a mapping"], "must be a name"),
+    ("residue_names: PHX", ["'residue_names:'"], "must be a list"),
+    ("cg_name: [A, B]", ["'cg_name:'", "a list"], "must be a name"),
+    ("weighting: no", ["'weighting:'", "False"], "quote"),
+])
+def test_error_wrong_yaml_types(tmp_path, extra, culprits, match):
+    """A value of the wrong YAML type is refused naming the key, not turned into a name by str()."""
+    lines = [line for line in shipped_text("PHE").splitlines() if not line.startswith(extra.split(":")[0] + ":")]
+    _expect_error(tmp_path, "\n".join(lines) + "\n" + extra + "\n", *culprits, match=match)
+
+
+def test_error_wrong_yaml_types_in_atoms(tmp_path):
+    base = shipped_text("PHE")
+    _expect_error(tmp_path, _replace_line(base, "CZ:", "  CZ:"), "atom CZ", match="no bead given")
+    _expect_error(tmp_path, _replace_line(base, "CZ:", "  CZ: [SC2, SC3]"), "atom CZ", "a list", match="must be a name")
+    path = _write(tmp_path, base.replace("molecule: PHE", "molecule: yes"))
+    with pytest.raises(MappingError, match="'molecule:' True is a YAML boolean; quote the name"):
+        load_molecule_mapping(path)
+    # an alias bomb: 2**40 leaves if turned into text; refused by its type at once
+    bomb = "".join(f"  C{i}: &b{i} [*b{i - 1}, *b{i - 1}]\n" for i in range(1, 40))
+    path = _write(tmp_path, "molecule: PHE\natoms:\n  CA: &b0 [BB, BB]\n" + bomb)
+    with pytest.raises(MappingError, match="atom CA: the bead specification must be a name, not a list"):
+        load_molecule_mapping(path)
+
+
+def test_error_not_yaml_text(tmp_path):
+    path = tmp_path / "PHE.yaml"
+    path.write_bytes(b"molecule: PHE\natoms:\n  CA: BB P1A\xff\n")
+    with pytest.raises(MappingError, match="not UTF-8 text"):
+        load_molecule_mapping(path)
+    path.write_text("atoms: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(MappingError, match="nested too deeply"):
+        load_molecule_mapping(path)
+    path.write_text("\x00molecule: PHE\n")
+    with pytest.raises(MappingError, match="not valid YAML") as info:
+        load_molecule_mapping(path)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_tags_never_run_code(tmp_path):
+    marker = tmp_path / "ran"
+    text = f"molecule: !!python/object/apply:os.system ['touch {marker}']\natoms:\n  CA: BB P1A\n"
+    with pytest.raises(MappingError, match="not valid YAML"):
+        load_molecule_mapping(_write(tmp_path, text))
+    with pytest.raises(MappingError, match="not valid YAML"):
+        MappingSet.load(tmp_path)
+    assert not marker.exists()
+
+
 def test_error_in_set_names_the_file(tmp_path):
     for name in ("ALA", "GLY"):
         _write(tmp_path, shipped_text(name), f"{name}.yaml")

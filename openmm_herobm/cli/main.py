@@ -55,7 +55,7 @@ def _cmd_mapping_complete(args) -> int:
     # the mapping itself may be the output: completion in place (read whole, replaced atomically)
     check_outputs(_file_outputs(args.output), [args.structure])
     mapping = load_molecule_mapping(args.mapping, require_hierarchy=False)
-    bonds = _bonds_from_structure_file(args.structure, mapping.name) if args.structure else None
+    bonds = _bonds_from_structure_file(args.structure, mapping.name, mapping) if args.structure else None
     if bonds is not None:
         bonds = _known_bonds(mapping, bonds)
         if not args.no_bonds_in_output:
@@ -231,9 +231,10 @@ def _known_bonds(mapping, bonds):
     return [(canon[a], canon[b]) for a, b in bonds if a in canon and b in canon]
 
 
-def _bonds_from_structure_file(path: str, resname: str) -> list[tuple[str, str]]:
+def _bonds_from_structure_file(path: str, resname: str, mapping=None) -> list[tuple[str, str]]:
     from ..io import load_structure
-    from ..mapping.hierarchy import bonds_from_structure
+    from ..mapping.hierarchy import bonds_from_structure, check_structure_residue
+    from ..mapping.system import residue_label
 
     traj = load_structure(path)
     residue = next((r for r in traj.topology.residues if r.name == resname), None)
@@ -241,6 +242,8 @@ def _bonds_from_structure_file(path: str, resname: str) -> list[tuple[str, str]]
         raise HeroBMError(f"{path}: no residue named {resname} to take the bond graph from")
     atoms = [(a.name, a.element.symbol if a.element is not None else a.name[0], traj.xyz[0, a.index])
              for a in residue.atoms]
+    if mapping is not None:  # the structure's atoms must be the mapping's
+        check_structure_residue(mapping, [a[:2] for a in atoms], f"{path}: {residue_label(residue)}")
     return bonds_from_structure(atoms)
 
 

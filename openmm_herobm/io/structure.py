@@ -31,6 +31,7 @@ import gzip
 import os
 import re
 import shutil
+import struct
 import tempfile
 
 import mdtraj as md
@@ -39,6 +40,7 @@ import openmm.app as app
 from mdtraj.core import element as md_element
 from mdtraj.formats.pdb.pdbfile import PDBTrajectoryFile
 from openmm import unit
+from openmm.app.internal import xtc_utils
 from openmm.app.internal.pdbstructure import PdbStructure
 from openmm.app.internal.pdbx.reader.PdbxReader import PdbxReader
 from openmm.app.internal.unitcell import computePeriodicBoxVectors
@@ -50,6 +52,9 @@ from .files import OutputFiles, atomic_output, check_outputs, output_files
 STRUCTURE_FORMATS = (".pdb", ".gro", ".cif", ".mmcif")  # also readable gzipped
 TRAJECTORY_FORMATS = (".xtc", ".dcd", ".trr")
 CG_NEIGHBOUR_NM = 0.2  # median nearest-neighbour distance above which a file is CG
+#: inputs with a coordinate beyond +-1e5 A (10 um, far beyond any simulation box) are refused:
+#: such a value is corruption or wrong units, and would be carried silently into every output
+MAX_ABS_COORDINATE_NM = 1e4
 POLYMER_LINK_NM = 0.6  # BB/CA of consecutive residues closer than this: one molecule
 
 __all__ = [
@@ -92,6 +97,25 @@ def _check_finite(traj, name, action):
         raise StructureError(
             f"{name}: non-finite coordinate (NaN or inf) in frame {frame} at "
             f"{_describe_atom(traj.topology.atom(int(index)))}; {action}")
+
+
+def _check_input_coordinates(traj, name):
+    """Refuse NaN/inf and coordinates beyond MAX_ABS_COORDINATE_NM, naming frame and atom,
+    and a unit cell that is not finite (make_whole would turn every position into NaN)."""
+    _check_finite(traj, name, "the file is corrupt; regenerate it")
+    if traj.unitcell_vectors is not None:
+        bad = ~(np.abs(traj.unitcell_vectors) <= MAX_ABS_COORDINATE_NM).all(axis=(1, 2))
+        if bad.any():
+            raise StructureError(f"{name}: the unit cell of frame {int(np.argmax(bad))} is not finite or "
+                                 f"beyond +-{MAX_ABS_COORDINATE_NM * 10:g} A; fix the box (CRYST1 or the box line)")
+    far = (np.abs(traj.xyz) > MAX_ABS_COORDINATE_NM).any(axis=2)
+    if far.any():
+        frame, index = np.argwhere(far)[0]
+        value = float(traj.xyz[frame, index][np.argmax(np.abs(traj.xyz[frame, index]))]) * 10.0
+        raise StructureError(
+            f"{name}: coordinate {value:.4g} A in frame {frame} at "
+            f"{_describe_atom(traj.topology.atom(int(index)))} is beyond +-{MAX_ABS_COORDINATE_NM * 10:g} A; "
+            f"the file is corrupt or not in A/nm, fix it")
 
 
 def atom_slice(traj: md.Trajectory, atom_indices) -> md.Trajectory:
@@ -138,7 +162,7 @@ def load_structure(path, top=None, frames=None) -> md.Trajectory:
         except IndexError:
             raise StructureError(f"{name}: frame selection {frames!r} is out of range; "
                                  f"the file has {traj.n_frames} frame(s)") from None
-    _check_finite(traj, name, "the file is corrupt; regenerate it")
+    _check_input_coordinates(traj, name)
     return traj
 
 
@@ -223,8 +247,12 @@ def _read_cif(plain, name):
     if top.getNumAtoms() == 0:
         raise StructureError(f"{name}: no atom_site records; this mmCIF file holds no atoms")
     _restore_cif_names(plain, top)
-    xyz = np.array([cif.getPositions(asNumpy=True, frame=k).value_in_unit(unit.nanometer)
-                    for k in range(cif.getNumFrames())])
+    xyz = [cif.getPositions(asNumpy=True, frame=k).value_in_unit(unit.nanometer) for k in range(cif.getNumFrames())]
+    for k, frame in enumerate(xyz):
+        if len(frame) != top.getNumAtoms():
+            raise StructureError(f"{name}: model {k + 1} has {len(frame)} atoms but model 1 has "
+                                 f"{top.getNumAtoms()}; all models must hold the same atoms")
+    xyz = np.array(xyz)
     box = top.getPeriodicBoxVectors()
     box = None if box is None else np.array(box.value_in_unit(unit.nanometer))
     explicit = [a.element is not None for a in top.atoms()]
@@ -249,6 +277,9 @@ def _restore_cif_names(plain, top):
     for atom in top.atoms():
         if atom.id in raw:
             atom.residue.name, atom.name = raw[atom.id]
+
+
+_GRO_TIME = re.compile(r"t=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")  # in the title line
 
 
 def _read_gro(plain, name):
@@ -298,7 +329,7 @@ def _read_gro(plain, name):
                                  f"numbers); the file is truncated or the atom count is wrong") from None
         v = values + [0.0] * (9 - len(values))  # v1x v2y v3z v1y v1z v2x v2z v3x v3y
         boxes.append([[v[0], v[3], v[4]], [v[5], v[1], v[6]], [v[7], v[8], v[2]]])
-        t = re.search(r"t=\s*([-+0-9.eE]+)", lines[start])
+        t = _GRO_TIME.search(lines[start])
         times.append(float(t.group(1)) if t else k)
 
     top = md.Topology()
@@ -385,8 +416,12 @@ def _looks_coarse_grained(xyz0):
     return float(np.median(dist[:, 1])) > CG_NEIGHBOUR_NM
 
 
-def _read_trajectory(name, ext, top, n_frames=None):
-    """The whole trajectory; ``n_frames=0``: only check it against ``top`` (returns None)."""
+def _read_trajectory(name, ext, top, start=0, stop=None):
+    """Frames ``start:stop`` of a trajectory over ``top`` (a structure path, Trajectory or Topology).
+
+    The file is checked before it is read (its atom count against ``top``; a cut or damaged
+    file is refused saying after which frame it breaks, never read short).
+    """
     if top is None:
         raise StructureError(f"{name}: a {ext} trajectory holds no topology; also give the "
                              f"structure file it belongs to (PDB, GRO or mmCIF)")
@@ -396,23 +431,191 @@ def _read_trajectory(name, ext, top, n_frames=None):
         topology, top_name = top.topology, "the given topology"
     else:
         topology, top_name = load_structure(top).topology, os.fspath(top)
-    try:
-        with md.open(name) as fh:
-            n_atoms = fh.read(n_frames=1)[0].shape[1]
-    except Exception as exc:
-        raise StructureError(f"{name}: cannot be read as {ext} ({_one_line(exc)}); the file is "
-                             f"corrupt or not a {ext} trajectory") from None
+    n_frames, n_atoms, offsets = _trajectory_index(name, ext)
     if n_atoms != topology.n_atoms:
         raise StructureError(f"{name}: the trajectory has {n_atoms} atoms per frame but "
                              f"{top_name} has {topology.n_atoms}; use the structure the "
                              f"trajectory was written with")
-    if n_frames == 0:
-        return None
+    if start >= n_frames:
+        raise StructureError(f"{name}: frames {start}:{stop} are out of range; the file has "
+                             f"{n_frames} frame(s)")
+    stop = n_frames if stop is None else min(stop, n_frames)
+    if offsets is not None:
+        return _read_xtc(name, topology, offsets, start, stop)
+    try:  # the traj shares the topology, so insertion codes survive
+        if start == 0 and stop == n_frames:
+            return md.load(name, top=topology)
+        return next(md.iterload(name, top=topology, chunk=stop - start, skip=start))
+    except _READ_ERRORS as exc:
+        raise _unreadable(name, ext, exc) from None
+
+
+# what mdtraj's readers raise on a damaged file
+_READ_ERRORS = (OSError, EOFError, RuntimeError, ValueError, IndexError, OverflowError)
+
+
+def _unreadable(name, ext, exc):
+    """The StructureError for a trajectory mdtraj cannot read, with the frame where it breaks."""
+    good = 0
     try:
-        return md.load(name, top=topology)  # shares the topology, so insertion codes survive
-    except Exception as exc:
-        raise StructureError(f"{name}: cannot be read as {ext} ({_one_line(exc)}); the file is "
-                             f"corrupt or truncated") from None
+        with md.open(name) as fh:
+            while len(fh.read(n_frames=1)[0]):
+                good += 1
+    except _READ_ERRORS:
+        pass
+    if good:
+        return StructureError(f"{name}: truncated or corrupt after frame {good} ({_one_line(exc)}); "
+                              f"re-copy or regenerate the file")
+    return StructureError(f"{name}: cannot be read as {ext} ({_one_line(exc)}); the file is "
+                          f"corrupt or not a {ext} trajectory")
+
+
+def _truncated(name, complete, detail=""):
+    return StructureError(f"{name}: truncated after frame {complete} ({complete} complete frame(s)"
+                          f"{detail}); re-copy or regenerate the file")
+
+
+def _trajectory_index(name, ext):
+    """``(frames, atoms per frame, XTC frame offsets or None)`` of a checked trajectory file."""
+    if ext == ".xtc":
+        offsets, n_atoms = _xtc_frames(name)
+        return len(offsets) - 1, n_atoms, offsets
+    shape = _dcd_frames(name) if ext == ".dcd" else None
+    if shape is None:  # TRR, or a DCD layout the header check does not know: ask mdtraj
+        try:
+            with md.open(name) as fh:
+                n_atoms = fh.read(n_frames=1)[0].shape[1]
+            with md.open(name) as fh:
+                shape = len(fh), n_atoms
+        except _READ_ERRORS as exc:
+            raise _unreadable(name, ext, exc) from None
+    if shape[0] == 0:
+        raise StructureError(f"{name}: the trajectory holds no frames")
+    return shape[0], shape[1], None
+
+
+def _dcd_frames(name):
+    """``(complete frames, atoms)`` of a DCD file from its header and size, or None for a layout
+    this check does not know (64-bit record markers, fixed atoms).  A file that ends inside a
+    frame, or holds fewer frames than its header says, is refused: mdtraj reads it short silently."""
+    size = os.path.getsize(name)
+    with open(name, "rb") as fh:
+        head = fh.read(96)
+        if len(head) < 96:
+            return None
+        for order in "<>":  # the first record is 84 bytes long, in the writer's byte order
+            if struct.unpack(order + "i", head[:4])[0] == 84 and head[4:8] == b"CORD":
+                break
+        else:
+            return None
+        icntrl = struct.unpack(order + "20i", head[8:88])
+        title = struct.unpack(order + "i", head[92:96])[0]
+        header = 92 + 4 + title + 4 + 12  # CORD record, title record, atom-count record
+        if title < 4 or header > size:
+            return None
+        fh.seek(header - 12)
+        marker, n_atoms, end = struct.unpack(order + "3i", fh.read(12))
+        if (marker, end) != (4, 4) or n_atoms <= 0 or icntrl[8] != 0:
+            return None
+        charmm = icntrl[19] != 0
+        frame = (4 if charmm and icntrl[11] == 1 else 3) * (8 + 4 * n_atoms)
+        if charmm and icntrl[10] != 0:  # a unit-cell record before the coordinates of each frame
+            cell = fh.read(4)  # its length (48: six doubles); a file cut before it holds no frame
+            cell = struct.unpack(order + "i", cell)[0] if len(cell) == 4 else 48
+            if cell <= 0:
+                return None
+            frame += 8 + cell
+    complete, rest = divmod(size - header, frame)
+    if rest:
+        raise _truncated(name, complete, ", then a partial one")
+    if icntrl[0] > complete:
+        raise _truncated(name, complete, f"; its header says {icntrl[0]}")
+    return complete, n_atoms
+
+
+# XTC frame header: magic, atoms, step, time, box, atoms again; for more than 9 atoms
+# (compressed) precision, min and max integer coordinates, small-run index, payload bytes
+_XTC_MAGIC = 1995
+_XTC_HEAD = struct.Struct(">iiif9fi")
+_XTC_COMPRESSED = struct.Struct(">f3i3iii")
+_XTC_SMALLIDX = (9, 73)  # the decoder's table of run sizes has 73 entries, the first 9 unused
+
+
+def _xtc_frames(name):
+    """Byte offsets of the frames of an XTC file (plus its end) and its atom count.
+
+    Every frame header is checked before the C decoder sees it: a bad run-size index,
+    coordinate range or payload size in a damaged file makes it read or write out of
+    bounds and crash the process, which no exception handler can turn into a message.
+    """
+    size = os.path.getsize(name)
+    offsets, n_atoms, pos = [0], None, 0
+    with open(name, "rb") as fh:
+        while pos < size:
+            frame = len(offsets)  # 1-based number of the frame at ``pos``
+            fh.seek(pos)
+            raw = fh.read(_XTC_HEAD.size + _XTC_COMPRESSED.size)
+            if len(raw) < _XTC_HEAD.size:
+                raise _truncated(name, frame - 1, ", then a partial one")
+            magic, natoms, _, _, *box, lsize = _XTC_HEAD.unpack_from(raw)
+            problem = None
+            if magic != _XTC_MAGIC:
+                problem = "no XTC frame starts here"
+            elif natoms <= 0 or lsize != natoms or natoms != (n_atoms or natoms):
+                problem = f"atom count {natoms}"
+            elif not np.isfinite(box).all():
+                problem = "box is not finite"
+            if problem is None and natoms <= 9:  # up to 9 atoms are stored as plain floats
+                end = pos + _XTC_HEAD.size + 12 * natoms
+            elif problem is None:
+                if len(raw) < _XTC_HEAD.size + _XTC_COMPRESSED.size:
+                    raise _truncated(name, frame - 1, ", then a partial one")
+                precision, *ints, smallidx, nbytes = _XTC_COMPRESSED.unpack_from(raw, _XTC_HEAD.size)
+                spans = [hi - lo for lo, hi in zip(ints[:3], ints[3:])]  # max - min integer coordinate
+                if not (np.isfinite(precision) and precision > 0):
+                    problem = f"precision {precision}"
+                elif min(spans) < 0 or max(spans) >= 2**31 - 2:  # the writer's own limit
+                    problem = "coordinate range"
+                elif not _XTC_SMALLIDX[0] <= smallidx < _XTC_SMALLIDX[1]:
+                    problem = f"run-size index {smallidx}"
+                elif not 0 <= nbytes <= 4 * (int(3 * natoms * 1.2) - 3):  # the decoder's buffer
+                    problem = f"payload size {nbytes}"
+                end = pos + _XTC_HEAD.size + _XTC_COMPRESSED.size + (nbytes + 3) // 4 * 4
+            if problem is not None:
+                raise StructureError(f"{name}: frame {frame} is corrupt ({problem}, at byte {pos}); "
+                                     f"the file is damaged, regenerate it")
+            if end > size:
+                raise _truncated(name, frame - 1, ", then a partial one")
+            n_atoms, pos = natoms, end
+            offsets.append(pos)
+    if n_atoms is None:
+        raise StructureError(f"{name}: the trajectory holds no frames")
+    return np.array(offsets, dtype=np.int64), n_atoms
+
+
+def _read_xtc(name, topology, offsets, start, stop):
+    """Frames ``start:stop`` of a checked XTC file, decoded by OpenMM's reader.
+
+    mdtraj's decoder writes past its buffers on some damaged payloads (heap corruption);
+    OpenMM's checks them and reports the frame as corrupt.  Both give the same numbers.
+    """
+    with contextlib.ExitStack() as stack:
+        path = name
+        if (start, stop) != (0, len(offsets) - 1):  # a block: decode only its bytes
+            folder = stack.enter_context(tempfile.TemporaryDirectory())
+            path = os.path.join(folder, "frames.xtc")
+            with open(name, "rb") as src, open(path, "wb") as dst:
+                src.seek(offsets[start])
+                dst.write(src.read(int(offsets[stop] - offsets[start])))
+        try:
+            coords, box, time, _ = xtc_utils.read_xtc(os.fsencode(path))
+        except RuntimeError as exc:
+            raise StructureError(f"{name}: cannot be read as .xtc ({_one_line(exc)}); the file is "
+                                 f"corrupt, regenerate it") from None
+    traj = md.Trajectory(np.ascontiguousarray(coords.transpose(2, 0, 1)), topology, time=time)
+    if np.any(np.abs(box) >= 1e-10):  # an all-zero box means none (as mdtraj reads it)
+        traj.unitcell_vectors = np.ascontiguousarray(box.transpose(2, 0, 1))
+    return traj
 
 
 _READERS = {".pdb": _read_pdb, ".cif": _read_cif, ".mmcif": _read_cif, ".gro": _read_gro}
@@ -679,12 +882,7 @@ def count_frames(trajectory) -> int:
         raise StructureError(f"{name}: not a trajectory ({', '.join(TRAJECTORY_FORMATS)})")
     if not os.path.isfile(name):
         raise StructureError(f"{name}: file not found; check the path")
-    try:
-        with md.open(name) as fh:
-            return len(fh)
-    except Exception as exc:
-        raise StructureError(f"{name}: cannot be read as {ext} ({_one_line(exc)}); the file is "
-                             f"corrupt or truncated") from None
+    return _trajectory_index(name, ext)[0]
 
 
 def load_frames(structure, trajectory, start: int, stop: int, step: int = 1) -> md.Trajectory:
@@ -692,13 +890,11 @@ def load_frames(structure, trajectory, start: int, stop: int, step: int = 1) -> 
     (a block of a long trajectory for one batch task)."""
     top = load_structure(structure)
     name = os.fspath(trajectory)
-    _read_trajectory(name, _split_ext(name)[0], top.topology, n_frames=0)  # checks only
-    try:
-        chunk = next(md.iterload(name, top=top.topology, chunk=max(stop - start, 1), skip=start))
-    except StopIteration:
-        raise StructureError(f"{name}: frames {start}:{stop} are out of range") from None
-    traj = chunk[::step] if step > 1 else chunk
-    _check_finite(traj, name, "the file is corrupt; regenerate it")
+    if not os.path.isfile(name):
+        raise StructureError(f"{name}: file not found; check the path")
+    traj = _read_trajectory(name, _split_ext(name)[0], top.topology, start, max(stop, start + 1))
+    traj = traj[::step] if step > 1 else traj
+    _check_input_coordinates(traj, name)
     return traj
 
 
@@ -727,6 +923,7 @@ def load_input(structure, trajectory=None) -> tuple[md.Trajectory, str]:
     """A structure (path, Trajectory, or OpenMM ``(topology, positions)``, e.g. a ``Modeller``), or a
     trajectory over it, made whole; and its name for messages."""
     if isinstance(structure, md.Trajectory):
+        _check_input_coordinates(structure, "the input trajectory")
         return make_whole(structure), ""
     if isinstance(structure, tuple) and len(structure) == 2 or hasattr(structure, "positions"):
         if trajectory is not None:

@@ -54,6 +54,22 @@ def bonds_from_structure(residue_atoms: list[tuple[str, str, "object"]], toleran
     return [(names[a], names[b]) for a, b in zip(i, j)]
 
 
+def check_structure_residue(mapping: MoleculeMapping, atoms: list[tuple[str, str]], where: str) -> None:
+    """Refuse a structure residue (``(name, element)`` of its atoms) whose heavy atoms are not the
+    mapping's: a bond graph taken from it would silently lack bonds, and a mapping atom without
+    bonds starts a tree of its own.  Hydrogens are not compared (structures often have none)."""
+    known = {n for a in mapping.atoms for n in a.names}
+    for name, element in atoms:
+        if element != "H" and name not in known:
+            raise MappingError(f"{where}: atom {name} is not in mapping {mapping.name} ({mapping.source}); "
+                               "add it to the mapping ('?' if only some residues have it) or rename it")
+    present = {name for name, _ in atoms}
+    for atom in mapping.atoms:
+        if not atom.is_hydrogen and not atom.optional and not present.intersection(atom.names):
+            raise MappingError(f"{where}: has no atom {atom.name} of mapping {mapping.name} ({mapping.source}); "
+                               "give a structure with the whole molecule or fix the atom name")
+
+
 def complete_hierarchy(mapping: MoleculeMapping, bonds: list[tuple[str, str]] | None = None) -> MoleculeMapping:
     """A copy of ``mapping`` whose heavy atoms all carry hierarchy tokens.
 

@@ -14,3 +14,7 @@ def element_mass(symbol: str) -> float:
         return _MASS[symbol]
     except KeyError:
         raise MappingError(f"no mass known for element {symbol!r}") from None
+
+
+def has_mass(symbol: str) -> bool:
+    return symbol in _MASS

@@ -34,8 +34,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import yaml
+from mdtraj.core import element as md_element
 
 from ..errors import MappingError
+from .masses import has_mass
 
 _P_TOKEN = re.compile(r"^P(\d+)([A-Za-z])([A-Za-z])?$")  # ids are letters, so P10AB is unambiguous
 _WEIGHT = re.compile(r"^(\d+(\.\d*)?|\.\d+)(/\d+)?$")
@@ -51,6 +53,15 @@ def element_from_name(name: str) -> str:
     if not letters:
         raise MappingError(f"cannot infer an element from atom name {name!r}; give it under 'elements:'")
     return _ION_NAMES.get(letters, letters[0])
+
+
+def _known_element(symbol: str) -> bool:
+    """A symbol the all-atom topology can take (mdtraj's table, any case)."""
+    try:
+        md_element.get_by_symbol(symbol)
+        return True
+    except KeyError:
+        return False
 
 
 def is_hydrogen_name(name: str) -> bool:
@@ -261,35 +272,69 @@ def load_molecule_mapping(path: str | Path, require_hierarchy: bool = True) -> M
     input of ``herobm mapping complete``).
     """
     path = Path(path)
-    try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    try:  # a SafeLoader: YAML tags never construct Python objects or run code
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except OSError as exc:
         raise MappingError(f"{path}: cannot read mapping file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise MappingError(f"{path}: not UTF-8 text (byte {exc.start}); a mapping file is YAML text") from None
+    except RecursionError:
+        raise MappingError(f"{path}: is not valid YAML for a mapping: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise MappingError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
+        raise MappingError(f"{path}:{where} is not valid YAML: {problem}") from None
     return parse_molecule_mapping(data, source=str(path), require_hierarchy=require_hierarchy)
+
+
+def _describe(value) -> str:
+    """A short description of a YAML value for a message (never the repr of a container,
+    which a file with aliases can make exponentially long)."""
+    if isinstance(value, (dict, list, tuple)):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'}"
+    return repr(value)[:40]
+
+
+def _text(value, what: str, where: str) -> str:
+    """A name or token read from YAML: a string or a number, never a list, mapping or null."""
+    if isinstance(value, bool):  # YAML 1.1 reads unquoted yes/no/on/off as booleans
+        raise MappingError(f"{where}: {what} {value!r} is a YAML boolean; quote the name")
+    if not isinstance(value, (str, int, float)):
+        raise MappingError(f"{where}: {what} must be a name, not {_describe(value)}")
+    return str(value).strip()
+
+
+def _text_list(value, what: str, where: str) -> list[str]:
+    if not isinstance(value, list):
+        raise MappingError(f"{where}: '{what}:' must be a list like [A, B], not {_describe(value)}")
+    return [_text(v, f"an entry of '{what}:'", where) for v in value]
 
 
 def parse_molecule_mapping(data, source: str = "<memory>", require_hierarchy: bool = True) -> MoleculeMapping:
     if not isinstance(data, dict) or "molecule" not in data or "atoms" not in data:
         raise MappingError(f"{source}: a mapping file needs the keys 'molecule:' and 'atoms:'")
-    name = str(data["molecule"]).strip()
+    name = _text(data["molecule"], "'molecule:'", source)
+    if not name:
+        raise MappingError(f"{source}: 'molecule:' is empty; give the residue name")
     where = f"{source}: molecule {name}"
     atoms_in = data["atoms"]
     if not isinstance(atoms_in, dict) or not atoms_in:
         raise MappingError(f"{where}: 'atoms:' must map atom names to bead specifications")
     unknown_keys = set(data) - {"molecule", "atoms", "beads", "cg_name", "residue_names", "weighting", "bonds", "elements"}
     if unknown_keys:
-        raise MappingError(f"{where}: unknown key(s) {sorted(unknown_keys)}; see docs/mapping-format.md")
-    elements = {str(k): str(v) for k, v in (data.get("elements") or {}).items()}
+        raise MappingError(f"{where}: unknown key(s) {sorted(unknown_keys, key=str)}; see docs/mapping-format.md")
+    elements_in = data.get("elements") or {}
+    if not isinstance(elements_in, dict):
+        raise MappingError(f"{where}: 'elements:' must map atom names to element symbols, not {_describe(elements_in)}")
+    elements = {_text(k, "an atom name in 'elements:'", where): _text(v, "an element in 'elements:'", where)
+                for k, v in elements_in.items()}
 
     atoms: list[MappedAtom] = []
     bead_order: list[str] = []
     seen_names: set[str] = set()
     for key, spec in atoms_in.items():
-        names = [n.strip() for n in str(key).split(",") if n.strip()]
+        names = [n.strip() for n in _text(key, "an atom name", where).split(",") if n.strip()]
         if not names:
             raise MappingError(f"{where}: empty atom name")
         atom_where = f"{where}, atom {names[0]}"
@@ -306,7 +351,7 @@ def parse_molecule_mapping(data, source: str = "<memory>", require_hierarchy: bo
 
     beads = bead_order
     if data.get("beads") is not None:
-        beads = [str(b) for b in data["beads"]]
+        beads = _text_list(data["beads"], "beads", where)
         for b in bead_order:
             if b not in beads:
                 atom = next(a for a in atoms if any(m.bead == b for m in a.memberships))
@@ -316,21 +361,30 @@ def parse_molecule_mapping(data, source: str = "<memory>", require_hierarchy: bo
                 raise MappingError(f"{where}: bead {b!r} has no atoms")
 
     bonds = []
-    for entry in data.get("bonds") or []:
-        pair = entry if isinstance(entry, (list, tuple)) else str(entry).split()
-        if len(pair) != 2 or any(str(p) not in seen_names for p in pair):
-            raise MappingError(f"{where}: bond {entry!r} must name two atoms of the molecule")
-        bonds.append((str(pair[0]), str(pair[1])))
+    bonds_in = data.get("bonds") or []
+    if not isinstance(bonds_in, list):
+        raise MappingError(f"{where}: 'bonds:' must be a list of atom pairs, not {_describe(bonds_in)}")
+    for entry in bonds_in:
+        pair = entry if isinstance(entry, list) else _text(entry, "a bond", where).split()
+        pair = [_text(p, "a bond atom", where) for p in pair]
+        if len(pair) != 2 or any(p not in seen_names for p in pair):
+            raise MappingError(f"{where}: bond {' '.join(pair)!r} must name two atoms of the molecule")
+        bonds.append((pair[0], pair[1]))
 
-    weighting = str(data.get("weighting", "mass"))
+    weighting = _text(data.get("weighting", "mass"), "'weighting:'", where)
     if weighting not in ("mass", "geometric"):
         raise MappingError(f"{where}: weighting must be 'mass' or 'geometric', not {weighting!r}")
+    if weighting == "mass":  # a weighted heavy atom needs a mass (a bare MappingError later names no atom)
+        for atom in atoms:
+            if not atom.is_hydrogen and any(m.weight > 0 for m in atom.memberships) and not has_mass(atom.element):
+                raise MappingError(f"{where}, atom {atom.name}: no mass known for element {atom.element!r}; "
+                                   "give its element under 'elements:' or use 'weighting: geometric'")
     mapping = MoleculeMapping(
         name=name,
         atoms=atoms,
         beads=beads,
-        cg_name=str(data["cg_name"]) if data.get("cg_name") else None,
-        residue_names=tuple(str(r) for r in (data.get("residue_names") or ())),
+        cg_name=_text(data["cg_name"], "'cg_name:'", where) if data.get("cg_name") else None,
+        residue_names=tuple(_text_list(data.get("residue_names") or [], "residue_names", where)),
         weighting=weighting,
         bonds=bonds,
         source=source,
@@ -340,7 +394,7 @@ def parse_molecule_mapping(data, source: str = "<memory>", require_hierarchy: bo
 
 
 def _parse_atom(names: list[str], spec, where: str, element: str | None) -> MappedAtom:
-    tokens = str(spec).split()
+    tokens = [] if spec is None else _text(spec, "the bead specification", where).split()
     if not tokens:
         raise MappingError(f"{where}: no bead given")
     beads = [b.strip() for b in tokens[0].split(",")]
@@ -370,7 +424,7 @@ def _parse_atom(names: list[str], spec, where: str, element: str | None) -> Mapp
                 raise MappingError(f"{where}: {len(parts)} weight(s) {tok!r} for {n} bead(s) {beads}")
             try:
                 weights = [float(Fraction(p)) for p in parts]
-            except (ValueError, ZeroDivisionError):
+            except (ValueError, ZeroDivisionError, OverflowError):
                 raise MappingError(f"{where}: bad weight in {tok!r} (expected fractions like 1/3,2/3)") from None
         else:
             raise MappingError(f"{where}: cannot understand token {tok!r} (expected P<level><anchor><id>, weights like 1/2,1/2, '!', 'CM' or '?')")
@@ -397,10 +451,13 @@ def _parse_atom(names: list[str], spec, where: str, element: str | None) -> Mapp
                     raise MappingError(f"{where}: level-{level} token {p_tokens[k]!r} needs an anchor id and an own id (e.g. P{level}AB)")
                 anchor, own = match.group(2), match.group(3)
         memberships.append(BeadMembership(bead, weights[k], level, anchor, own))
+    element = element or element_from_name(names[0])
+    if not _known_element(element):
+        raise MappingError(f"{where}: {element!r} is not an element symbol; give the atom's element under 'elements:'")
     return MappedAtom(
         name=names[0],
         aliases=tuple(names[1:]),
-        element=element or element_from_name(names[0]),
+        element=element,
         memberships=tuple(memberships),
         is_cm=is_cm,
         optional=optional,

@@ -53,6 +53,13 @@ def match_residue_atoms(residue, mapping: MoleculeMapping, source: str = "") -> 
     error.
     """
     index_of = {a.name: a.index for a in residue.atoms}
+    if len(index_of) < residue.n_atoms:  # a repeated heavy atom would silently lose one copy
+        seen = set()
+        for atom in residue.atoms:
+            if atom.name in seen and not _is_hydrogen(atom):
+                raise StructureError(f"{source}{residue_label(residue)}: atom {atom.name} appears twice; "
+                                     "remove the extra copy (an alternate location?)")
+            seen.add(atom.name)
     n_columns = max(len(a.names) for a in mapping.atoms)
     best_k, best_hits = 0, -1
     for k in range(n_columns):
@@ -77,14 +84,18 @@ def match_residue_atoms(residue, mapping: MoleculeMapping, source: str = "") -> 
     for atom in residue.atoms:
         if atom.name in used:
             continue
-        is_h = atom.element is not None and atom.element.symbol == "H" if atom.element else element_from_name(atom.name) == "H"
-        if not is_h:
+        if not _is_hydrogen(atom):
             raise StructureError(
                 f"{source}{residue_label(residue)}: atom {atom.name} is not in mapping {mapping.name} ({mapping.source}); "
                 "rename the atom or add it to the mapping"
             )
     missing = [a.name for i, a in enumerate(mapping.atoms) if result[i] < 0 and not a.is_hydrogen and not a.optional]
     return result, missing
+
+
+def _is_hydrogen(atom) -> bool:
+    """By the element, or by the name when the atom has none."""
+    return atom.element.symbol == "H" if atom.element else element_from_name(atom.name) == "H"
 
 
 class SystemMapping:
@@ -214,6 +225,11 @@ class SystemMapping:
                     dropped[residue.name] = dropped.get(residue.name, 0) + 1
                     continue
                 bead_index = {a.name: a.index for a in residue.atoms}
+                if len(bead_index) < residue.n_atoms:  # the last copy would silently win
+                    names = [a.name for a in residue.atoms]
+                    twice = next(n for n in names if names.count(n) > 1)
+                    raise StructureError(f"{source}{residue_label(residue)}: bead {twice} appears twice; "
+                                         "remove the extra copy")
                 for a in residue.atoms:
                     if a.name not in mapping.beads:
                         raise StructureError(f"{source}{residue_label(residue)}: bead {a.name} is not in mapping "
