@@ -420,7 +420,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     """
     from ..backmapping import backmap
     from ..evaluation import evaluate
-    from ..io import check_output_path, check_outputs, load_input, output_files, save_trajectory
+    from ..io import check_output_path, check_outputs, output_files, save_trajectory
 
     if output is not None:
         check_output_path(output, "structure")
@@ -437,9 +437,10 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     report = JSONReporter(Path(str(Path(output).with_suffix("")) + ".report.json")) if output is not None else None
     everyone = reporters + ([] if report is None else [report])
     stages = Stages(everyone)
-    cg_traj, _ = load_input(cg, trajectory)
     with stages("model"):
-        bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit, side_chains=side_chains, deformation=deformation)
+        # read by backmap itself, so its errors name the file
+        bm = backmap(cg, model, trajectory=trajectory, unmapped=unmapped, fit=fit, side_chains=side_chains,
+                     deformation=deformation)
     if bm.solvent and solvent != "explicit":
         listing = ", ".join(f"{n} x{c}" for n, c in sorted(bm.solvent.items()))
         warnings.warn(f"CG solvent not rebuilt ({listing}): it is rebuilt with solvent='explicit' "
@@ -453,8 +454,8 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     result = pipeline.run(0)
     totals = {**result.timings, **stages.timings}
     frames = [np.asarray(result.positions.value_in_unit(unit.nanometer))]
-    if (trajectory_output is not None if all_frames is None else all_frames) and cg_traj.n_frames > 1:
-        for f in range(1, cg_traj.n_frames):
+    if (trajectory_output is not None if all_frames is None else all_frames) and bm.trajectory.n_frames > 1:
+        for f in range(1, bm.trajectory.n_frames):
             frame = pipeline.run(f)
             frames.append(np.asarray(frame.positions.value_in_unit(unit.nanometer)))
             for key, seconds in frame.timings.items():
