@@ -121,7 +121,7 @@ def test_real_martini3_membrane_frame(tmp_path, capsys):
     assert "W x6514" in printed and "NA x96" in printed and "CL x47" in printed
     traj = mdtraj.load(str(out))
     names = [r.name for r in traj.topology.residues]
-    assert names.count("POPC") == 80 and names.count("CHL") == 126
+    assert names.count("POPC") == 80 and names.count("CHL1") == 126
 
 
 def test_protein_and_lipids_in_one_frame_go_to_their_models():
