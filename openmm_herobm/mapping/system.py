@@ -243,8 +243,8 @@ class SystemMapping:
                 if aa_chain is None:
                     aa_chain = aa_top.add_chain(chain_id=getattr(chain, "chain_id", None))
                     kept_chain = kept_cg.add_chain(chain_id=getattr(chain, "chain_id", None))
-                aa_res = aa_top.add_residue(WRITTEN_NAMES.get(mapping.name, mapping.name), aa_chain, resSeq=residue.resSeq,
-                                            segment_id=getattr(residue, "segment_id", ""))
+                aa_res = aa_top.add_residue(WRITTEN_NAMES.get(mapping.name, mapping.name), aa_chain,
+                                            resSeq=residue.resSeq, segment_id=getattr(residue, "segment_id", ""))
                 kept_res = kept_cg.add_residue(residue.name, kept_chain, resSeq=residue.resSeq,
                                                segment_id=getattr(residue, "segment_id", ""))
                 _set_insertion_code(aa_res, residue)

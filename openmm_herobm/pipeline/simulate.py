@@ -25,8 +25,9 @@ from .chirality import (BACKBONE_FORCE, CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHI
                         chirality_restraint_force, molecule_stereo_force,
                         peptide_restraint_force, ramachandran_force, repair_chirality, repair_molecule_stereo,
                         stretch_collapsed_bonds)
-from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
-                     named_templates, potential, relax_solvent, seeded_python_random, timed)
+from .refine import (CUTOFF_NM, add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield,
+                     minimize, named_templates, potential, relax_solvent, seeded_python_random,
+                     templates_free_residues, timed)
 from .solvent import HOLD_FORCE, HOLD_K, HOLD_PARAMETER, SOLVENT_ITERATIONS, clear_bilayer_core, solute_hold_force
 from .restraint import PARAMETER, bead_restraint_force
 from .topology import PROTEIN_RESIDUES, prepare_topology
@@ -76,9 +77,13 @@ class SimulationResult:
 
     @property
     def trajectory(self) -> mdtraj.Trajectory:
-        """The final structure as an mdtraj Trajectory (all atoms, nm)."""
+        """The final structure as an mdtraj Trajectory (all atoms, nm; the unit cell of a periodic input)."""
         xyz = np.asarray(self.positions.value_in_unit(unit.nanometer), dtype=np.float32)[None]
-        return mdtraj.Trajectory(xyz, mdtraj.Topology.from_openmm(self.topology))
+        traj = mdtraj.Trajectory(xyz, mdtraj.Topology.from_openmm(self.topology))
+        box = self.topology.getPeriodicBoxVectors()
+        if box is not None:
+            traj.unitcell_vectors = np.asarray(box.value_in_unit(unit.nanometer), np.float32)[None]
+        return traj
 
 
 WATER_BEADS = ("W", "SW", "TW", "PW", "WF", "SOL")
@@ -86,10 +91,16 @@ PROTEIN_FORCEFIELD = "amber14-all.xml"
 MEMBRANE_FORCEFIELD = "charmm36.xml"  # CHARMM36m protein + CHARMM36 lipids (POPC, cholesterol CHL1, ...)
 
 
-def default_forcefield(topology) -> str:
-    """amber14-all for proteins only; charmm36 as soon as anything else (lipids) is present."""
+def default_forcefield(topology, prepared=None) -> str:
+    """amber14-all for proteins only; charmm36 as soon as anything else (lipids) is present, or
+    when every residue of ``prepared`` is a free amino acid (amber14 has no template for one,
+    CHARMM36 patches both termini onto it; a few free ones in a protein are left out instead)."""
     names = {r.name for r in topology.residues}
-    return PROTEIN_FORCEFIELD if names <= PROTEIN_RESIDUES else MEMBRANE_FORCEFIELD
+    if not names <= PROTEIN_RESIDUES:
+        return MEMBRANE_FORCEFIELD
+    if prepared is not None and prepared.free and len(prepared.free) == prepared.topology.getNumResidues():
+        return MEMBRANE_FORCEFIELD
+    return PROTEIN_FORCEFIELD
 
 
 class Refiner:
@@ -102,8 +113,18 @@ class Refiner:
     def __init__(self, backmapped, bead_positions_nm: np.ndarray, options: PipelineOptions):
         self.bm = backmapped
         self.options = options
+        # a periodic CG input is refined in its unit cell in every mode: molecules meet the
+        # periodic images of others as in the CG simulation (not overlap them across the
+        # boundary), and the written structure keeps the cell
+        self.periodic = backmapped.box is not None
         self.platform = choose_platform(options.platform)
-        forcefield = options.forcefield or default_forcefield(backmapped.trajectory.topology)
+        self.timings: dict = {}
+        frame0 = backmapped.trajectory.slice([0], copy=False)
+        with timed(self.timings, "topology"):
+            # free amino acids are kept if the force field has templates for them (checked below)
+            self.prepared = prepare_topology(frame0, linked=backmapped.links(0), free=True)
+        forcefield = options.forcefield or default_forcefield(backmapped.trajectory.topology, self.prepared)
+        named = forcefield if isinstance(forcefield, str) else " + ".join(forcefield)  # for messages
         # explicit solvent: the solute is refined first without solvent (cheap, and its bad
         # contacts cannot push water around), then solvated and the water relaxed (_solvate)
         self.explicit = options.solvent == "explicit"
@@ -113,17 +134,29 @@ class Refiner:
         # hydrogens are placed (and briefly relaxed) with the force field alone: implicit
         # solvent would make that step several times slower for nothing
         self.hydrogen_forcefield = load_forcefield(forcefield, None)
-        self.timings: dict = {}
         self.report: dict = {"platform": self.platform.getName(), "forcefield": forcefield}
         heavy0 = self._heavy_positions(0)
-        with timed(self.timings, "topology"):
-            self.prepared = prepare_topology(backmapped.trajectory.slice([0], copy=False), linked=backmapped.links(0))
+        prepared = self.prepared
+        if prepared.free and not templates_free_residues(
+                self.hydrogen_forcefield, prepared.topology, prepared.positions.value_in_unit(unit.nanometer),
+                prepared.variants, prepared.free, options.ph):
+            with timed(self.timings, "topology"):
+                self.prepared = prepare_topology(frame0, linked=backmapped.links(0), free=False)
         self.report.update(n_chain_breaks=self.prepared.n_breaks, n_disulfides=self.prepared.n_disulfides)
-        if self.prepared.dropped:
-            self.report["dropped_residues"] = list(self.prepared.dropped)
-            warnings.warn(f"{len(self.prepared.dropped)} residue(s) isolated between two chain breaks, too far from "
-                          f"both neighbours to bond, left out of the refined structure (a free amino acid has no "
-                          f"force-field template): {', '.join(self.prepared.dropped[:10])}", stacklevel=3)
+        dropped = self.prepared.dropped
+        if dropped and not self.prepared.source_residue.size:
+            raise HeroBMError(f"nothing to refine: every residue is a free amino acid, bonded to no neighbour "
+                              f"({', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}), and {named} has "
+                              f"no template for one; refine them with the charmm36.xml force field (--forcefield "
+                              f"charmm36.xml), which patches both termini onto one residue, or keep the model's "
+                              f"heavy atoms with --no-minimize")
+        if dropped:
+            self.report["dropped_residues"] = list(dropped)
+            warnings.warn(f"{len(dropped)} residue(s) bonded to no neighbour (alone in their chain or between two "
+                          f"chain breaks) left out of the refined structure: {named} has no template for a "
+                          f"free amino acid (charmm36.xml has): {', '.join(dropped[:10])}", stacklevel=3)
+        if self.prepared.free:
+            self.report["free_amino_acids"] = len(self.prepared.free)
         self.variants = list(self.prepared.variants) if options.variants is None else list(options.variants)
         if len(self.variants) != self.prepared.topology.getNumResidues():
             raise HeroBMError(f"variants: {len(self.variants)} given for {self.prepared.topology.getNumResidues()} "
@@ -150,15 +183,13 @@ class Refiner:
         # which X-Pro peptides are cis is decided once, on frame 0 (one System for all frames)
         self.omega_reference = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
 
-        # a solute that will be solvated in the CG box is refined in that box: atoms of molecules
-        # sticking out of it must not overlap the periodic images of others
-        periodic = self.explicit and backmapped.box is not None
-        if periodic:
-            self.topology.setPeriodicBoxVectors(tuple(mm.Vec3(*row) for row in backmapped.box[0]) * unit.nanometer)
+        # (a solute that will be solvated in the CG box is refined in that box too)
+        if self.periodic:
+            self.topology.setPeriodicBoxVectors(reduced_box(backmapped.box[0]))
         with timed(self.timings, "system"):
             self.system, self.simulation = build_simulation(
                 self.topology, modeller.positions, self.forcefield, self.solute_solvent, self.platform,
-                self._restraint(0), constraints=None, temperature=options.temperature, periodic=periodic)
+                self._restraint(0), constraints=None, temperature=options.temperature, periodic=self.periodic)
         self.first_positions = modeller.positions
 
     # -- per frame -------------------------------------------------------------------
@@ -207,7 +238,7 @@ class Refiner:
         molar = 55.5 * pairs / waters if waters else 0.0
         box = self.bm.box[0]
         with seeded_python_random():
-            modeller.addSolvent(forcefield, boxVectors=tuple(mm.Vec3(*row) for row in box) * unit.nanometer,
+            modeller.addSolvent(forcefield, boxVectors=reduced_box(box),
                                 neutralize=True, ionicStrength=molar * unit.molar, residueTemplates=templates)
         self.report["solvent_rebuilt"] = {"cg_beads": dict(solvent), "ionic_strength_M": round(molar, 4),
                                           "box_nm": np.round(np.diag(box), 3).tolist()}
@@ -283,7 +314,8 @@ class Refiner:
                 forcefield = self.solvated_forcefield if self.explicit else self.forcefield
                 system, simulation = build_simulation(topology, state.getPositions(), forcefield,
                                                       options.solvent, self.platform, self._restraint(frame),
-                                                      constraints=app.HBonds, temperature=options.temperature)
+                                                      constraints=app.HBonds, temperature=options.temperature,
+                                                      periodic=self.periodic)
                 equilibrate(simulation, options.equilibrate_ps, options.temperature,
                             PARAMETER if options.restraint_k > 0 else None)
                 energies["equilibrated"] = potential(simulation)
@@ -301,6 +333,30 @@ class Refiner:
         for force in self._restraint(frame):
             self.system.addForce(force)
         self.simulation.context.reinitialize()
+
+
+def reduced_box(box: np.ndarray) -> unit.Quantity:
+    """The unit cell ``box`` (rows a, b, c in nm) in the reduced form OpenMM requires (a < 2|b_x| ...):
+    a GROMACS rhombic dodecahedron is on that limit, which float32 rounding can cross.  The same
+    lattice (an orthorhombic box comes back exactly as it was)."""
+    from openmm.app.internal.unitcell import computePeriodicBoxVectors
+
+    box = np.asarray(box, np.float64)
+    lengths = np.linalg.norm(box, axis=1)
+    a, b, c = box
+    angles = np.arccos([b @ c / (lengths[1] * lengths[2]), a @ c / (lengths[0] * lengths[2]),
+                        a @ b / (lengths[0] * lengths[1])])
+    return computePeriodicBoxVectors(*lengths, *angles)
+
+
+def _check_box(box: np.ndarray, source: str = "") -> None:
+    """A periodic refinement needs a box at least twice the cutoff wide (OpenMM's rule), else one line."""
+    widths = np.diag(reduced_box(box).value_in_unit(unit.nanometer))  # the heights of the cell
+    if widths.min() < 2 * CUTOFF_NM:
+        where = f"{source}: " if source else ""
+        raise HeroBMError(f"{where}the CG input's periodic box ({' x '.join(f'{w:.2f}' for w in widths)} nm) is "
+                          f"narrower than twice the {CUTOFF_NM:g} nm cutoff of the refinement; give the input its "
+                          f"simulation box, or no box (no CRYST1 record) to refine it without periodic images")
 
 
 def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
@@ -331,6 +387,10 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     ``trajectory_output`` is given; else frame 0 only).
     ``variants``: the protonation variant of every residue (``result.variants`` of an earlier run of
     the same input: frames refined in separate runs then have the same atoms).
+    A CG input with a unit cell (CRYST1, GRO box; at least 2 nm wide) is refined in that cell in
+    every ``solvent`` mode, with periodic images, and the result keeps it.  Free amino acids
+    (residues bonded to no neighbour) are refined where the force field has templates for them
+    (CHARMM36, the default when nothing else is there), else left out with a warning.
     The same input, options, platform and thread count give the same coordinates (seeded
     dynamics; OpenMM's CPU and Reference platforms sum forces in a fixed order).
     """
@@ -350,7 +410,9 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
         raise HeroBMError("explicit solvent is for preparing one structure; refine trajectories in 'implicit' "
                           "or vacuum (solvent=None), then solvate the frame you want to simulate")
     timings: dict = {}
-    cg_traj, _ = load_input(cg, trajectory)
+    cg_traj, source = load_input(cg, trajectory)
+    if cg_traj.unitcell_vectors is not None:  # refined in its box (Refiner): before the model runs
+        _check_box(cg_traj.unitcell_vectors[0], source)
     with timed(timings, "model"):
         bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit, side_chains=side_chains, deformation=deformation)
     if bm.solvent and solvent != "explicit":
