@@ -110,7 +110,7 @@ class Refiner:
     a trajectory reuse the same System, so every output frame has one topology.
     """
 
-    def __init__(self, backmapped, bead_positions_nm: np.ndarray, options: PipelineOptions):
+    def __init__(self, backmapped, bead_positions_nm: np.ndarray, options: PipelineOptions, source: str = ""):
         self.bm = backmapped
         self.options = options
         # a periodic CG input is refined in its unit cell in every mode: molecules meet the
@@ -145,7 +145,8 @@ class Refiner:
         self.report.update(n_chain_breaks=self.prepared.n_breaks, n_disulfides=self.prepared.n_disulfides)
         dropped = self.prepared.dropped
         if dropped and not self.prepared.source_residue.size:
-            raise HeroBMError(f"nothing to refine: every residue is a free amino acid, bonded to no neighbour "
+            where = f"{source}: " if source else ""
+            raise HeroBMError(f"{where}nothing to refine: every residue is a free amino acid, bonded to no neighbour "
                               f"({', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}), and {named} has "
                               f"no template for one; refine them with the charmm36.xml force field (--forcefield "
                               f"charmm36.xml), which patches both termini onto one residue, or keep the model's "
@@ -356,7 +357,7 @@ def _check_box(box: np.ndarray, source: str = "") -> None:
         where = f"{source}: " if source else ""
         raise HeroBMError(f"{where}the CG input's periodic box ({' x '.join(f'{w:.2f}' for w in widths)} nm) is "
                           f"narrower than twice the {CUTOFF_NM:g} nm cutoff of the refinement; give the input its "
-                          f"simulation box, or no box (no CRYST1 record) to refine it without periodic images")
+                          f"simulation box, or none (a PDB without CRYST1) to refine it without periodic images")
 
 
 def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
@@ -422,7 +423,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     # the beads a real structure has: the CG input with the systematic deformation of a CG
     # simulation undone (what the model was fitted to)
     beads = bm.bead_targets.astype(np.float64)
-    refiner = Refiner(bm, beads, options)
+    refiner = Refiner(bm, beads, options, source)
     result = refiner.refine(0)
     frames = [np.asarray(result.positions.value_in_unit(unit.nanometer))]
     if (trajectory_output is not None if all_frames is None else all_frames) and cg_traj.n_frames > 1:
