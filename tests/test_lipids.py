@@ -80,6 +80,21 @@ def test_inverted_centres_and_trans_double_bonds_are_found_and_repaired(bilayer)
     assert stereo_errors(hb.evaluate(repaired)) == {}
 
 
+def test_cholesterol_under_its_force_field_names_maps_like_chl(bilayer):
+    """CHARMM36/CHARMM-GUI call cholesterol CHL1 (what the backmap writes), GROMACS setups often
+    CHOL: both map with the CHL mapping, to the same beads."""
+    chol = [r.index for r in bilayer.topology.residues if r.name == "CHL"][:3]
+    patch = bilayer.atom_slice([a.index for r in chol for a in bilayer.topology.residue(r).atoms])
+    reference = hb.map_structure(patch, "martini3_lipids").cg
+    for name in ("CHL1", "CHOL"):
+        renamed = patch[:]
+        for residue in renamed.topology.residues:
+            residue.name = name
+        cg = hb.map_structure(renamed, "martini3_lipids").cg
+        assert [r.name for r in cg.topology.residues] == ["CHOL"] * 3
+        assert np.array_equal(cg.xyz, reference.xyz)
+
+
 def test_shipped_lipid_model_on_the_held_out_bilayer(bilayer):
     mapped = hb.map_structure(bilayer, "martini3_lipids")
     result = hb.backmap(mapped.cg)  # no model named: the shipped lipid model is chosen
@@ -121,7 +136,7 @@ def test_real_martini3_membrane_frame(tmp_path, capsys):
     assert "W x6514" in printed and "NA x96" in printed and "CL x47" in printed
     traj = mdtraj.load(str(out))
     names = [r.name for r in traj.topology.residues]
-    assert names.count("POPC") == 80 and names.count("CHL") == 126
+    assert names.count("POPC") == 80 and names.count("CHL1") == 126
 
 
 def test_protein_and_lipids_in_one_frame_go_to_their_models():

@@ -11,7 +11,7 @@ import pytest
 
 from openmm_herobm.mapping import MappingSet, SystemMapping
 from openmm_herobm.pipeline.backbone import _dihedral, optimise_backbone
-from openmm_herobm.pipeline.refine import choose_platform
+from openmm_herobm.pipeline.refine import choose_platform, load_forcefield, templates_free_residues
 from openmm_herobm.pipeline.restraint import PARAMETER, bead_restraint_force
 from openmm_herobm.pipeline.topology import prepare_topology
 
@@ -318,3 +318,25 @@ def test_chain_breaks_follow_the_cg_links_not_a_stretched_backbone():
     gap = linked.copy()
     gap[60] = False
     assert prepare_topology(stretched, linked=gap).n_breaks == 1
+
+
+def test_free_amino_acids_kept_or_left_out_and_which_force_field_has_templates_for_them():
+    """Three ubiquitin residues far apart in one chain: free=False leaves them out (named), free=True
+    keeps each as a chain of its own; CHARMM36 has templates for them (terminal patches), amber14 not."""
+    traj = heavy(mdtraj.load(str(UBQ)))
+    part = traj.atom_slice([a.index for a in traj.topology.atoms
+                            if a.residue.is_protein and a.residue.resSeq in (2, 20, 40)])
+    left_out = prepare_topology(part)
+    assert left_out.topology.getNumAtoms() == 0 and not left_out.free
+    assert left_out.dropped == ["GLN 2 (chain A)", "SER 20 (chain A)", "GLN 40 (chain A)"]
+    kept = prepare_topology(part, free=True)
+    assert kept.free == [0, 1, 2] and not kept.dropped
+    assert [len(list(c.residues())) for c in kept.topology.chains()] == [1, 1, 1]
+    assert kept.topology.getNumAtoms() == part.n_atoms
+    probe = (kept.topology, kept.positions.value_in_unit(unit.nanometer), kept.variants, kept.free, 7.0)
+    assert templates_free_residues(load_forcefield("charmm36.xml", None), *probe)
+    assert not templates_free_residues(load_forcefield("amber14-all.xml", None), *probe)
+    # residues bonded to a neighbour are not free: a whole chain has none
+    whole = prepare_topology(traj.atom_slice([a.index for a in traj.topology.atoms if a.residue.is_protein]),
+                             free=True)
+    assert whole.free == [] and whole.dropped == []

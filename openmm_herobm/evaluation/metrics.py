@@ -44,6 +44,9 @@ RESNAME_ALIASES = {
     "ASH": "ASP",
     "GLH": "GLU",
     "LYN": "LYS",
+    # cholesterol: the backmap writes CHARMM36's CHL1, references may say CHL (NMRLipids) or CHOL
+    "CHL1": "CHL",
+    "CHOL": "CHL",
 }
 # (canonical resname or "*" for any protein residue, atom name) -> canonical name.
 ATOM_ALIASES = {

@@ -25,6 +25,24 @@ from .mapping_set import MappingSet
 from .molecule import MoleculeMapping, element_from_name
 
 
+#: all-atom residue names that force fields and builders give molecules of the shipped mappings,
+#: read as the mapping's own name: CHARMM36/CHARMM-GUI cholesterol is CHL1 (what the backmap
+#: writes, below), many GROMACS setups call it CHOL
+RESIDUE_ALIASES = {"CHL1": "CHL", "CHOL": "CHL"}
+#: the all-atom name the backmap gives a mapping molecule: the force field's, so the heavy atoms
+#: written without refinement carry the names of the refined output (CHARMM36 has two
+#: cholesterol templates with the same atoms, CHL1 and CLOL: only the name tells them apart)
+WRITTEN_NAMES = {"CHL": "CHL1"}
+
+
+def mapping_for_residue(mapping_set: MappingSet, resname: str):
+    """The mapping of an all-atom residue name, through :data:`RESIDUE_ALIASES`; None if none."""
+    mapping = mapping_set.for_residue(resname)
+    if mapping is None and resname in RESIDUE_ALIASES:
+        mapping = mapping_set.for_residue(RESIDUE_ALIASES[resname])
+    return mapping
+
+
 @dataclass
 class MappedResidue:
     """One residue of the system and its mapping."""
@@ -173,7 +191,7 @@ class SystemMapping:
         for chain in topology.chains:
             cg_chain = None
             for residue in chain.residues:
-                mapping = mapping_set.for_residue(residue.name)
+                mapping = mapping_for_residue(mapping_set, residue.name)
                 if mapping is None:
                     dropped[residue.name] = dropped.get(residue.name, 0) + 1
                     continue
@@ -241,8 +259,8 @@ class SystemMapping:
                 if aa_chain is None:
                     aa_chain = aa_top.add_chain(chain_id=getattr(chain, "chain_id", None))
                     kept_chain = kept_cg.add_chain(chain_id=getattr(chain, "chain_id", None))
-                aa_res = aa_top.add_residue(mapping.name, aa_chain, resSeq=residue.resSeq,
-                                            segment_id=getattr(residue, "segment_id", ""))
+                aa_res = aa_top.add_residue(WRITTEN_NAMES.get(mapping.name, mapping.name), aa_chain,
+                                            resSeq=residue.resSeq, segment_id=getattr(residue, "segment_id", ""))
                 kept_res = kept_cg.add_residue(residue.name, kept_chain, resSeq=residue.resSeq,
                                                segment_id=getattr(residue, "segment_id", ""))
                 _set_insertion_code(aa_res, residue)

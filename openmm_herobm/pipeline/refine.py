@@ -56,6 +56,7 @@ SEED = 20241205
 IMPLICIT = "implicit/obc2.xml"
 EXPLICIT_WATER = "amber14/tip3pfb.xml"
 CHARMM_WATER = "charmm36/water.xml"  # CHARMM TIP3P and ions
+CUTOFF_NM = 1.0  # nonbonded cutoff of every System (a periodic box must be at least twice as wide)
 
 
 def choose_platform(name: str | mm.Platform | None = None) -> mm.Platform:
@@ -158,13 +159,7 @@ def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float,
     positions = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
     topology, positions = add_terminal_oxygens(modeller.topology, positions)
     modeller.topology, modeller.positions = topology, unit.Quantity(positions, unit.nanometer)
-    # amber14 has no terminal templates for neutral ASP/GLU/LYS: termini take their pH state
-    variants = list(variants)
-    for chain in topology.chains():
-        residues = list(chain.residues())
-        for end in {residues[0].index, residues[-1].index}:
-            if variants[end] in ("ASH", "GLH", "LYN"):
-                variants[end] = None
+    variants = terminal_variants(topology, variants)
     load_hydrogen_definitions(forcefield, topology)
     from .topology import PROTEIN_RESIDUES
 
@@ -185,6 +180,45 @@ def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float,
         used = modeller.addHydrogens(None, pH=ph, variants=variants)
     separate_overlapping_hydrogens(modeller)
     return used
+
+
+def terminal_variants(topology: app.Topology, variants: list) -> list:
+    """``variants`` with the neutral ASH/GLH/LYN of chain ends left to the pH (amber14 has no
+    terminal templates for them)."""
+    variants = list(variants)
+    for chain in topology.chains():
+        residues = list(chain.residues())
+        for end in {residues[0].index, residues[-1].index}:
+            if variants[end] in ("ASH", "GLH", "LYN"):
+                variants[end] = None
+    return variants
+
+
+def templates_free_residues(forcefield: app.ForceField, topology: app.Topology, positions_nm: np.ndarray,
+                            variants: list, residues: list[int], ph: float) -> bool:
+    """Whether ``forcefield`` parameterises the ``residues`` of ``topology`` as free amino acids
+    (both termini on one residue: CHARMM36 patches them, amber14 has no such template).
+
+    Checked up front on one residue of each name, alone, with its OXT and hydrogens at ``ph``,
+    so that a force field that cannot is known before the whole system is built.
+    """
+    modeller = app.Modeller(topology, unit.Quantity(positions_nm, unit.nanometer))
+    every = list(topology.residues())
+    first = {}
+    for index in residues:
+        first.setdefault((every[index].name, variants[index]), index)
+    keep = set(first.values())
+    modeller.delete([r for r in topology.residues() if r.index not in keep])
+    kept = sorted(keep)
+    xyz = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
+    probe, xyz = add_terminal_oxygens(modeller.topology, xyz)
+    modeller = app.Modeller(probe, unit.Quantity(xyz, unit.nanometer))
+    modeller.addHydrogens(None, pH=ph, variants=terminal_variants(probe, [variants[i] for i in kept]))
+    try:
+        forcefield.createSystem(modeller.topology)
+    except ValueError:  # OpenMM's "no template for this residue"
+        return False
+    return True
 
 
 def separate_overlapping_hydrogens(modeller: app.Modeller, distance_nm: float = 0.05, hh_distance_nm: float = 0.12,
@@ -264,14 +298,15 @@ def build_simulation(topology, positions, forcefield: app.ForceField, solvent: s
                      extra_forces=(), constraints=None, temperature=300.0,
                      rigid_water: bool | None = None, periodic: bool = False) -> tuple[mm.System, app.Simulation]:
     """System + Simulation (Langevin, 2 fs) at ``positions``; ``rigid_water=False`` for minimisation
-    (rigid water is constraints, which slow OpenMM's L-BFGS ~100x); ``periodic`` without solvent:
-    a 1 nm cutoff in the topology's box (a solute refined before it is solvated in that box)."""
+    (rigid water is constraints, which slow OpenMM's L-BFGS ~100x); ``periodic`` without explicit
+    solvent: a 1 nm cutoff in the topology's box (the CG input's unit cell: molecules meet the
+    periodic images of others, as they did in the CG simulation)."""
     if solvent == "explicit":
         method = app.PME
     else:
         method = app.CutoffPeriodic if periodic else app.CutoffNonPeriodic
     try:
-        system = forcefield.createSystem(topology, nonbondedMethod=method, nonbondedCutoff=1.0 * unit.nanometer,
+        system = forcefield.createSystem(topology, nonbondedMethod=method, nonbondedCutoff=CUTOFF_NM * unit.nanometer,
                                          constraints=constraints, rigidWater=rigid_water,
                                          residueTemplates=named_templates(forcefield, topology))
     except ValueError as exc:  # e.g. no template for a residue
@@ -308,7 +343,8 @@ def native_obc2(system: mm.System, topology: app.Topology) -> None:
     if nonbonded[0].getNonbondedMethod() == mm.NonbondedForce.NoCutoff:
         native.setNonbondedMethod(mm.GBSAOBCForce.NoCutoff)
     else:
-        native.setNonbondedMethod(mm.GBSAOBCForce.CutoffNonPeriodic)
+        periodic = nonbonded[0].getNonbondedMethod() == mm.NonbondedForce.CutoffPeriodic
+        native.setNonbondedMethod(mm.GBSAOBCForce.CutoffPeriodic if periodic else mm.GBSAOBCForce.CutoffNonPeriodic)
         native.setCutoffDistance(nonbonded[0].getCutoffDistance())
     for i, (radius, scale) in enumerate(GBSAOBC2Force.getStandardParameters(topology)):
         native.addParticle(nonbonded[0].getParticleParameters(i)[0], radius, scale)

@@ -49,8 +49,7 @@ def bead_restraint_force(weights, atom_index: np.ndarray, targets_nm: np.ndarray
     for an atom the system does not have (its beads are then not restrained).
     ``tolerance_nm`` ``(n_beads,)``: the flat bottom of each bead (default 0, harmonic).
     """
-    from openmmtorch import TorchForce
-
+    TorchForce = _torch_force_class()
     coo = weights.tocoo()
     particle = atom_index[coo.col]
     complete = np.ones(weights.shape[0], bool)
@@ -64,3 +63,30 @@ def bead_restraint_force(weights, atom_index: np.ndarray, targets_nm: np.ndarray
     force.addGlobalParameter(PARAMETER, float(k))
     force.setName("HEroBM bead restraint")
     return force
+
+
+def _torch_force_class():
+    """``openmmtorch.TorchForce``, imported without the ``simtk.openmm`` deprecation message.
+
+    The SWIG wrapper of openmm-torch (acellera-openmmtorch 1.10) runs ``import simtk.openmm``,
+    whose compatibility shim logs "importing 'simtk.openmm' is deprecated" on every run.  The
+    shim is only ``from openmm import *``: registering ``openmm`` itself under the old names
+    first gives the wrapper the same classes and never runs the shim.
+    """
+    import sys
+
+    import openmm
+    import openmm.app
+
+    if "simtk.openmm" not in sys.modules:
+        try:
+            import simtk  # its __init__ only imports openmm and openmm.unit (no message)
+        except ImportError:  # an OpenMM without the shim: nothing imports it
+            simtk = None
+        if simtk is not None:
+            sys.modules["simtk.openmm"] = openmm
+            sys.modules["simtk.openmm.app"] = openmm.app
+            simtk.openmm = openmm
+    from openmmtorch import TorchForce
+
+    return TorchForce

@@ -26,8 +26,9 @@ from .chirality import (BACKBONE_FORCE, CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHI
                         peptide_restraint_force, ramachandran_force, repair_chirality, repair_molecule_stereo,
                         stretch_collapsed_bonds)
 from ..units import KELVIN, KJ_PER_MOL_NM, KJ_PER_MOL_NM2, NANOMETER, PICOSECOND, value_in
-from .refine import (add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield, minimize,
-                     named_templates, potential, relax_solvent, reporting, seeded_python_random)
+from .refine import (CUTOFF_NM, add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield,
+                     minimize, named_templates, potential, relax_solvent, reporting, seeded_python_random,
+                     templates_free_residues)
 from .reporters import JSONReporter, ProgressReporter, Stages
 from .solvent import HOLD_FORCE, HOLD_K, HOLD_PARAMETER, SOLVENT_ITERATIONS, clear_bilayer_core, solute_hold_force
 from .restraint import PARAMETER, bead_restraint_force
@@ -78,9 +79,13 @@ class SimulationResult:
 
     @property
     def trajectory(self) -> mdtraj.Trajectory:
-        """The final structure as an mdtraj Trajectory (all atoms, nm)."""
+        """The final structure as an mdtraj Trajectory (all atoms, nm; the unit cell of a periodic input)."""
         xyz = np.asarray(self.positions.value_in_unit(unit.nanometer), dtype=np.float32)[None]
-        return mdtraj.Trajectory(xyz, mdtraj.Topology.from_openmm(self.topology))
+        traj = mdtraj.Trajectory(xyz, mdtraj.Topology.from_openmm(self.topology))
+        box = self.topology.getPeriodicBoxVectors()
+        if box is not None:
+            traj.unitcell_vectors = np.asarray(box.value_in_unit(unit.nanometer), np.float32)[None]
+        return traj
 
 
 WATER_BEADS = ("W", "SW", "TW", "PW", "WF", "SOL")
@@ -88,17 +93,23 @@ PROTEIN_FORCEFIELD = "amber14-all.xml"
 MEMBRANE_FORCEFIELD = "charmm36.xml"  # CHARMM36m protein + CHARMM36 lipids (POPC, cholesterol CHL1, ...)
 
 
-def default_forcefield(topology) -> str:
-    """amber14-all for proteins only; charmm36 as soon as anything else (lipids) is present."""
+def default_forcefield(topology, prepared=None) -> str:
+    """amber14-all for proteins only; charmm36 as soon as anything else (lipids) is present, or
+    when every residue of ``prepared`` is a free amino acid (amber14 has no template for one,
+    CHARMM36 patches both termini onto it; a few free ones in a protein are left out instead)."""
     names = {r.name for r in topology.residues}
-    return PROTEIN_FORCEFIELD if names <= PROTEIN_RESIDUES else MEMBRANE_FORCEFIELD
+    if not names <= PROTEIN_RESIDUES:
+        return MEMBRANE_FORCEFIELD
+    if prepared is not None and prepared.free and len(prepared.free) == prepared.topology.getNumResidues():
+        return MEMBRANE_FORCEFIELD
+    return PROTEIN_FORCEFIELD
 
 
-def forcefield_name(forcefield, topology):
-    """What the report says the force field was: its file name(s), or 'ForceField object'."""
-    if forcefield is None:
-        return default_forcefield(topology)
-    return "ForceField object" if isinstance(forcefield, app.ForceField) else forcefield
+def forcefield_name(forcefield) -> str | list:
+    """What reports and messages call the force field: its file name(s), or 'ForceField object'."""
+    if isinstance(forcefield, app.ForceField):
+        return "ForceField object"
+    return forcefield if isinstance(forcefield, str) else " + ".join(forcefield)
 
 
 class Pipeline:
@@ -126,7 +137,7 @@ class Pipeline:
                  platform=None, temperature=300.0, tolerance=500.0, restraint_k=1.0e5,
                  restraint_tolerance=RESTRAINT_TOLERANCE, optimize_backbone: bool = False,
                  backbone_guard: bool = True, minimize: bool = True, equilibrate=None, variants: list | None = None,
-                 reporters=()):
+                 reporters=(), source: str = ""):
         self.bm = backmapped
         self.options = PipelineOptions(
             ph=float(ph), forcefield=forcefield, minimize=minimize,
@@ -141,28 +152,50 @@ class Pipeline:
         options = self.options
         self.stages = Stages(reporters)
         self.platform = choose_platform(options.platform)
-        topology0 = backmapped.trajectory.topology
+        # a periodic CG input is refined in its unit cell in every mode: molecules meet the
+        # periodic images of others as in the CG simulation (not overlap them across the
+        # boundary), and the written structure keeps the cell
+        self.periodic = backmapped.box is not None
+        frame0 = backmapped.trajectory.slice([0], copy=False)
+        with self.stages("topology"):
+            # free amino acids are kept if the force field has templates for them (checked below)
+            self.prepared = prepare_topology(frame0, linked=backmapped.links(0), free=True)
+        chosen = forcefield or default_forcefield(backmapped.trajectory.topology, self.prepared)
+        named = forcefield_name(chosen)
         # explicit solvent: the solute is refined first without solvent (cheap, and its bad
         # contacts cannot push water around), then solvated and the water relaxed (solvate)
         self.explicit = options.solvent == "explicit"
         self.solute_solvent = None if self.explicit else options.solvent
-        self.forcefield = load_forcefield(forcefield or default_forcefield(topology0), self.solute_solvent)
-        self.solvated_forcefield = (load_forcefield(forcefield or default_forcefield(topology0), "explicit")
-                                    if self.explicit else None)
+        self.forcefield = load_forcefield(chosen, self.solute_solvent)
+        self.solvated_forcefield = load_forcefield(chosen, "explicit") if self.explicit else None
         # hydrogens are placed (and briefly relaxed) with the force field alone: implicit
         # solvent would make that step several times slower for nothing
-        self.hydrogen_forcefield = load_forcefield(forcefield or default_forcefield(topology0), None)
+        self.hydrogen_forcefield = load_forcefield(chosen, None)
         #: what every frame's report starts from
-        self.info: dict = {"platform": self.platform.getName(), "forcefield": forcefield_name(forcefield, topology0)}
-        with self.stages("topology"):
-            self.prepared = prepare_topology(backmapped.trajectory.slice([0], copy=False), linked=backmapped.links(0))
+        self.info: dict = {"platform": self.platform.getName(), "forcefield": named}
+        prepared = self.prepared
+        if prepared.free and not templates_free_residues(
+                self.hydrogen_forcefield, prepared.topology, prepared.positions.value_in_unit(unit.nanometer),
+                prepared.variants, prepared.free, options.ph):
+            with self.stages("topology"):
+                self.prepared = prepare_topology(frame0, linked=backmapped.links(0), free=False)
         self._setup_timings = dict(self.stages.timings)  # counted in the first frame's timings
         self.info.update(n_chain_breaks=self.prepared.n_breaks, n_disulfides=self.prepared.n_disulfides)
-        if self.prepared.dropped:
-            self.info["dropped_residues"] = list(self.prepared.dropped)
-            warnings.warn(f"{len(self.prepared.dropped)} residue(s) isolated between two chain breaks, too far from "
-                          f"both neighbours to bond, left out of the refined structure (a free amino acid has no "
-                          f"force-field template): {', '.join(self.prepared.dropped[:10])}", stacklevel=3)
+        dropped = self.prepared.dropped
+        if dropped and not self.prepared.source_residue.size:
+            where = f"{source}: " if source else ""
+            raise HeroBMError(f"{where}nothing to refine: every residue is a free amino acid, bonded to no neighbour "
+                              f"({', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}), and {named} has "
+                              f"no template for one; refine them with the charmm36.xml force field (--forcefield "
+                              f"charmm36.xml), which patches both termini onto one residue, or keep the model's "
+                              f"heavy atoms with --no-minimize")
+        if dropped:
+            self.info["dropped_residues"] = list(dropped)
+            warnings.warn(f"{len(dropped)} residue(s) bonded to no neighbour (alone in their chain or between two "
+                          f"chain breaks) left out of the refined structure: {named} has no template for a "
+                          f"free amino acid (charmm36.xml has): {', '.join(dropped[:10])}", stacklevel=3)
+        if self.prepared.free:
+            self.info["free_amino_acids"] = len(self.prepared.free)
         self.variants = list(self.prepared.variants) if options.variants is None else list(options.variants)
         if len(self.variants) != self.prepared.topology.getNumResidues():
             raise HeroBMError(f"variants: {len(self.variants)} given for {self.prepared.topology.getNumResidues()} "
@@ -237,15 +270,14 @@ class Pipeline:
                 self._set_restraint_targets(self._simulation, frame)
             self._simulation.context.setPositions(modeller.positions)
             return self._simulation
-        # a solute that will be solvated in the CG box is refined in that box: atoms of molecules
-        # sticking out of it must not overlap the periodic images of others
-        periodic = self.explicit and self.bm.box is not None
-        if periodic:
-            self.topology.setPeriodicBoxVectors(tuple(mm.Vec3(*row) for row in self.bm.box[0]) * unit.nanometer)
+        # (a solute that will be solvated in the CG box is refined in that box too)
+        if self.periodic:
+            self.topology.setPeriodicBoxVectors(reduced_box(self.bm.box[0]))
         with self.stages("system", frame):
             _, simulation = build_simulation(
                 self.topology, modeller.positions, self.forcefield, self.solute_solvent, self.platform,
-                self._restraint(frame), constraints=None, temperature=self.options.temperature, periodic=periodic)
+                self._restraint(frame), constraints=None, temperature=self.options.temperature,
+                periodic=self.periodic)
         self._simulation = simulation
         return simulation
 
@@ -293,7 +325,7 @@ class Pipeline:
             state = simulation.context.getState(getPositions=True)
             _, dynamics = build_simulation(simulation.topology, state.getPositions(), forcefield, options.solvent,
                                            self.platform, self._restraint(frame), constraints=app.HBonds,
-                                           temperature=options.temperature)
+                                           temperature=options.temperature, periodic=self.periodic)
             equilibrate(dynamics, picoseconds, options.temperature, PARAMETER if options.restraint_k > 0 else None)
         return dynamics
 
@@ -340,7 +372,7 @@ class Pipeline:
         molar = 55.5 * pairs / waters if waters else 0.0
         box = self.bm.box[0]
         with seeded_python_random():
-            modeller.addSolvent(forcefield, boxVectors=tuple(mm.Vec3(*row) for row in box) * unit.nanometer,
+            modeller.addSolvent(forcefield, boxVectors=reduced_box(box),
                                 neutralize=True, ionicStrength=molar * unit.molar, residueTemplates=templates)
         self._report["solvent_rebuilt"] = {"cg_beads": dict(solvent), "ionic_strength_M": round(molar, 4),
                                           "box_nm": np.round(np.diag(box), 3).tolist()}
@@ -378,6 +410,30 @@ class Pipeline:
 
 
 
+def reduced_box(box: np.ndarray) -> unit.Quantity:
+    """The unit cell ``box`` (rows a, b, c in nm) in the reduced form OpenMM requires (a < 2|b_x| ...):
+    a GROMACS rhombic dodecahedron is on that limit, which float32 rounding can cross.  The same
+    lattice (an orthorhombic box comes back exactly as it was)."""
+    from openmm.app.internal.unitcell import computePeriodicBoxVectors
+
+    box = np.asarray(box, np.float64)
+    lengths = np.linalg.norm(box, axis=1)
+    a, b, c = box
+    angles = np.arccos([b @ c / (lengths[1] * lengths[2]), a @ c / (lengths[0] * lengths[2]),
+                        a @ b / (lengths[0] * lengths[1])])
+    return computePeriodicBoxVectors(*lengths, *angles)
+
+
+def _check_box(box: np.ndarray, source: str = "") -> None:
+    """A periodic refinement needs a box at least twice the cutoff wide (OpenMM's rule), else one line."""
+    widths = np.diag(reduced_box(box).value_in_unit(unit.nanometer))  # the heights of the cell
+    if widths.min() < 2 * CUTOFF_NM:
+        where = f"{source}: " if source else ""
+        raise HeroBMError(f"{where}the CG input's periodic box ({' x '.join(f'{w:.2f}' for w in widths)} nm) is "
+                          f"narrower than twice the {CUTOFF_NM:g} nm cutoff of the refinement; give the input its "
+                          f"simulation box, or none (a PDB without CRYST1) to refine it without periodic images")
+
+
 def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                          forcefield: str | list[str] | app.ForceField | None = None, minimize: bool = True,
                          tolerance=500.0, equilibrate=None, temperature=300.0,
@@ -412,6 +468,10 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     ``trajectory_output`` is given; else frame 0 only).
     ``variants``: the protonation variant of every residue (``result.variants`` of an earlier run of
     the same input: frames refined in separate runs then have the same atoms).
+    A CG input with a unit cell (CRYST1, GRO box; at least 2 nm wide) is refined in that cell in
+    every ``solvent`` mode, with periodic images, and the result keeps it.  Free amino acids
+    (residues bonded to no neighbour) are refined where the force field has templates for them
+    (CHARMM36, the default when nothing else is there), else left out with a warning.
     ``reporters``: told when each stage of each frame starts and ends (:class:`ProgressReporter`
     writes lines to stderr; ``progress=True`` adds one).  The stages are :class:`Pipeline`'s, for
     calling one by one.
@@ -420,7 +480,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     """
     from ..backmapping import backmap
     from ..evaluation import evaluate
-    from ..io import check_output_path, check_outputs, output_files, save_trajectory
+    from ..io import check_output_path, check_outputs, load_input, output_files, save_trajectory
 
     if output is not None:
         check_output_path(output, "structure")
@@ -437,10 +497,11 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     report = JSONReporter(Path(str(Path(output).with_suffix("")) + ".report.json")) if output is not None else None
     everyone = reporters + ([] if report is None else [report])
     stages = Stages(everyone)
+    cg_traj, source = load_input(cg, trajectory)
+    if cg_traj.unitcell_vectors is not None:  # refined in its box (Pipeline): checked before the model runs
+        _check_box(cg_traj.unitcell_vectors[0], source)
     with stages("model"):
-        # read by backmap itself, so its errors name the file
-        bm = backmap(cg, model, trajectory=trajectory, unmapped=unmapped, fit=fit, side_chains=side_chains,
-                     deformation=deformation)
+        bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit, side_chains=side_chains, deformation=deformation)
     if bm.solvent and solvent != "explicit":
         listing = ", ".join(f"{n} x{c}" for n, c in sorted(bm.solvent.items()))
         warnings.warn(f"CG solvent not rebuilt ({listing}): it is rebuilt with solvent='explicit' "
@@ -450,7 +511,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                         restraint_tolerance=RESTRAINT_TOLERANCE if restraint_tolerance is None else restraint_tolerance,
                         optimize_backbone=(not fit) if optimize_backbone is None else optimize_backbone,
                         backbone_guard=fit, minimize=minimize, equilibrate=equilibrate, variants=variants,
-                        reporters=everyone)
+                        reporters=everyone, source=source)
     result = pipeline.run(0)
     totals = {**result.timings, **stages.timings}
     frames = [np.asarray(result.positions.value_in_unit(unit.nanometer))]

@@ -4,10 +4,11 @@
   peptide bond.  The breaks come from the CG input when it is known (``linked``: BB beads
   closer than 4.6 A, :meth:`~openmm_herobm.backmapping.BackmapResult.links`), never from a
   stretched output backbone; otherwise from CA(i)-CA(i+1) > 4.3 A.
-* A residue alone between two breaks would be a free amino acid, which no protein force
-  field has a template for: it stays bonded to a neighbour whose CA is within 6.5 A (a
-  stretched bond that minimisation closes), else it is left out of the refined structure
-  and reported (crystal structures with unresolved loops; CG simulation chains are whole).
+* A residue alone between two breaks, or alone in its chain, is a free amino acid: it stays
+  bonded to a neighbour whose CA is within 6.5 A (a stretched bond that minimisation
+  closes), else it is kept as a chain of its own (``free=True``: both termini on one
+  residue, which CHARMM36 patches but amber14 has no template for) or left out of the
+  refined structure and reported (crystal structures with unresolved loops).
 * Disulfides are detected from geometry (SG-SG < 2.5 A) and bonded; their cysteines
   are named CYS, and the bond keeps the hydrogen off SG.
 * Protonation variants named in the input (HID/HIE/HIP, HSD/HSE/HSP, ASH, GLH, LYN, CYM)
@@ -47,14 +48,18 @@ class PreparedTopology:
     n_breaks: int
     n_disulfides: int
     source_residue: np.ndarray  # (n_residues,) index of each residue in the input trajectory
-    dropped: list  # labels of input residues left out (isolated between two breaks, too far to join)
+    dropped: list  # labels of input residues left out (free amino acids, with free=False)
+    free: list  # index (in ``topology``) of every residue kept as a free amino acid (free=True)
 
 
-def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0, linked: np.ndarray | None = None) -> PreparedTopology:
+def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0, linked: np.ndarray | None = None,
+                     free: bool = False) -> PreparedTopology:
     """OpenMM topology of the heavy atoms of ``traj`` (mdtraj, nm), ready for ``Modeller``.
 
     ``linked`` ``(n_residues,)`` bool: residue k is bonded to residue k-1 (from the CG input);
-    None: judged from the CA-CA distance."""
+    None: judged from the CA-CA distance.  ``free``: keep free amino acids (no peptide bond to
+    either neighbour) as chains of their own, for a force field that has templates for them;
+    False leaves them out (listed in ``dropped``)."""
     xyz = traj.xyz[frame].astype(np.float64)
     top = app.Topology()
     positions, variants, source = [], [], []
@@ -62,6 +67,7 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0, linked: np.ndarray
     by_residue: list[dict] = []
     source_residue: list[int] = []
     dropped: list[str] = []
+    free_residues: list[int] = []
     new_atom: dict = {}
     for chain in traj.topology.chains:
         chain_id = getattr(chain, "chain_id", None) or chr(ord("A") + chain.index % 26)
@@ -77,26 +83,29 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0, linked: np.ndarray
             gap = [k > 0 and ca[k] is not None and ca[k - 1] is not None and not linked[residues[k].index]
                    for k in range(len(residues))]
         n_res = len(residues)
-        drop = [False] * n_res
+        lone = [False] * n_res
         for k in range(n_res):
             alone = (k == 0 or gap[k]) and (k == n_res - 1 or gap[k + 1]) and residues[k].name in PROTEIN_RESIDUES
-            if not alone or n_res == 1:
+            if not alone:
                 continue
             left = ca_dist[k] if k > 0 else np.inf
             right = ca_dist[k + 1] if k < n_res - 1 else np.inf
             if min(left, right) <= LONE_JOIN_MAX:
                 gap[k if left <= right else k + 1] = False  # join the nearer neighbour
             else:
-                drop[k] = True
-                dropped.append(f"{residue_label(residues[k], chain_id)}")
+                lone[k] = True
+                if not free:
+                    dropped.append(f"{residue_label(residues[k], chain_id)}")
         for k, residue in enumerate(residues):
-            if drop[k]:
+            if lone[k] and not free:
                 if k + 1 < n_res:
                     gap[k + 1] = True  # what follows starts a new chain
                 continue
             if gap[k] and next(iter(new_chain.residues()), None) is not None:
                 new_chain = top.addChain(chain_id)  # a break: start a new chain (new termini)
                 n_breaks += 1
+            if lone[k]:
+                free_residues.append(len(source_residue))
             source_residue.append(residue.index)
             standard, variant = _VARIANTS.get(residue.name, (residue.name, None))
             standard = FORCEFIELD_NAMES.get(standard, standard)
@@ -127,7 +136,7 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0, linked: np.ndarray
     if any(next(iter(c.residues()), None) is None for c in top.chains()):
         top = _without_empty_chains(top)
     return PreparedTopology(top, unit.Quantity(pos, unit.nanometer), variants, np.array(source, np.int64), n_breaks,
-                            n_ss, np.array(source_residue, np.int64), dropped)
+                            n_ss, np.array(source_residue, np.int64), dropped, free_residues)
 
 
 def residue_label(residue, chain_id: str) -> str:
