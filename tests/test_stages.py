@@ -150,3 +150,17 @@ def test_public_face_shows_real_signatures():
         assert list(params)[0] not in ("args",), name
     assert "reporters" in inspect.signature(hb.backmap_and_simulate).parameters
     assert {"Pipeline", "ProgressReporter", "JSONReporter", "backmap"} <= set(dir(hb))
+
+
+def test_a_long_minimisation_pass_says_it_is_still_running(monkeypatch):
+    """OpenMM's minimiser cannot report from inside a pass (a Python MinimizationReporter holds the
+    GIL and openmm-torch's force then fails): a heartbeat thread says how long the pass has run."""
+    from openmm_herobm.pipeline import refine
+
+    monkeypatch.setattr(refine, "PROGRESS_SECONDS", 0.01)
+    collect = Collect()
+    pipeline = hb.Pipeline(hb.backmap(str(UBQ_CG)), reporters=[collect])
+    simulation = pipeline.create_simulation(pipeline.protonate(pipeline.prepare_topology(0)))
+    pipeline.minimize(simulation)
+    beats = [e for e in collect.events if e.stage == "minimize" and not e.done and "running" in e.detail]
+    assert beats and all(e.detail.startswith("L-BFGS pass running, ") for e in beats)

@@ -570,10 +570,41 @@ def _global_parameters(system: mm.System) -> set:
             for i in range(f.getNumGlobalParameters())}
 
 
+#: s between "still running" lines inside one L-BFGS pass (a pass over 10^5 atoms takes minutes)
+PROGRESS_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def _heartbeat(what: str):
+    """While the block runs, a line every :data:`PROGRESS_SECONDS` saying how long it has run.
+
+    A thread, because OpenMM's minimiser cannot call back into Python here: a
+    MinimizationReporter holds the GIL, and openmm-torch's force then refuses to run."""
+    import threading
+
+    callback, start, done = _progress.get(), time.perf_counter(), threading.Event()
+
+    def beat():
+        while not done.wait(PROGRESS_SECONDS):
+            message = f"  {what} running, {time.perf_counter() - start:.0f} s"
+            log.info(message)
+            if callback is not None:
+                callback(message.strip())
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def _minimize_pass(simulation: app.Simulation, tolerance: float, max_iterations: int) -> tuple[bool, float]:
     start = time.perf_counter()
     try:
-        simulation.minimizeEnergy(tolerance=tolerance * KJ_NM, maxIterations=max_iterations)
+        with _heartbeat("L-BFGS pass"):
+            simulation.minimizeEnergy(tolerance=tolerance * KJ_NM, maxIterations=max_iterations)
     except mm.OpenMMException:
         # OpenMM raises when a coordinate became NaN; anything else, with finite positions, is real
         if _positions_finite(simulation):
