@@ -533,6 +533,8 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
             result.written = _write_outputs(result, Path(output), files, report)
         if trajectory_output is not None:
             traj = mdtraj.Trajectory(result.frames, mdtraj.Topology.from_openmm(result.topology))
+            if result.topology.getPeriodicBoxVectors() is not None:  # every frame keeps the (one) cell
+                traj.unitcell_vectors = np.repeat(result.trajectory.unitcell_vectors, traj.n_frames, axis=0)
             save_trajectory(traj, trajectory_output, files=files)
             result.written.append(str(trajectory_output))
     Stages(reporters).finish(result)  # the caller's reporters (the report file is written above)
