@@ -121,15 +121,16 @@ def compared_counts(pred, ref) -> dict:
     openmm_herobm.evaluation.metrics); None if those are not available.
     """
     try:
+        from openmm_herobm import chemistry
         from openmm_herobm.evaluation import metrics as M
 
         p = M._prepare(pred, 0, None, "prediction")
         r = M._prepare(ref, 0, None, "reference")
         pi, _ = M._match(p, r)
         names, resn = p.name[pi], p.atom_resname[pi]
-        prot = np.isin(resn, list(M.PROTEIN_RESNAMES))
-        bb = prot & np.isin(names, list(M.BACKBONE))
-        sc = prot & ~np.isin(names, list(M.NOT_SIDECHAIN))
+        prot = np.isin(resn, list(chemistry.AMINO_ACIDS))
+        bb = prot & np.isin(names, list(chemistry.BACKBONE))
+        sc = prot & ~np.isin(names, list(chemistry.NOT_SIDE_CHAIN))
         types, counts = np.unique(resn[sc].astype(str), return_counts=True)
         return {"heavy": int(len(pi)), "backbone": int(bb.sum()), "sidechain": int(sc.sum()),
                 "sidechain_per_residue_type": {t: int(c) for t, c in zip(types, counts)}}

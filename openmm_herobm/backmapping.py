@@ -22,6 +22,7 @@ import scipy.sparse
 import torch
 from scipy.spatial import cKDTree
 
+from .chemistry import SOLVENT_RESIDUES
 from .errors import HeroBMError
 from .mapping import SystemMapping
 from .mapping.system import residue_label
@@ -36,9 +37,6 @@ from .reconstruction.protein_geometry import PEPTIDE_LINK_MAX
 #: default), the library's RMSD-optimal conditional mean (an average of rotamers, for analysis), or
 #: rotamers without the library (wells of the training split and the network's own side chain)
 SIDE_CHAIN_MODES = ("rotamers", "mean", "network")
-
-#: Martini water and ion residue names (one W bead = 4 waters; ION residues hold NA/CL/... beads)
-SOLVENT_RESIDUES = frozenset({"W", "SW", "TW", "PW", "WF", "SOL", "ION", "NA", "CL", "K", "CA2+", "NA+", "CL-"})
 
 
 @dataclass

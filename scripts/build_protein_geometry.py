@@ -29,8 +29,8 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 
+from openmm_herobm.geometry import dihedral
 from openmm_herobm.reconstruction.protein_geometry import grid_lookup
-from openmm_herobm.training.dataset import dihedral
 
 OUT = Path(__file__).resolve().parents[1] / "openmm_herobm" / "reconstruction" / "protein_geometry.json"
 AMINO = ("ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS", "MET", "PHE",

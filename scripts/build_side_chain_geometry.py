@@ -21,7 +21,7 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 
-from openmm_herobm.training.dataset import dihedral
+from openmm_herobm.geometry import dihedral
 
 BACKBONE = {"N", "CA", "C", "O"}
 OUT = Path(__file__).resolve().parents[1] / "openmm_herobm" / "reconstruction" / "side_chain_geometry.json"

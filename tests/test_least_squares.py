@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from openmm_herobm.geometry import dihedral
 from openmm_herobm.reconstruction import least_squares as ls
 from openmm_herobm.reconstruction import protein_geometry as pg
-from openmm_herobm.training.dataset import dihedral
 
 
 def _numeric(f, x, atom, eps=1e-6):

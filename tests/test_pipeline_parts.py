@@ -9,8 +9,9 @@ import openmm as mm
 import openmm.unit as unit
 import pytest
 
+from openmm_herobm.geometry import dihedral
 from openmm_herobm.mapping import MappingSet, SystemMapping
-from openmm_herobm.pipeline.backbone import _dihedral, optimise_backbone
+from openmm_herobm.pipeline.backbone import optimise_backbone
 from openmm_herobm.pipeline.refine import choose_platform, load_forcefield, templates_free_residues
 from openmm_herobm.pipeline.restraint import PARAMETER, bead_restraint_force
 from openmm_herobm.pipeline.topology import prepare_topology
@@ -37,7 +38,7 @@ def omegas(topology, pos):
         if {a.name, b.name} == {"C", "N"} and a.residue.index != b.residue.index:
             i, j = sorted((a.residue.index, b.residue.index))
             idx = [atoms[i]["CA"], atoms[i]["C"], atoms[j]["N"], atoms[j]["CA"]]
-            out.append(_dihedral(pos[idx]))
+            out.append(dihedral(*pos[idx]))
     return np.degrees(out)
 
 

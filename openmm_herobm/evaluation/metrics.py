@@ -23,7 +23,11 @@ import mdtraj
 import numpy as np
 from scipy.spatial import cKDTree
 
+from openmm_herobm.chemistry import (AMINO_ACIDS, BACKBONE, CHIRALITY_CHECKS, CHOLESTEROL, DISULFIDE_MAX,
+                                     DOUBLE_BOND_CHECKS, NOT_SIDE_CHAIN, PEPTIDE_BOND_MAX, PROTEIN_CENTRES,
+                                     RESIDUE_ALIASES, VARIANT_STANDARD)
 from openmm_herobm.errors import HeroBMError
+from openmm_herobm.geometry import angle_of, dihedral_of, signed_volume_of
 
 __all__ = [
     "CHIRALITY_CHECKS",
@@ -34,20 +38,8 @@ __all__ = [
 
 # --------------------------------------------------------------------------- names
 
-PROTEIN_RESNAMES = frozenset(
-    "ALA ARG ASN ASP CYS GLN GLU GLY HIS ILE LEU LYS MET PHE PRO SER THR TRP TYR VAL".split()
-)
-# Protonation / force-field variants that are the same residue for matching.
-RESNAME_ALIASES = {
-    **dict.fromkeys(("HID", "HIE", "HIP", "HSD", "HSE", "HSP"), "HIS"),
-    **dict.fromkeys(("CYX", "CYM"), "CYS"),
-    "ASH": "ASP",
-    "GLH": "GLU",
-    "LYN": "LYS",
-    # cholesterol: the backmap writes CHARMM36's CHL1, references may say CHL (NMRLipids) or CHOL
-    "CHL1": "CHL",
-    "CHOL": "CHL",
-}
+# Protonation / force-field variants and other names of the same residue, for matching.
+RESNAME_ALIASES = {**VARIANT_STANDARD, **RESIDUE_ALIASES}
 # (canonical resname or "*" for any protein residue, atom name) -> canonical name.
 ATOM_ALIASES = {
     ("ILE", "CD"): "CD1",
@@ -56,45 +48,11 @@ ATOM_ALIASES = {
     ("*", "OC1"): "O",  # GROMACS C-terminus
     ("*", "OC2"): "OXT",
 }
-BACKBONE = frozenset(("N", "CA", "C", "O"))
-NOT_SIDECHAIN = BACKBONE | {"OXT"}
-
-# Chirality checks: name -> (resnames, centre, a, b, c, expected_sign), where the
-# signed volume is  dot(a - centre, cross(b - centre, c - centre)).
-# The signs were determined empirically: over 24 chains of proteins/train (every
-# 60th file) all 6533 CA centres, 425 ILE CB and 360 THR CB had a POSITIVE volume
-# with zero exceptions.  That is L-amino acids, L-Ile (2S,3S) and L-Thr (2S,3R).
-# Lipid centres (CHARMM36 names): the signs of every POPC glycerol C2 (100, sn-2 = R) and
-# of the eight cholesterol centres (24 molecules: 3S,8S,9S,10R,13R,14S,17R,20R) of the
-# NMRLipids CHARMM36 POPC/cholesterol bilayer, zero exceptions.  Lipid keys appear in a
+# Stereo checks (chemistry.CHIRALITY_CHECKS, DOUBLE_BOND_CHECKS): lipid keys appear in a
 # result only when the structure has such a centre; the protein keys always do.
-_L_AMINO = tuple(sorted(PROTEIN_RESNAMES - {"GLY"}))
-_CHOL = ("CHL", "CHL1", "CHOL")
-CHIRALITY_CHECKS: dict[str, tuple[tuple[str, ...], str, str, str, str, int]] = {
-    "ca": (_L_AMINO, "CA", "N", "C", "CB", +1),
-    "ile_cb": (("ILE",), "CB", "CA", "CG1", "CG2", +1),
-    "thr_cb": (("THR",), "CB", "CA", "OG1", "CG2", +1),
-    "popc_c2": (("POPC",), "C2", "O21", "C1", "C3", -1),
-    "chol_c3": (_CHOL, "C3", "O3", "C2", "C4", -1),
-    "chol_c8": (_CHOL, "C8", "C7", "C9", "C14", +1),
-    "chol_c9": (_CHOL, "C9", "C8", "C10", "C11", -1),
-    "chol_c10": (_CHOL, "C10", "C1", "C5", "C19", +1),
-    "chol_c13": (_CHOL, "C13", "C12", "C17", "C18", -1),
-    "chol_c14": (_CHOL, "C14", "C8", "C13", "C15", -1),
-    "chol_c17": (_CHOL, "C17", "C13", "C16", "C20", +1),
-    "chol_c20": (_CHOL, "C20", "C17", "C21", "C22", +1),
-}
-ALWAYS_REPORTED = ("ca", "ile_cb", "thr_cb")
-# Double bonds whose geometry is fixed: name -> (resnames, four atoms of the dihedral, "cis"|"trans").
-# Result key "double_bond_errors_<name>" (a cis bond with |dihedral| >= 90 deg, or the reverse).
-DOUBLE_BOND_CHECKS: dict[str, tuple[tuple[str, ...], tuple[str, str, str, str], str]] = {
-    "popc_oleoyl_c9": (("POPC",), ("C28", "C29", "C210", "C211"), "cis"),
-    "chol_c5": (_CHOL, ("C10", "C5", "C6", "C7"), "cis"),  # C5=C6 inside ring B
-}
+ALWAYS_REPORTED = PROTEIN_CENTRES
 
-# Geometry thresholds (Angstrom / degrees).
-PEPTIDE_BOND_MAX = 2.0
-DISULFIDE_MAX = 2.5
+# Geometry thresholds (Angstrom / degrees); PEPTIDE_BOND_MAX, DISULFIDE_MAX: chemistry.
 BOND_RANGE = (1.1, 2.2)
 BOND_RANGE_SS = (1.1, 2.3)
 CLASH_DIST = 2.2  # heavy pairs further apart than 1-4 in the bond graph
@@ -111,10 +69,10 @@ AROMATIC_RINGS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
             ("5-ring", ("CG", "CD1", "NE1", "CE2", "CD2"))),
     "HIS": (("", ("CG", "ND1", "CE1", "NE2", "CD2")),),
     # the sterol rings (not aromatic, but a lipid tail through them is the classic backmapping failure)
-    **dict.fromkeys(_CHOL, (("ring A", ("C1", "C2", "C3", "C4", "C5", "C10")),
-                            ("ring B", ("C5", "C6", "C7", "C8", "C9", "C10")),
-                            ("ring C", ("C8", "C9", "C11", "C12", "C13", "C14")),
-                            ("ring D", ("C13", "C14", "C15", "C16", "C17")))),
+    **dict.fromkeys(CHOLESTEROL, (("ring A", ("C1", "C2", "C3", "C4", "C5", "C10")),
+                                  ("ring B", ("C5", "C6", "C7", "C8", "C9", "C10")),
+                                  ("ring C", ("C8", "C9", "C11", "C12", "C13", "C14")),
+                                  ("ring D", ("C13", "C14", "C15", "C16", "C17")))),
 }
 RING_SEARCH_DIST = 3.0  # bonds whose midpoint lies this close to a ring centre are tested
 
@@ -124,7 +82,7 @@ def _canon_resname(name: str) -> str:
 
 
 def _canon_atomname(resname: str, name: str) -> str:
-    if resname not in PROTEIN_RESNAMES:
+    if resname not in AMINO_ACIDS:
         return name
     return ATOM_ALIASES.get((resname, name), ATOM_ALIASES.get(("*", name), name))
 
@@ -269,9 +227,9 @@ def _rmsd(d2: np.ndarray) -> float | None:
 def _rmsd_metrics(p: _Struct, r: _Struct, pi, ri) -> dict:
     d2 = ((p.xyz[pi] - r.xyz[ri]) ** 2).sum(axis=1)
     names, resn = p.name[pi], p.atom_resname[pi]
-    prot = np.isin(resn, list(PROTEIN_RESNAMES))
+    prot = np.isin(resn, list(AMINO_ACIDS))
     bb = prot & np.isin(names, list(BACKBONE))
-    sc = prot & ~np.isin(names, list(NOT_SIDECHAIN))
+    sc = prot & ~np.isin(names, list(NOT_SIDE_CHAIN))
     return {
         "rmsd_heavy": _rmsd(d2),
         "rmsd_backbone": _rmsd(d2[bb]),
@@ -307,7 +265,7 @@ def _bonds(p: _Struct, ref_xyz: np.ndarray | None) -> np.ndarray:
     pairs = np.array([(a.index, b.index) for a, b in top.bonds], dtype=np.int64).reshape(-1, 2)
     b = heavy_of[pairs]
     b = b[(b >= 0).all(axis=1)]
-    is_prot = np.isin(np.array(p.res_name, dtype=object), list(PROTEIN_RESNAMES))
+    is_prot = np.isin(np.array(p.res_name, dtype=object), list(AMINO_ACIDS))
     r0, r1 = p.resid[b[:, 0]], p.resid[b[:, 1]]
     b = b[(r0 == r1) | ~(is_prot[r0] & is_prot[r1])]
     new = [b]
@@ -379,10 +337,7 @@ def _pair_code(pairs: np.ndarray, n: int) -> np.ndarray:
 
 
 def _angle_deg(x, tri, box) -> np.ndarray:
-    u = _vec(x, tri[:, 1], tri[:, 0], box)
-    v = _vec(x, tri[:, 1], tri[:, 2], box)
-    cos = (u * v).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return np.degrees(angle_of(_vec(x, tri[:, 1], tri[:, 0], box), _vec(x, tri[:, 1], tri[:, 2], box)))
 
 
 def _atom_label(s: _Struct, i: int) -> str:
@@ -544,7 +499,7 @@ def _chirality(s: _Struct) -> dict[str, tuple[int, np.ndarray]]:
         va = _vec(s.xyz, idx[:, 0], idx[:, 1], s.box)
         vb = _vec(s.xyz, idx[:, 0], idx[:, 2], s.box)
         vc = _vec(s.xyz, idx[:, 0], idx[:, 3], s.box)
-        vol = (va * np.cross(vb, vc)).sum(1)
+        vol = signed_volume_of(va, vb, vc)
         out[name] = (len(idx), res[vol * sign <= 0])
     return out
 
@@ -559,14 +514,9 @@ def _double_bonds(s: _Struct) -> dict[str, tuple[int, np.ndarray]]:
         if not ok.any():
             continue
         idx, res = idx[ok], np.asarray(res, dtype=np.int64)[ok]
-        b0 = _vec(s.xyz, idx[:, 1], idx[:, 0], s.box)
-        b1 = _vec(s.xyz, idx[:, 1], idx[:, 2], s.box)
-        b2 = _vec(s.xyz, idx[:, 2], idx[:, 3], s.box)
-        # cos of the dihedral: > 0 cis, < 0 trans
-        n0 = b0 - (b0 * b1).sum(1, keepdims=True) * b1 / (b1 * b1).sum(1, keepdims=True)
-        n2 = b2 - (b2 * b1).sum(1, keepdims=True) * b1 / (b1 * b1).sum(1, keepdims=True)
-        cos = (n0 * n2).sum(1)
-        wrong = cos <= 0 if kind == "cis" else cos >= 0
+        b = [_vec(s.xyz, idx[:, k], idx[:, k + 1], s.box) for k in range(3)]
+        cis = np.abs(dihedral_of(*b)) < np.pi / 2
+        wrong = ~cis if kind == "cis" else cis
         out[name] = (len(idx), res[wrong])
     return out
 
@@ -576,7 +526,7 @@ def _peptide_pairs(s: _Struct):
     protein residues in the same chain that both have the atoms."""
     r0 = np.array([r for ch in s.chains for r in ch[:-1]], dtype=np.int64)
     r1 = np.array([r for ch in s.chains for r in ch[1:]], dtype=np.int64)
-    prot = np.array([s.res_name[a] in PROTEIN_RESNAMES and s.res_name[b] in PROTEIN_RESNAMES
+    prot = np.array([s.res_name[a] in AMINO_ACIDS and s.res_name[b] in AMINO_ACIDS
                      for a, b in zip(r0, r1)], dtype=bool)
     r0, r1 = r0[prot], r1[prot]
     c, nn, ca0, ca1 = _idx(s, r0, "C"), _idx(s, r1, "N"), _idx(s, r0, "CA"), _idx(s, r1, "CA")
@@ -589,12 +539,8 @@ def _omegas(s: _Struct):
     c, n, ca0, ca1, r1 = _peptide_pairs(s)
     ok = (ca0 >= 0) & (ca1 >= 0) & (_dist(s.xyz, c, n, s.box) < PEPTIDE_BOND_MAX)
     c, n, ca0, ca1, r1 = c[ok], n[ok], ca0[ok], ca1[ok], r1[ok]
-    b0 = _vec(s.xyz, ca0, c, s.box)
-    b1 = _vec(s.xyz, c, n, s.box)
-    b2 = _vec(s.xyz, n, ca1, s.box)
-    n1, n2 = np.cross(b0, b1), np.cross(b1, b2)
-    m = np.cross(n1, b1 / np.linalg.norm(b1, axis=1, keepdims=True))
-    omega = np.degrees(np.arctan2((m * n2).sum(1), (n1 * n2).sum(1)))
+    omega = np.degrees(dihedral_of(_vec(s.xyz, ca0, c, s.box), _vec(s.xyz, c, n, s.box),
+                                   _vec(s.xyz, n, ca1, s.box)))
     return r1, omega
 
 

@@ -27,16 +27,14 @@ import math
 import mdtraj
 import numpy as np
 
+from ..chemistry import PEPTIDE_BOND_MAX
+from ..reconstruction import least_squares as ls
 from ..reconstruction import protein_geometry as pg
-from ..reconstruction.least_squares import angles as _angles
-from ..reconstruction.least_squares import dihedrals as _dihedrals
 
 OFF_BOND = 0.15  # A: a bond this far from ideal is counted
 OFF_ROTAMER = math.radians(30.0)
 CA_CA_MAX = 4.0  # A between linked residues (trans: 3.80)
-PEPTIDE_MAX = 2.0  # A: a longer C-N between linked residues is a chain break
 LINK_MAX = pg.PEPTIDE_LINK_MAX
-BACKBONE = ("N", "CA", "C", "O")
 
 
 def residue_key(res) -> tuple:
@@ -88,7 +86,7 @@ def protein_quality(traj: mdtraj.Trajectory, frame: int = 0, links: set | None =
             if (a, b) in links:
                 pairs.append(k)
         elif (residues[k].chain.index == residues[k + 1].chain.index and "C" in atoms[k] and "N" in atoms[k + 1]
-              and np.linalg.norm(x[atoms[k]["C"]] - x[atoms[k + 1]["N"]]) < PEPTIDE_MAX):
+              and np.linalg.norm(x[atoms[k]["C"]] - x[atoms[k + 1]["N"]]) < PEPTIDE_BOND_MAX):
             pairs.append(k)
     pairs = np.array(pairs, np.int64)
     linked_next = np.zeros(len(residues), bool)
@@ -104,7 +102,7 @@ def protein_quality(traj: mdtraj.Trajectory, frame: int = 0, links: set | None =
         tri = [(at[a], at[b], at[c], t0) for a, b, c, t0, _sd in entry["angles"] if a in at and b in at and c in at]
         if tri:
             t = np.array(tri)
-            theta = _angles(x, t[:, 0].astype(int), t[:, 1].astype(int), t[:, 2].astype(int))[0]
+            theta = ls.angles(x, t[:, 0].astype(int), t[:, 1].astype(int), t[:, 2].astype(int))[0]
             angle_dev.extend(np.degrees(theta) - t[:, 3])
     # peptide bonds and angles between linked residues
     ok = [k for k in pairs
@@ -120,14 +118,14 @@ def protein_quality(traj: mdtraj.Trajectory, frame: int = 0, links: set | None =
         cn = np.linalg.norm(x[c] - x[n1], axis=1)
         bond_dev.extend(cn - 1.329)
         for (i, j, k), t0 in (((ca, c, n1), 116.2), ((o, c, n1), 122.7), ((c, n1, ca1), 121.7)):
-            angle_dev.extend(np.degrees(_angles(x, i, j, k)[0]) - t0)
-        omega = np.degrees(_dihedrals(x, ca, c, n1, ca1)[0])
+            angle_dev.extend(np.degrees(ls.angles(x, i, j, k)[0]) - t0)
+        omega = np.degrees(ls.dihedrals(x, ca, c, n1, ca1)[0])
         is_pro = np.array([names[k + 1] == "PRO" for k in ok])
         cis = np.abs(omega) < 30.0
         trans_dev = 180.0 - np.abs(omega[~cis])
         out.update(omega_dev_mean=float(trans_dev.mean()) if len(trans_dev) else 0.0,
                    cis_nonpro=int((cis & ~is_pro).sum()), cis_pro=int((cis & is_pro).sum()),
-                   inserted_breaks=int((cn > PEPTIDE_MAX).sum() + (chain_of[ok] != chain_of[ok + 1]).sum()),
+                   inserted_breaks=int((cn > PEPTIDE_BOND_MAX).sum() + (chain_of[ok] != chain_of[ok + 1]).sum()),
                    ca_ca_long=int((np.linalg.norm(x[ca] - x[ca1], axis=1)[~cis] > CA_CA_MAX).sum()))
     bond_dev, angle_dev = np.array(bond_dev), np.array(angle_dev)
     out.update(n_bonds=len(bond_dev), bond_rmsd=float(np.sqrt((bond_dev ** 2).mean())),
@@ -148,8 +146,8 @@ def _ramachandran(x, atoms, names, linked_next) -> dict:
     cp = np.array([idx(k, -1, "C") for k in mid])
     n, ca, c = (np.array([idx(k, 0, a) for k in mid]) for a in ("N", "CA", "C"))
     nn = np.array([idx(k, 1, "N") for k in mid])
-    phi = _dihedrals(x, cp, n, ca, c)[0]
-    psi = _dihedrals(x, n, ca, c, nn)[0]
+    phi = ls.dihedrals(x, cp, n, ca, c)[0]
+    psi = ls.dihedrals(x, n, ca, c, nn)[0]
     cls = np.array([pg.rama_class(names[k], names[k + 1]) for k in mid])
     outlier = pg.rama_outliers(cls, phi, psi)
     return {"rama_n": len(mid), "rama_outliers": int(outlier.sum()),
@@ -170,7 +168,7 @@ def _rotamers(x, atoms, names) -> dict:
             by_type.setdefault(name, []).append([at[a] for a in q])
         for name, quads in by_type.items():
             qd = np.array(quads)
-            chi = _dihedrals(x, *qd.T)[0]
+            chi = ls.dihedrals(x, *qd.T)[0]
             d = pg.distance_to_wells(name, k, chi)
             off += int((d > OFF_ROTAMER).sum())
             total += len(d)

@@ -46,6 +46,7 @@ from openmm.app.internal.pdbx.reader.PdbxReader import PdbxReader
 from openmm.app.internal.unitcell import computePeriodicBoxVectors
 from scipy.spatial import cKDTree
 
+from ..chemistry import standard_residue
 from ..errors import StructureError
 from .files import OutputFiles, atomic_output, check_outputs, output_files
 
@@ -370,10 +371,6 @@ def _from_openmm(top):
     return out
 
 
-_TEMPLATE_NAME = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
-                  "CYX": "CYS", "CYM": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS"}
-
-
 def _finish(top, xyz, box, explicit, time=None):
     """Assign elements (CG -> virtual), bonds, and build the Trajectory."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, top.n_atoms, 3)
@@ -395,7 +392,7 @@ def _finish(top, xyz, box, explicit, time=None):
         # their standard name while bonding, then restore it
         names = [r.name for r in top.residues]
         for r in top.residues:
-            r.name = _TEMPLATE_NAME.get(r.name, r.name)
+            r.name = standard_residue(r.name)
         top.create_standard_bonds()
         for r, name in zip(top.residues, names):
             r.name = name

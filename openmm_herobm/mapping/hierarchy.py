@@ -16,15 +16,10 @@ from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
+from ..chemistry import standard_residue
 from ..errors import MappingError
 from .molecule import BeadMembership, MappedAtom, MoleculeMapping, validate
 
-# OpenMM's residue templates name residues by their standard names; the protonation
-# and CHARMM variants have the same heavy-atom graph.
-_TEMPLATE_ALIASES = {
-    "HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
-    "CYX": "CYS", "CYM": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS",
-}
 _IDS = string.ascii_uppercase + string.ascii_lowercase
 
 
@@ -34,7 +29,8 @@ def template_bonds(resname: str) -> list[tuple[str, str]] | None:
 
     if not app.Topology._standardBonds:
         app.Topology.loadBondDefinitions(str(Path(app.__file__).parent / "data" / "residues.xml"))
-    bonds = app.Topology._standardBonds.get(_TEMPLATE_ALIASES.get(resname, resname))
+    # OpenMM's templates have the standard names; a variant has its standard's heavy-atom graph
+    bonds = app.Topology._standardBonds.get(standard_residue(resname))
     if bonds is None:
         return None
     return [(a, b) for a, b in bonds if not a.startswith(("-", "+")) and not b.startswith(("-", "+"))]

@@ -20,23 +20,15 @@ import mdtraj
 import numpy as np
 import scipy.sparse
 
+from ..chemistry import FORCEFIELD_NAMES, RESIDUE_ALIASES
 from ..errors import StructureError
 from .mapping_set import MappingSet
 from .molecule import MoleculeMapping, element_from_name
 
 
-#: all-atom residue names that force fields and builders give molecules of the shipped mappings,
-#: read as the mapping's own name: CHARMM36/CHARMM-GUI cholesterol is CHL1 (what the backmap
-#: writes, below), many GROMACS setups call it CHOL
-RESIDUE_ALIASES = {"CHL1": "CHL", "CHOL": "CHL"}
-#: the all-atom name the backmap gives a mapping molecule: the force field's, so the heavy atoms
-#: written without refinement carry the names of the refined output (CHARMM36 has two
-#: cholesterol templates with the same atoms, CHL1 and CLOL: only the name tells them apart)
-WRITTEN_NAMES = {"CHL": "CHL1"}
-
-
 def mapping_for_residue(mapping_set: MappingSet, resname: str):
-    """The mapping of an all-atom residue name, through :data:`RESIDUE_ALIASES`; None if none."""
+    """The mapping of an all-atom residue name, through :data:`~openmm_herobm.chemistry.RESIDUE_ALIASES`;
+    None if none."""
     mapping = mapping_set.for_residue(resname)
     if mapping is None and resname in RESIDUE_ALIASES:
         mapping = mapping_set.for_residue(RESIDUE_ALIASES[resname])
@@ -259,7 +251,7 @@ class SystemMapping:
                 if aa_chain is None:
                     aa_chain = aa_top.add_chain(chain_id=getattr(chain, "chain_id", None))
                     kept_chain = kept_cg.add_chain(chain_id=getattr(chain, "chain_id", None))
-                aa_res = aa_top.add_residue(WRITTEN_NAMES.get(mapping.name, mapping.name), aa_chain,
+                aa_res = aa_top.add_residue(FORCEFIELD_NAMES.get(mapping.name, mapping.name), aa_chain,
                                             resSeq=residue.resSeq, segment_id=getattr(residue, "segment_id", ""))
                 kept_res = kept_cg.add_residue(residue.name, kept_chain, resSeq=residue.resSeq,
                                                segment_id=getattr(residue, "segment_id", ""))

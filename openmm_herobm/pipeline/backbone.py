@@ -18,12 +18,14 @@ import openmm as mm
 import openmm.app as app
 import openmm.unit as unit
 
-# Engh & Huber ideal values (nm, degrees) and the tolerances of the flat bottom
-BONDS = {("N", "CA"): 0.1458, ("CA", "C"): 0.1525, ("C", "O"): 0.1231, ("C", "+N"): 0.1329}
-ANGLES = {("N", "CA", "C"): 111.2, ("CA", "C", "+N"): 116.2, ("C", "+N", "+CA"): 121.7,
-          ("CA", "C", "O"): 120.1, ("O", "C", "+N"): 122.7,
-          # CB angles keep N and C on their side of the (fixed) CB: no CA inversion
-          ("N", "CA", "CB"): 110.5, ("C", "CA", "CB"): 110.1}
+from ..chemistry import BACKBONE_ANGLES, BACKBONE_BONDS, CB_ANGLES
+from ..geometry import dihedral
+
+# Engh & Huber ideal values (nm, degrees) and the tolerances of the flat bottom.  round(): the
+# nm values are the decimal ones (1.458 / 10 is not the double nearest 0.1458)
+BONDS = {k: round(v / 10, 4) for k, v in BACKBONE_BONDS.items()}
+# the CB angles keep N and C on their side of the (fixed) CB: no CA inversion
+ANGLES = {**BACKBONE_ANGLES, **CB_ANGLES}
 BOND_TOL, ANGLE_TOL, OMEGA_TOL, RAMA_TOL = 0.002, 3.0, 5.0, 15.0
 K_BOND, K_ANGLE, K_TORSION, K_RAMA = 2.0e5, 500.0, 200.0, 50.0
 
@@ -100,7 +102,7 @@ def optimise_backbone(topology: app.Topology, positions_nm: np.ndarray, phi_psi:
                 angle.addAngle(*idx, [math.radians(theta0), math.radians(ANGLE_TOL), K_ANGLE])
         omega_idx = [index(i, nm) for nm in ("CA", "C", "+N", "+CA")]
         if None not in omega_idx:
-            current = _dihedral(pos[omega_idx])
+            current = float(dihedral(*pos[omega_idx]))
             cis_pro = residues[i + 1].name == "PRO" and abs(current) < math.pi / 2
             target = 0.0 if cis_pro else math.pi
             n_omega_fixed += int(not cis_pro and abs(current) < math.pi / 2)
@@ -131,11 +133,3 @@ def optimise_backbone(topology: app.Topology, positions_nm: np.ndarray, phi_psi:
     new = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     new[~movable] = pos[~movable]  # exact: fixed atoms never move
     return BackboneResult(new, n_omega_fixed, before, after)
-
-
-def _dihedral(p: np.ndarray) -> float:
-    b0, b1, b2 = p[0] - p[1], p[2] - p[1], p[3] - p[2]
-    b1 = b1 / np.linalg.norm(b1)
-    v = b0 - np.dot(b0, b1) * b1
-    w = b2 - np.dot(b2, b1) * b1
-    return float(np.arctan2(np.dot(np.cross(b1, v), w), np.dot(v, w)))

@@ -8,8 +8,8 @@
 * ILE CB and THR CB: swapping the positions of the two branches (CG1/CG2, OG1/CG2)
   inverts the centre exactly; ILE's CD1 follows CG1.
 
-Signs are those of :mod:`openmm_herobm.evaluation.metrics` (signed volume
-``(a - c) . ((b - c) x (d - c))`` positive for the natural configuration).
+Centres and signs are those of :data:`openmm_herobm.chemistry.CHIRALITY_CHECKS`
+(:func:`openmm_herobm.geometry.signed_volume` positive or negative for the natural configuration).
 """
 
 from __future__ import annotations
@@ -17,54 +17,60 @@ from __future__ import annotations
 import numpy as np
 import openmm.app as app
 
-_BACKBONE = {"N", "CA", "C", "O", "OXT"}
+from ..chemistry import CHIRALITY_CHECKS, DOUBLE_BOND_CHECKS, NOT_SIDE_CHAIN, PROTEIN_CENTRES
+from ..geometry import dihedral, ideal_cb, signed_volume
+
 _FLAT = 0.8e-3  # nm^3 (0.8 A^3)
+_NM = 10.0  # Angstrom per nm (geometry.ideal_cb's unit)
+#: the three neighbours of CA; per residue name, the two branches (after CA) of its CB centre and the centre's key
+_CA_LIGANDS = CHIRALITY_CHECKS["ca"][2:5]
+_BRANCHES = {resnames[0]: (a, b, key) for key, (resnames, _, _, a, b, _) in CHIRALITY_CHECKS.items()
+             if key in ("ile_cb", "thr_cb")}
+#: the non-protein stereocentres (lipids)
+_MOLECULE_CENTRES = {k: v for k, v in CHIRALITY_CHECKS.items() if k not in PROTEIN_CENTRES}
 
 
-def ideal_cb(n: np.ndarray, ca: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Ideal L-CB position (nm) from N, CA, C (the usual tetrahedral construction, in A)."""
-    b, cc = (ca - n) * 10, (c - ca) * 10
-    a = np.cross(b, cc)
-    return ca + (-0.58273431 * a + 0.56802827 * b - 0.54067466 * cc) / 10
-
-
-def _volume(c, a, b, d) -> float:
-    return float(np.dot(a - c, np.cross(b - c, d - c)))
+def _volume_expression() -> str:
+    """geometry.signed_volume as an OpenMM expression: centre particle 4, neighbours 1, 2, 3 (nm^3)."""
+    a = "(x1-x4)"; b = "(x2-x4)"; c = "(x3-x4)"
+    ay, by, cy = a.replace("x", "y"), b.replace("x", "y"), c.replace("x", "y")
+    az, bz, cz = a.replace("x", "z"), b.replace("x", "z"), c.replace("x", "z")
+    return f"{a}*({by}*{cz}-{bz}*{cy}) + {ay}*({bz}*{c}-{b}*{cz}) + {az}*({b}*{cy}-{by}*{c})"
 
 
 def repair_chirality(topology: app.Topology, positions_nm: np.ndarray) -> tuple[np.ndarray, dict]:
     """Corrected positions and counts of repaired centres ``{'ca': n, 'ile_cb': n, 'thr_cb': n}``."""
     pos = np.array(positions_nm, dtype=np.float64, copy=True)
-    fixed = {"ca": 0, "ile_cb": 0, "thr_cb": 0}
+    fixed = dict.fromkeys(PROTEIN_CENTRES, 0)
     for residue in topology.residues():
         atoms = {a.name: a.index for a in residue.atoms()}
         if residue.name == "GLY" or not all(k in atoms for k in ("N", "CA", "C", "CB")):
             continue
         n, ca, c, cb = (pos[atoms[k]] for k in ("N", "CA", "C", "CB"))
-        if _volume(ca, n, c, cb) < 0:
+        if signed_volume(ca, n, c, cb) < 0:
             normal = np.cross(n - ca, c - ca)
             normal /= np.linalg.norm(normal)
-            side = [i for name, i in atoms.items() if name not in _BACKBONE]
+            side = [i for name, i in atoms.items() if name not in NOT_SIDE_CHAIN]
             d = (pos[side] - ca) @ normal
             pos[side] -= 2 * d[:, None] * normal  # mirror through the N-CA-C plane
             fixed["ca"] += 1
         cb = pos[atoms["CB"]]
-        if _volume(ca, n, c, cb) < _FLAT:
-            side = [i for name, i in atoms.items() if name not in _BACKBONE]
-            pos[side] += ideal_cb(n, ca, c) - cb
+        if signed_volume(ca, n, c, cb) < _FLAT:
+            side = [i for name, i in atoms.items() if name not in NOT_SIDE_CHAIN]
+            pos[side] += ideal_cb(n, ca, c, _NM) - cb
             fixed["ca"] += 1
-        branches = {"ILE": ("CG1", "CG2", "ile_cb"), "THR": ("OG1", "CG2", "thr_cb")}.get(residue.name)
+        branches = _BRANCHES.get(residue.name)
         if branches and all(k in atoms for k in ("CA", "CB") + branches[:2]):
             a, b, key = branches
-            if _volume(pos[atoms["CB"]], pos[atoms["CA"]], pos[atoms[a]], pos[atoms[b]]) < 0:
+            if signed_volume(pos[atoms["CB"]], pos[atoms["CA"]], pos[atoms[a]], pos[atoms[b]]) < 0:
                 shift = pos[atoms[b]] - pos[atoms[a]]
                 pos[[atoms[a], atoms[b]]] = pos[[atoms[b], atoms[a]]]
                 if residue.name == "ILE" and "CD1" in atoms:
                     pos[atoms["CD1"]] += shift  # CD1 stays bonded to CG1
                 fixed[key] += 1
-            if _volume(pos[atoms["CB"]], pos[atoms["CA"]], pos[atoms[a]], pos[atoms[b]]) < _FLAT:
+            if signed_volume(pos[atoms["CB"]], pos[atoms["CA"]], pos[atoms[a]], pos[atoms[b]]) < _FLAT:
                 # a flat centre: put CG2 where a tetrahedral centre has it (same construction as CB)
-                pos[atoms[b]] = ideal_cb(pos[atoms["CA"]], pos[atoms["CB"]], pos[atoms[a]])
+                pos[atoms[b]] = ideal_cb(pos[atoms["CA"]], pos[atoms["CB"]], pos[atoms[a]], _NM)
                 fixed[key] += 1
     return pos, fixed
 
@@ -81,20 +87,15 @@ def chirality_restraint_force(topology: app.Topology, k: float = 1.0e8, minimum:
     """
     import openmm as mm
 
-    a = "(x1-x4)"; b = "(x2-x4)"; c = "(x3-x4)"
-    ay, by, cy = a.replace("x", "y"), b.replace("x", "y"), c.replace("x", "y")
-    az, bz, cz = a.replace("x", "z"), b.replace("x", "z"), c.replace("x", "z")
-    volume = (f"{a}*({by}*{cz}-{bz}*{cy}) + {ay}*({bz}*{c}-{b}*{cz}) + {az}*({b}*{cy}-{by}*{c})")
+    volume = _volume_expression()
     force = mm.CustomCompoundBondForce(4, f"k_chiral*step(vmin-v)*(vmin-v)^2; v={volume}")
     force.addGlobalParameter("k_chiral", k)
     force.addGlobalParameter("vmin", minimum)
     for residue in topology.residues():
         atoms = {x.name: x.index for x in residue.atoms()}
-        checks = [("CA", ("N", "C", "CB"))] if residue.name != "GLY" else []
-        if residue.name == "ILE":
-            checks.append(("CB", ("CA", "CG1", "CG2")))
-        elif residue.name == "THR":
-            checks.append(("CB", ("CA", "OG1", "CG2")))
+        checks = [("CA", _CA_LIGANDS)] if residue.name != "GLY" else []
+        if residue.name in _BRANCHES:
+            checks.append(("CB", ("CA",) + _BRANCHES[residue.name][:2]))
         for centre, ligands in checks:
             if centre in atoms and all(x in atoms for x in ligands):
                 force.addBond([atoms[ligands[0]], atoms[ligands[1]], atoms[ligands[2]], atoms[centre]], [])
@@ -117,8 +118,6 @@ def peptide_restraint_force(topology: app.Topology, positions_nm: np.ndarray, k:
     """
     import openmm as mm
 
-    from .backbone import _dihedral
-
     force = mm.CustomTorsionForce("k_omega*step(d-tol_omega)*(d-tol_omega)^2; "
                                   "d=abs(atan2(sin(theta-theta0), cos(theta-theta0)))")
     force.addGlobalParameter("k_omega", k)
@@ -133,7 +132,7 @@ def peptide_restraint_force(topology: app.Topology, positions_nm: np.ndarray, k:
         if "CA" not in before or "CA" not in after:
             continue
         quad = [before["CA"], c_atom.index, n_atom.index, after["CA"]]
-        cis_pro = n_atom.residue.name == "PRO" and abs(_dihedral(positions_nm[quad])) < np.pi / 2
+        cis_pro = n_atom.residue.name == "PRO" and abs(dihedral(*positions_nm[quad])) < np.pi / 2
         force.addTorsion(*quad, [0.0 if cis_pro else np.pi])
     force.setName(PEPTIDE_FORCE)
     return force
@@ -184,16 +183,6 @@ def ramachandran_force(topology: app.Topology, kj_per_kt: float = RAMA_KJ_MOL):
 # ------------------------------------------------------------------ lipids and other molecules
 
 
-def _molecule_checks():
-    """Non-protein stereo checks of :mod:`openmm_herobm.evaluation.metrics` (lipid centres, double bonds)."""
-    from ..evaluation.metrics import ALWAYS_REPORTED, CHIRALITY_CHECKS, DOUBLE_BOND_CHECKS
-
-    centres = {k: v for k, v in CHIRALITY_CHECKS.items() if k not in ALWAYS_REPORTED}
-    return centres, DOUBLE_BOND_CHECKS
-
-
-#: residue names the CHARMM36 XML uses for molecules our mappings name otherwise
-FORCEFIELD_NAMES = {"CHL": "CHL1", "CHOL": "CHL1"}
 _CIS_BOND = (0.150, 0.134)  # nm: C-C single and C=C double bond of a cis alkene (angles ~125 deg)
 
 
@@ -206,7 +195,7 @@ def repair_molecule_stereo(topology: app.Topology, positions_nm: np.ndarray) -> 
       their old midpoint, on the same side (cis), with B-C 1.34 A and A-B = C-D 1.50 A
       where the A-D distance allows it.  A and D (and the rest of the chain) stay.
     """
-    centres, double_bonds = _molecule_checks()
+    centres, double_bonds = _MOLECULE_CENTRES, DOUBLE_BOND_CHECKS
     pos = np.array(positions_nm, dtype=np.float64, copy=True)
     fixed: dict = {}
     for residue in topology.residues():
@@ -215,32 +204,26 @@ def repair_molecule_stereo(topology: app.Topology, positions_nm: np.ndarray) -> 
             if not residue.name in resnames or not all(n in atoms for n in (centre, a, b, c)):
                 continue
             x0, xa, xb, xc = (pos[atoms[n]] for n in (centre, a, b, c))
-            if sign * _volume(x0, xa, xb, xc) > 0:
+            if sign * signed_volume(x0, xa, xb, xc) > 0:
                 continue
             normal = np.cross(xb - xa, xc - xa)
             normal /= np.linalg.norm(normal)
             new = x0 - 2 * np.dot(x0 - xa, normal) * normal
-            if sign * _volume(new, xa, xb, xc) < _FLAT:  # (nearly) flat: out of the plane on the right side
+            if sign * signed_volume(new, xa, xb, xc) < _FLAT:  # (nearly) flat: out of the plane on the right side
                 base = (xa + xb + xc) / 3
-                new = max((base + 0.05 * normal, base - 0.05 * normal), key=lambda x: sign * _volume(x, xa, xb, xc))
+                new = max((base + 0.05 * normal, base - 0.05 * normal),
+                          key=lambda x: sign * signed_volume(x, xa, xb, xc))
             pos[atoms[centre]] = new
             fixed[key] = fixed.get(key, 0) + 1
         for key, (resnames, quad, kind) in double_bonds.items():
             if kind != "cis" or not residue.name in resnames or not all(n in atoms for n in quad):
                 continue
             ia, ib, ic, id_ = (atoms[n] for n in quad)
-            if _cos_dihedral(pos[ia], pos[ib], pos[ic], pos[id_]) > 0:
+            if abs(dihedral(pos[ia], pos[ib], pos[ic], pos[id_])) < np.pi / 2:  # already cis
                 continue
             pos[ib], pos[ic] = _cis_pair(pos[ia], pos[id_], 0.5 * (pos[ib] + pos[ic]))
             fixed[key] = fixed.get(key, 0) + 1
     return pos, fixed
-
-
-def _cos_dihedral(a, b, c, d) -> float:
-    b1 = (c - b) / np.linalg.norm(c - b)
-    n0 = (a - b) - np.dot(a - b, b1) * b1
-    n2 = (d - c) - np.dot(d - c, b1) * b1
-    return float(np.dot(n0, n2))
 
 
 def _cis_pair(a: np.ndarray, d: np.ndarray, hint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,11 +251,8 @@ def molecule_stereo_force(topology: app.Topology, k: float = 1.0e8, minimum: flo
     """
     import openmm as mm
 
-    centres, double_bonds = _molecule_checks()
-    a = "(x1-x4)"; b = "(x2-x4)"; c = "(x3-x4)"
-    ay, by, cy = a.replace("x", "y"), b.replace("x", "y"), c.replace("x", "y")
-    az, bz, cz = a.replace("x", "z"), b.replace("x", "z"), c.replace("x", "z")
-    volume = f"{a}*({by}*{cz}-{bz}*{cy}) + {ay}*({bz}*{c}-{b}*{cz}) + {az}*({b}*{cy}-{by}*{c})"
+    centres, double_bonds = _MOLECULE_CENTRES, DOUBLE_BOND_CHECKS
+    volume = _volume_expression()
     chiral = mm.CustomCompoundBondForce(4, f"k_mol_chiral*step(vmin_mol-v)*(vmin_mol-v)^2; v=sign_v*({volume})")
     chiral.addGlobalParameter("k_mol_chiral", k)
     chiral.addGlobalParameter("vmin_mol", minimum)

@@ -18,6 +18,7 @@ import openmm as mm
 import openmm.app as app
 import openmm.unit as unit
 
+from ..chemistry import PROTEIN_RESIDUES
 from ..errors import HeroBMError
 
 KJ_NM = unit.kilojoule_per_mole / unit.nanometer
@@ -161,8 +162,6 @@ def add_hydrogens(modeller: app.Modeller, forcefield: app.ForceField, ph: float,
     modeller.topology, modeller.positions = topology, unit.Quantity(positions, unit.nanometer)
     variants = terminal_variants(topology, variants)
     load_hydrogen_definitions(forcefield, topology)
-    from .topology import PROTEIN_RESIDUES
-
     if any(r.name not in PROTEIN_RESIDUES for r in modeller.topology.residues()):
         # lipids/ligands: their heavy atoms may overlap (raw model output), which makes the
         # hydrogen relaxation of addHydrogens (heavy atoms fixed, no cutoff) fail after a long
@@ -255,8 +254,6 @@ def named_templates(forcefield: app.ForceField, topology: app.Topology) -> dict:
 
     CHARMM36 has two cholesterol templates with the same atoms (CHL1, CLOL): the name decides.
     """
-    from .topology import PROTEIN_RESIDUES
-
     return {r: r.name for r in topology.residues() if r.name not in PROTEIN_RESIDUES and r.name in forcefield._templates}
 
 

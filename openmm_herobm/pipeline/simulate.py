@@ -19,6 +19,7 @@ import openmm as mm
 import openmm.app as app
 import openmm.unit as unit
 
+from ..chemistry import PROTEIN_RESIDUES, WATER_BEADS, WATERS_PER_BEAD
 from ..errors import HeroBMError
 from .backbone import optimise_backbone
 from .chirality import (BACKBONE_FORCE, CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHIRALITY_FORCE, PEPTIDE_FORCE,
@@ -32,7 +33,7 @@ from .refine import (CUTOFF_NM, add_hydrogens, build_simulation, choose_platform
 from .reporters import JSONReporter, ProgressReporter, Stages
 from .solvent import HOLD_FORCE, HOLD_K, HOLD_PARAMETER, SOLVENT_ITERATIONS, clear_bilayer_core, solute_hold_force
 from .restraint import PARAMETER, bead_restraint_force
-from .topology import PROTEIN_RESIDUES, prepare_topology
+from .topology import prepare_topology
 
 
 #: nm: margin of the bead restraint's flat bottom on a CG simulation frame, beyond where the sound
@@ -88,7 +89,6 @@ class SimulationResult:
         return traj
 
 
-WATER_BEADS = ("W", "SW", "TW", "PW", "WF", "SOL")
 PROTEIN_FORCEFIELD = "amber14-all.xml"
 MEMBRANE_FORCEFIELD = "charmm36.xml"  # CHARMM36m protein + CHARMM36 lipids (POPC, cholesterol CHL1, ...)
 
@@ -367,7 +367,7 @@ class Pipeline:
                 modeller.addSolvent(forcefield, padding=1.0 * unit.nanometer, neutralize=True,
                                     residueTemplates=templates)
             return
-        waters = 4 * sum(n for name, n in solvent.items() if name in WATER_BEADS)  # Martini: 4 waters per bead
+        waters = WATERS_PER_BEAD * sum(n for name, n in solvent.items() if name in WATER_BEADS)
         pairs = min(solvent.get("NA", 0), solvent.get("CL", 0))
         molar = 55.5 * pairs / waters if waters else 0.0
         box = self.bm.box[0]

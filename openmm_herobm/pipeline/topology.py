@@ -24,19 +24,10 @@ import numpy as np
 import openmm.app as app
 import openmm.unit as unit
 
-from .chirality import FORCEFIELD_NAMES
+from ..chemistry import DISULFIDE_MAX, MODELLER_VARIANT, PROTEIN_RESIDUES, forcefield_residue, standard_residue
+from ..geometry import disulfide_pairs
 
-# input residue name -> (standard name, Modeller.addHydrogens variant or None = from the pH)
-_VARIANTS = {
-    "HID": ("HIS", "HID"), "HIE": ("HIS", "HIE"), "HIP": ("HIS", "HIP"),
-    "HSD": ("HIS", "HID"), "HSE": ("HIS", "HIE"), "HSP": ("HIS", "HIP"),
-    "ASH": ("ASP", "ASH"), "GLH": ("GLU", "GLH"), "LYN": ("LYS", "LYN"),
-    "CYM": ("CYS", "CYX"), "CYX": ("CYS", None),
-}
 LONE_JOIN_MAX = 0.65  # nm: a lone residue is bonded to a neighbour whose CA is at most this far
-#: amino acids, caps and the protonation-variant names above (everything the protein path handles)
-PROTEIN_RESIDUES = frozenset({"ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS",
-                              "MET", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL", "ACE", "NME"} | set(_VARIANTS))
 
 
 @dataclass
@@ -107,8 +98,8 @@ def prepare_topology(traj: mdtraj.Trajectory, frame: int = 0, linked: np.ndarray
             if lone[k]:
                 free_residues.append(len(source_residue))
             source_residue.append(residue.index)
-            standard, variant = _VARIANTS.get(residue.name, (residue.name, None))
-            standard = FORCEFIELD_NAMES.get(standard, standard)
+            standard = forcefield_residue(standard_residue(residue.name))
+            variant = MODELLER_VARIANT.get(residue.name)  # None: Modeller takes the state from the pH
             new_res = top.addResidue(standard, new_chain, str(residue.resSeq),
                                      getattr(residue, "insertion_code", "") or "")
             atoms = {}
@@ -165,11 +156,9 @@ def _bond_disulfides(top: app.Topology, pos: np.ndarray, variants: list) -> int:
     sg = [a for a in top.atoms() if a.name == "SG" and a.residue.name == "CYS"]
     if len(sg) < 2:
         return 0
-    xyz = pos[[a.index for a in sg]]
-    d = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1)
     n = 0
     used: set[int] = set()
-    for i, j in zip(*np.nonzero(np.triu(d < 0.25, k=1))):
+    for i, j in zip(*disulfide_pairs(pos[[a.index for a in sg]], DISULFIDE_MAX / 10)):  # nm
         if i in used or j in used:
             continue
         top.addBond(sg[i], sg[j])

@@ -33,12 +33,17 @@ import numpy as np
 import scipy.sparse
 from scipy.spatial import cKDTree
 
+from ..chemistry import BACKBONE_ANGLES, BACKBONE_BONDS
 from . import least_squares as ls
 from . import protein_geometry as pg
 
-DISULFIDE_BEADS = 3.0  # A between the SC1 beads of two cysteines: a disulfide
+#: A between the SC1 beads of two cysteines: a disulfide (a bead distance; SG-SG is chemistry.DISULFIDE_MAX)
+DISULFIDE_BEADS = 3.0
 PRO_PHI = (-65.0, 15.0)  # deg: median and spread of proline phi in the training split
-PEPTIDE = {"C-N": 1.329, "CA-C-N": 116.2, "O-C-N": 122.7, "C-N-CA": 121.7, "C-N-CD": 125.0}
+#: ideal peptide bond (A, degrees): chemistry's Engh & Huber backbone, and proline's C-N-CD
+PEPTIDE = {"C-N": BACKBONE_BONDS[("C", "+N")], "CA-C-N": BACKBONE_ANGLES[("CA", "C", "+N")],
+           "O-C-N": BACKBONE_ANGLES[("O", "C", "+N")], "C-N-CA": BACKBONE_ANGLES[("C", "+N", "+CA")],
+           "C-N-CD": 125.0}
 # tolerances: the spread of each term in the training structures, at least these floors
 SIGMA_BOND, SIGMA_ANGLE, SIGMA_DIHEDRAL = 0.01, math.radians(1.0), math.radians(2.0)
 GEOMETRY_SCALE = 3.0  # multiplies every geometric tolerance

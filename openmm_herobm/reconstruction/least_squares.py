@@ -65,7 +65,7 @@ def dihedrals(x: np.ndarray, i: np.ndarray, j: np.ndarray, k: np.ndarray, m: np.
     gn = np.maximum(np.linalg.norm(g, axis=1), 1e-9)
     # atan2 form of the IUPAC dihedral
     phi = np.arctan2((cross(a, b) * g).sum(1) / gn, (a * b).sum(1))
-    phi = -phi  # IUPAC sign (as training.dataset.dihedral and mdtraj; checked in tests)
+    phi = -phi  # IUPAC sign (as geometry.dihedral and mdtraj; checked in tests)
     fg, hg = (f * g).sum(1), (h * g).sum(1)
     di = -(gn / aa)[:, None] * a
     dm = (gn / bb)[:, None] * b

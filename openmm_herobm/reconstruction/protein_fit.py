@@ -35,30 +35,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..chemistry import BACKBONE, BACKBONE_ANGLES, BACKBONE_BONDS
+from ..geometry_torch import angle, dihedral, ideal_cb, signed_volume
 from .hierarchical import bead_subset, recenter
 from .protein_geometry import network_phi_psi, peptide_links
 
-BACKBONE = ("N", "CA", "C", "O")
-# Engh & Huber ideal bond lengths (A) and angles (degrees); "+" = atom of residue i+1
-BOND = {"N-CA": 1.458, "CA-C": 1.525, "C-O": 1.231, "C-+N": 1.329}
-ANGLE = {"N-CA-C": 111.2, "CA-C-O": 120.1, "CA-C-+N": 116.2, "O-C-+N": 122.7, "C-+N-+CA": 121.7}
+# Engh & Huber ideal bond lengths (A) and angles (degrees), keyed "N-CA"; "+" = atom of residue i+1
+BOND = {"-".join(k): v for k, v in BACKBONE_BONDS.items()}
+ANGLE = {"-".join(k): v for k, v in BACKBONE_ANGLES.items()}
 K_BEAD, K_PRIOR, K_BOND, K_ANGLE, K_OMEGA, K_RAMA = 1000.0, 0.3, 100.0, 50.0, 20.0, 3.0
 ITERATIONS = 80
-# ideal CB from N, CA, C (Engh & Huber geometry; e.g. ProteinMPNN's virtual CB)
-_CB = (-0.58273431, 0.56802827, -0.54067466)
-
-
-def _dihedral(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    b0, b1, b2 = a - b, c - b, d - c
-    b1 = b1 / b1.norm(dim=-1, keepdim=True)
-    v = b0 - (b0 * b1).sum(-1, keepdim=True) * b1
-    w = b2 - (b2 * b1).sum(-1, keepdim=True) * b1
-    return torch.atan2((torch.linalg.cross(b1, v) * w).sum(-1), (v * w).sum(-1))
-
-
-def _angle(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    u, v = a - b, c - b
-    return torch.atan2(torch.linalg.cross(u, v).norm(dim=-1), (u * v).sum(-1))
 
 
 def _minimise(energy, variable: torch.Tensor, iterations: int) -> None:
@@ -74,12 +60,6 @@ def _minimise(energy, variable: torch.Tensor, iterations: int) -> None:
 
     with torch.enable_grad():
         optimiser.step(closure)
-
-
-def ideal_cb(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """CB of an L amino acid with ideal geometry on N, CA, C (any leading shape, ``(..., 3)``)."""
-    b, cc = ca - n, c - ca
-    return _CB[0] * torch.linalg.cross(b, cc) + _CB[1] * b + _CB[2] * cc + ca
 
 
 class BackboneFit:
@@ -159,8 +139,7 @@ class BackboneFit:
         n, ca, c = (x[self.index[k][self.cb_res]] for k in ("N", "CA", "C"))
         cb = x[self.cb_atom]
         ideal = ideal_cb(n, ca, c)
-        side = lambda p: (torch.linalg.cross(n - ca, c - ca) * (p - ca)).sum(-1)  # noqa: E731
-        wrong = torch.sign(side(cb)) != torch.sign(side(ideal))
+        wrong = torch.sign(signed_volume(ca, cb, n, c)) != torch.sign(signed_volume(ca, ideal, n, c))
         if not wrong.any():
             return xyz
         # the whole side chain moves with its CB, so ILE/THR CB centres keep their handedness
@@ -193,7 +172,7 @@ class BackboneFit:
         def at(name: str, shift: int) -> torch.Tensor:
             return ix[name][link + shift]
 
-        omega0 = _dihedral(x0[at("CA", 0)], x0[at("C", 0)], x0[at("N", 1)], x0[at("CA", 1)])
+        omega0 = dihedral(x0[at("CA", 0)], x0[at("C", 0)], x0[at("N", 1)], x0[at("CA", 1)])
         cis = torch.as_tensor(self.is_pro)[link + 1] & (omega0.abs() < math.pi / 2)
         omega_sign = torch.where(cis, -1.0, 1.0).to(torch.float64)  # energy 1 + sign * cos(omega)
         has_o = O >= 0
@@ -226,18 +205,18 @@ class BackboneFit:
             e = e + K_BOND * ((x[N] - x[CA]).norm(dim=-1) - BOND["N-CA"]).pow(2).sum()
             e = e + K_BOND * ((x[CA] - x[C]).norm(dim=-1) - BOND["CA-C"]).pow(2).sum()
             e = e + K_BOND * ((x[C[o_res]] - x[O[o_res]]).norm(dim=-1) - BOND["C-O"]).pow(2).sum()
-            e = e + K_ANGLE * (_angle(x[N], x[CA], x[C]) - rad["N-CA-C"]).pow(2).sum()
-            e = e + K_ANGLE * (_angle(x[CA[o_res]], x[C[o_res]], x[O[o_res]]) - rad["CA-C-O"]).pow(2).sum()
+            e = e + K_ANGLE * (angle(x[N], x[CA], x[C]) - rad["N-CA-C"]).pow(2).sum()
+            e = e + K_ANGLE * (angle(x[CA[o_res]], x[C[o_res]], x[O[o_res]]) - rad["CA-C-O"]).pow(2).sum()
             if link.numel():
                 e = e + K_BOND * ((x[at("C", 0)] - x[at("N", 1)]).norm(dim=-1) - BOND["C-+N"]).pow(2).sum()
-                e = e + K_ANGLE * (_angle(x[at("CA", 0)], x[at("C", 0)], x[at("N", 1)]) - rad["CA-C-+N"]).pow(2).sum()
-                e = e + K_ANGLE * (_angle(x[at("C", 0)], x[at("N", 1)], x[at("CA", 1)]) - rad["C-+N-+CA"]).pow(2).sum()
-                e = e + K_ANGLE * (_angle(x[O[o_link]], x[C[o_link]], x[N[o_link + 1]]) - rad["O-C-+N"]).pow(2).sum()
-                omega = _dihedral(x[at("CA", 0)], x[at("C", 0)], x[at("N", 1)], x[at("CA", 1)])
+                e = e + K_ANGLE * (angle(x[at("CA", 0)], x[at("C", 0)], x[at("N", 1)]) - rad["CA-C-+N"]).pow(2).sum()
+                e = e + K_ANGLE * (angle(x[at("C", 0)], x[at("N", 1)], x[at("CA", 1)]) - rad["C-+N-+CA"]).pow(2).sum()
+                e = e + K_ANGLE * (angle(x[O[o_link]], x[C[o_link]], x[N[o_link + 1]]) - rad["O-C-+N"]).pow(2).sum()
+                omega = dihedral(x[at("CA", 0)], x[at("C", 0)], x[at("N", 1)], x[at("CA", 1)])
                 e = e + K_OMEGA * (1.0 + omega_sign * torch.cos(omega)).sum()
                 if rama is not None:
-                    phi = _dihedral(x[at("C", 0)], x[at("N", 1)], x[at("CA", 1)], x[at("C", 1)])
-                    psi = _dihedral(x[at("N", 0)], x[at("CA", 0)], x[at("C", 0)], x[at("N", 1)])
+                    phi = dihedral(x[at("C", 0)], x[at("N", 1)], x[at("CA", 1)], x[at("C", 1)])
+                    psi = dihedral(x[at("N", 0)], x[at("CA", 0)], x[at("C", 0)], x[at("N", 1)])
                     for value, want in ((phi, rama[0]), (psi, rama[1])):
                         known = torch.isfinite(want)
                         e = e + K_RAMA * (1.0 - torch.cos(value[known] - want[known])).sum()
@@ -375,9 +354,9 @@ class SideChainFit:
             i, j = self.bond_atoms.unbind(1)
             e = e + K_BOND * ((x[:, i] - x[:, j]).norm(dim=-1) - self.bond_length).pow(2).sum()
             i, j, k = self.angle_atoms.unbind(1)
-            e = e + K_ANGLE * (_angle(x[:, i], x[:, j], x[:, k]) - self.angle_value).pow(2).sum()
+            e = e + K_ANGLE * (angle(x[:, i], x[:, j], x[:, k]) - self.angle_value).pow(2).sum()
             i, j, k, m = self.dihedral_atoms.unbind(1)
-            twist = _dihedral(x[:, i], x[:, j], x[:, k], x[:, m]) - self.dihedral_value
+            twist = dihedral(x[:, i], x[:, j], x[:, k], x[:, m]) - self.dihedral_value
             return e + K_SIDE_DIHEDRAL * (1.0 - torch.cos(twist)).sum()
 
         _minimise(energy, variable, iterations)

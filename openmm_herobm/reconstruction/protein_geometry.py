@@ -25,12 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..chemistry import MODIFIED_STANDARD, VARIANT_STANDARD
+from ..geometry import dihedral
+
 DATA_FILE = Path(__file__).with_name("protein_geometry.json")
 RAMA_CLASSES = ("general", "GLY", "PRO", "prePRO")
-VARIANTS = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS", "CYX": "CYS",
-            "CYM": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS", "MSE": "MET"}
 #: A between the BB beads of consecutive residues that the CG input bonds (CA-CA is 3.8 A trans,
-#: 2.9 A cis; a Martini 3 BB-BB bond is 0.35 nm): chain breaks come from the beads, never from output geometry
+#: 2.9 A cis; a Martini 3 BB-BB bond is 0.35 nm): chain breaks come from the beads, never from output
+#: geometry.  A bead distance, not chemistry.PEPTIDE_BOND_MAX (C-N between atoms).
 PEPTIDE_LINK_MAX = 4.6
 FOURIER_ORDER = 10  # terms per angle of the Ramachandran potential
 RAMA_FLOOR = 1e-4  # density floor (per rad^2) before the log: a bounded penalty far from any region
@@ -42,7 +44,8 @@ def data() -> dict:
 
 
 def standard_name(name: str) -> str:
-    return VARIANTS.get(name, name)
+    """The residue whose geometry ``name`` has: variants (HSD -> HIS) and modified residues (MSE -> MET)."""
+    return VARIANT_STANDARD.get(name, MODIFIED_STANDARD.get(name, name))
 
 
 def network_phi_psi(dihedrals: np.ndarray, ca_bead: np.ndarray) -> np.ndarray:
@@ -110,11 +113,7 @@ def chi_angles(name: str, atoms: dict) -> np.ndarray:
     entry = residue(name)
     out = []
     for q in entry["chis"]:
-        p0, p1, p2, p3 = (atoms[a] for a in q)
-        b1, b2, b3 = p1 - p0, p2 - p1, p3 - p2
-        n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
-        y = np.linalg.norm(b2, axis=-1) * (b1 * n2).sum(-1)
-        out.append(wrap(np.arctan2(y, (n1 * n2).sum(-1))))
+        out.append(wrap(dihedral(*(atoms[a] for a in q))))
     return np.stack(out, axis=-1)
 
 

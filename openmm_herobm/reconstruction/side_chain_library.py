@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..chemistry import NOT_SIDE_CHAIN
 from .hierarchical import bead_subset, recenter
 
-BACKBONE_ATOMS = ("N", "CA", "C", "O", "OXT")
 NEIGHBOURS = 32
 EXTRA_FILE = "side_chains.npz"
 
@@ -55,7 +55,7 @@ def side_chain_layout(mapping) -> tuple[list[int], list[int]]:
     """(mapping atom indices of the side-chain heavy atoms, mapping bead indices of the side-chain
     beads) of one residue mapping; the order is the mapping's."""
     atoms = [i for i, a in enumerate(mapping.atoms)
-             if not a.is_hydrogen and not a.optional and a.name not in BACKBONE_ATOMS]
+             if not a.is_hydrogen and not a.optional and a.name not in NOT_SIDE_CHAIN]
     beads = [j for j, b in enumerate(mapping.beads) if b != "BB"]
     return atoms, beads
 

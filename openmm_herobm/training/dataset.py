@@ -26,18 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..chemistry import BACKBONE, DISULFIDE_MAX, PEPTIDE_BOND_MAX, standard_residue
 from ..errors import HeroBMError, StructureError
+from ..geometry import dihedral, disulfide_pairs
 from ..io import atom_slice, load_structure, make_whole
 from ..mapping.mapping_set import MappingSet
 from ..mapping.system import SystemMapping, match_residue_atoms
 
-PEPTIDE_BOND_MAX = 2.0  # Å; a longer C(i)-N(i+1) is a chain break (as in the data manifest)
-DISULFIDE_MAX = 2.5  # Å, SG-SG
-BACKBONE_NAMES = ("N", "CA", "C", "O")
 N_REPORTED_LABELS = 50
-# residue variants -> the standard name whose bond template (mdtraj residues.xml) they use
-_STANDARD_NAME = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
-                  "CYX": "CYS", "CYM": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS"}
 _INPUT_SUFFIXES = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro", ".gro.gz")
 
 
@@ -215,7 +211,7 @@ def _chain_arrays(sm: SystemMapping, xyz: np.ndarray) -> dict:
         for x, y in res.mapping.bonds:
             mapping_bonds.append((res.atoms[names.index(x)], res.atoms[names.index(y)]))
         is_peptide[r] = "N" in names and "C" in names
-        for k, bb in enumerate(BACKBONE_NAMES):
+        for k, bb in enumerate(BACKBONE):
             if bb in names:
                 backbone[r, k] = res.atoms[names.index(bb)]
         beads = res.mapping.beads
@@ -259,8 +255,7 @@ def _chain_arrays(sm: SystemMapping, xyz: np.ndarray) -> dict:
                    and getattr(a.element, "symbol", "") == "S"], np.int64)
     ss = np.zeros((0, 2), np.int64)
     if len(sg) > 1:
-        d = np.linalg.norm(xyz[sg][:, None] - xyz[sg][None], axis=-1)
-        i, j = np.nonzero(np.triu(d < DISULFIDE_MAX, 1))
+        i, j = disulfide_pairs(xyz[sg], DISULFIDE_MAX)
         ss = np.stack([sg[i], sg[j]], 1)
     listed = np.array(mapping_bonds, np.int64).reshape(-1, 2)
     bonds = np.concatenate([intra, listed, peptide, ss]).reshape(-1, 2)
@@ -310,21 +305,13 @@ def _template_bonds(top, canonical: dict[int, str], mapping_names: dict[int, str
         c = std.add_chain()
         for res in chain.residues:
             name = mapping_names.get(res.index, res.name)
-            r = std.add_residue(_STANDARD_NAME.get(name, name), c, resSeq=res.resSeq)
+            # variants use their standard residue's bond template (mdtraj residues.xml)
+            r = std.add_residue(standard_residue(name), c, resSeq=res.resSeq)
             for a in res.atoms:
                 std.add_atom(canonical.get(a.index, a.name), a.element, r)
     std.create_standard_bonds()
     pairs = np.array([(a.index, b.index) for a, b in std.bonds if a.residue.index == b.residue.index], np.int64)
     return pairs.reshape(-1, 2)
-
-
-def dihedral(p0, p1, p2, p3) -> np.ndarray:
-    """Dihedral angles (radians, IUPAC sign, as mdtraj) of point arrays ``(..., 3)``."""
-    b1, b2, b3 = p1 - p0, p2 - p1, p3 - p2
-    n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
-    y = np.linalg.norm(b2, axis=-1) * np.einsum("...i,...i->...", b1, n2)
-    x = np.einsum("...i,...i->...", n1, n2)
-    return np.arctan2(y, x)
 
 
 def angles_from_bonds(bonds: np.ndarray, n_atoms: int) -> np.ndarray:

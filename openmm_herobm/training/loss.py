@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..geometry_torch import angle
+
 
 @dataclass
 class LossWeights:
@@ -27,10 +29,8 @@ def bond_lengths(pos: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
 
 
 def bond_angles(pos: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Angle i-j-k in radians, via atan2 (stable near 0 and pi)."""
-    a = pos[angles[:, 0]] - pos[angles[:, 1]]
-    b = pos[angles[:, 2]] - pos[angles[:, 1]]
-    return torch.atan2(torch.linalg.norm(torch.cross(a, b, dim=-1), dim=-1), (a * b).sum(-1))
+    """Angle i-j-k in radians of each row ``(i, j, k)`` of ``angles``."""
+    return angle(pos[angles[:, 0]], pos[angles[:, 1]], pos[angles[:, 2]])
 
 
 def hinge(error: torch.Tensor, tolerance: float) -> torch.Tensor:

@@ -1,0 +1,119 @@
+"""The chemistry the package knows, one home per fact: residue names and their variants, the
+backbone and its ideal geometry, Martini solvent, bond-distance thresholds, stereo centres and
+the ideal CB.
+
+Plain Python (no numpy, torch, mdtraj or openmm), so anything may import it at no cost.
+Lengths in Angstrom, angles in degrees.  Geometry computed from these lives in
+:mod:`openmm_herobm.geometry`.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------- residues
+
+#: the 20 standard amino acids
+AMINO_ACIDS = frozenset("ALA ARG ASN ASP CYS GLN GLU GLY HIS ILE LEU LYS MET PHE PRO SER THR TRP TYR VAL".split())
+#: terminal caps (acetyl, N-methylamide)
+CAPS = frozenset({"ACE", "NME"})
+#: protonation and force-field variant names -> their standard residue.  A variant has the heavy
+#: atoms and bonds of its standard residue, so it uses the standard's templates and tables.
+#: (The only such table: ``tests/test_chemistry.py`` fails on a second one.)
+VARIANT_STANDARD = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
+                    "CYX": "CYS", "CYM": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS"}
+#: the protonation state ``Modeller.addHydrogens`` builds for each variant name: CHARMM's
+#: HSD/HSE/HSP are AMBER's HID/HIE/HIP, CYM has no HG (as CYX); None for CYX, whose
+#: state comes from its disulfide bond
+MODELLER_VARIANT = {"HID": "HID", "HIE": "HIE", "HIP": "HIP", "HSD": "HID", "HSE": "HIE", "HSP": "HIP",
+                    "ASH": "ASH", "GLH": "GLH", "LYN": "LYN", "CYM": "CYX", "CYX": None}
+#: modified residues that have the geometry of a standard one (selenomethionine: SE where MET has
+#: SD, so MET's bond templates, which name SD, do not apply to it)
+MODIFIED_STANDARD = {"MSE": "MET"}
+#: every residue name the protein path handles: amino acids, caps and the variant names
+PROTEIN_RESIDUES = AMINO_ACIDS | CAPS | frozenset(VARIANT_STANDARD)
+
+#: cholesterol: the shipped mapping's name, CHARMM36/CHARMM-GUI's, and that of many GROMACS setups
+CHOLESTEROL = ("CHL", "CHL1", "CHOL")
+#: all-atom residue names read as the name of a shipped mapping
+RESIDUE_ALIASES = {"CHL1": "CHL", "CHOL": "CHL"}
+#: the name the force field (CHARMM36) gives a mapping molecule.  The backmap writes it, so the heavy
+#: atoms written without refinement carry the names of the refined output (CHARMM36 has two
+#: cholesterol templates with the same atoms, CHL1 and CLOL: only the name tells them apart)
+FORCEFIELD_NAMES = {"CHL": "CHL1"}
+
+
+def standard_residue(name: str) -> str:
+    """The standard residue of a protonation/force-field variant name (HSD -> HIS); others unchanged."""
+    return VARIANT_STANDARD.get(name, name)
+
+
+def forcefield_residue(name: str) -> str:
+    """The force field's name of a residue name (CHL, CHOL -> CHL1); others unchanged."""
+    return FORCEFIELD_NAMES.get(RESIDUE_ALIASES.get(name, name), name)
+
+
+# --------------------------------------------------------------------------- backbone
+
+BACKBONE = ("N", "CA", "C", "O")
+#: atoms of an amino acid that are not its side chain
+NOT_SIDE_CHAIN = frozenset(BACKBONE + ("OXT",))
+#: Engh & Huber ideal backbone bond lengths (A) and angles (degrees); "+" marks an atom of residue i+1
+BACKBONE_BONDS = {("N", "CA"): 1.458, ("CA", "C"): 1.525, ("C", "O"): 1.231, ("C", "+N"): 1.329}
+BACKBONE_ANGLES = {("N", "CA", "C"): 111.2, ("CA", "C", "+N"): 116.2, ("C", "+N", "+CA"): 121.7,
+                   ("CA", "C", "O"): 120.1, ("O", "C", "+N"): 122.7}
+#: Engh & Huber angles at CA that hold CB (degrees)
+CB_ANGLES = {("N", "CA", "CB"): 110.5, ("C", "CA", "CB"): 110.1}
+#: the ideal CB of an L amino acid on N, CA, C (Engh & Huber geometry; ProteinMPNN's virtual CB):
+#: ``CB = CA + k0 (b x c) + k1 b + k2 c`` with ``b = CA - N``, ``c = C - CA`` in Angstrom (k0 per A)
+IDEAL_CB = (-0.58273431, 0.56802827, -0.54067466)
+
+# --------------------------------------------------------------------------- bonds from distances
+# Between atoms.  The fits' bead distances (reconstruction.protein_geometry.PEPTIDE_LINK_MAX,
+# reconstruction.geometric_fit.DISULFIDE_BEADS) are a different fact and live with the fits.
+
+#: A: a longer C(i)-N(i+1) is a chain break (as in the data manifest)
+PEPTIDE_BOND_MAX = 2.0
+#: A: SG-SG of a disulfide
+DISULFIDE_MAX = 2.5
+
+# --------------------------------------------------------------------------- Martini solvent
+
+#: Martini water beads (residue names); each stands for four waters
+WATER_BEADS = ("W", "SW", "TW", "PW", "WF", "SOL")
+WATERS_PER_BEAD = 4
+#: Martini ion residues (in ``ION`` the bead name says which ion)
+ION_BEADS = ("ION", "NA", "CL", "K", "CA2+", "NA+", "CL-")
+#: CG residues the backmap does not backmap (the pipeline rebuilds solvent with ``--solvent explicit``)
+SOLVENT_RESIDUES = frozenset(WATER_BEADS + ION_BEADS)
+
+# --------------------------------------------------------------------------- stereochemistry
+
+# Chirality checks: name -> (resnames, centre, a, b, c, expected_sign), where the
+# signed volume is  dot(a - centre, cross(b - centre, c - centre))  (geometry.signed_volume).
+# The signs were determined empirically: over 24 chains of proteins/train (every
+# 60th file) all 6533 CA centres, 425 ILE CB and 360 THR CB had a POSITIVE volume
+# with zero exceptions.  That is L-amino acids, L-Ile (2S,3S) and L-Thr (2S,3R).
+# Lipid centres (CHARMM36 names): the signs of every POPC glycerol C2 (100, sn-2 = R) and
+# of the eight cholesterol centres (24 molecules: 3S,8S,9S,10R,13R,14S,17R,20R) of the
+# NMRLipids CHARMM36 POPC/cholesterol bilayer, zero exceptions.
+_L_AMINO = tuple(sorted(AMINO_ACIDS - {"GLY"}))
+CHIRALITY_CHECKS: dict[str, tuple[tuple[str, ...], str, str, str, str, int]] = {
+    "ca": (_L_AMINO, "CA", "N", "C", "CB", +1),
+    "ile_cb": (("ILE",), "CB", "CA", "CG1", "CG2", +1),
+    "thr_cb": (("THR",), "CB", "CA", "OG1", "CG2", +1),
+    "popc_c2": (("POPC",), "C2", "O21", "C1", "C3", -1),
+    "chol_c3": (CHOLESTEROL, "C3", "O3", "C2", "C4", -1),
+    "chol_c8": (CHOLESTEROL, "C8", "C7", "C9", "C14", +1),
+    "chol_c9": (CHOLESTEROL, "C9", "C8", "C10", "C11", -1),
+    "chol_c10": (CHOLESTEROL, "C10", "C1", "C5", "C19", +1),
+    "chol_c13": (CHOLESTEROL, "C13", "C12", "C17", "C18", -1),
+    "chol_c14": (CHOLESTEROL, "C14", "C8", "C13", "C15", -1),
+    "chol_c17": (CHOLESTEROL, "C17", "C13", "C16", "C20", +1),
+    "chol_c20": (CHOLESTEROL, "C20", "C17", "C21", "C22", +1),
+}
+#: the amino-acid centres of :data:`CHIRALITY_CHECKS` (the rest are lipid centres)
+PROTEIN_CENTRES = ("ca", "ile_cb", "thr_cb")
+# Double bonds whose geometry is fixed: name -> (resnames, four atoms of the dihedral, "cis"|"trans").
+DOUBLE_BOND_CHECKS: dict[str, tuple[tuple[str, ...], tuple[str, str, str, str], str]] = {
+    "popc_oleoyl_c9": (("POPC",), ("C28", "C29", "C210", "C211"), "cis"),
+    "chol_c5": (CHOLESTEROL, ("C10", "C5", "C6", "C7"), "cis"),  # C5=C6 inside ring B
+}
