@@ -75,7 +75,7 @@ def kabsch_rmsd_and_displacement(x: np.ndarray, ref: np.ndarray, heavy: np.ndarr
 
 
 def create_system(topology, constraints, app, unit):
-    from openmm_herobm.pipeline.refine import native_obc2
+    from openmm_herobm.pipeline.system import native_obc2
 
     forcefield = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
     system = forcefield.createSystem(topology, nonbondedMethod=app.CutoffNonPeriodic,
@@ -92,7 +92,7 @@ def build_simulation(topology, positions, args, mm, app, unit):
     if args.platform:
         platform = mm.Platform.getPlatformByName(args.platform)
     else:
-        from openmm_herobm.pipeline.refine import choose_platform
+        from openmm_herobm.pipeline.platform import choose_platform
 
         platform = choose_platform(None)
     simulation = app.Simulation(topology, system, integrator, platform)
@@ -114,7 +114,7 @@ def protonated_reference(ref, app, unit, tolerance: float = 500.0):
     the pipeline (same tolerance, no restraint): the control structure for ``--control``."""
     import openmm as mm
 
-    from openmm_herobm.pipeline.refine import add_hydrogens
+    from openmm_herobm.pipeline.hydrogens import add_hydrogens
     from openmm_herobm.pipeline.topology import prepare_topology
 
     prepared = prepare_topology(ref)

@@ -12,8 +12,10 @@ import pytest
 from openmm_herobm.geometry import dihedral
 from openmm_herobm.mapping import MappingSet, SystemMapping
 from openmm_herobm.pipeline.backbone import optimise_backbone
-from openmm_herobm.pipeline.refine import choose_platform, load_forcefield, templates_free_residues
+from openmm_herobm.pipeline.hydrogens import templates_free_residues
+from openmm_herobm.pipeline.platform import choose_platform
 from openmm_herobm.pipeline.restraint import PARAMETER, bead_restraint_force
+from openmm_herobm.pipeline.system import load_forcefield
 from openmm_herobm.pipeline.topology import prepare_topology
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,7 +243,7 @@ def test_native_obc2_matches_custom_gb_energy():
     """The native GBSAOBCForce the pipeline swaps in gives the obc2.xml energy of a real protein."""
     import openmm.app as app
 
-    from openmm_herobm.pipeline.refine import native_obc2
+    from openmm_herobm.pipeline.system import native_obc2
 
     pdb = app.PDBFile(str(UBQ))
     modeller = app.Modeller(pdb.topology, pdb.positions)

@@ -155,9 +155,9 @@ def test_public_face_shows_real_signatures():
 def test_a_long_minimisation_pass_says_it_is_still_running(monkeypatch):
     """OpenMM's minimiser cannot report from inside a pass (a Python MinimizationReporter holds the
     GIL and openmm-torch's force then fails): a heartbeat thread says how long the pass has run."""
-    from openmm_herobm.pipeline import refine
+    from openmm_herobm.pipeline import progress
 
-    monkeypatch.setattr(refine, "PROGRESS_SECONDS", 0.01)
+    monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.01)
     collect = Collect()
     pipeline = hb.Pipeline(hb.backmap(str(UBQ_CG)), reporters=[collect])
     simulation = pipeline.create_simulation(pipeline.protonate(pipeline.prepare_topology(0)))

@@ -27,9 +27,12 @@ from .chirality import (BACKBONE_FORCE, CHIRALITY_FORCE, CIS_FORCE, MOLECULE_CHI
                         peptide_restraint_force, ramachandran_force, repair_chirality, repair_molecule_stereo,
                         stretch_collapsed_bonds)
 from ..units import KELVIN, KJ_PER_MOL_NM, KJ_PER_MOL_NM2, NANOMETER, PICOSECOND, value_in
-from .refine import (CUTOFF_NM, add_hydrogens, build_simulation, choose_platform, equilibrate, load_forcefield,
-                     minimize, named_templates, potential, relax_solvent, reporting, seeded_python_random,
-                     templates_free_residues)
+from .dynamics import equilibrate
+from .hydrogens import add_hydrogens, seeded_python_random, templates_free_residues
+from .minimize import minimize, potential, relax_solvent
+from .platform import choose_platform
+from .progress import reporting
+from .system import CUTOFF_NM, build_simulation, load_forcefield, named_templates
 from .reporters import JSONReporter, ProgressReporter, Stages
 from .solvent import HOLD_FORCE, HOLD_K, HOLD_PARAMETER, SOLVENT_ITERATIONS, clear_bilayer_core, solute_hold_force
 from .restraint import PARAMETER, bead_restraint_force
@@ -282,7 +285,7 @@ class Pipeline:
         return simulation
 
     def minimize(self, simulation: app.Simulation, frame: int | None = None) -> dict:
-        """The staged L-BFGS of :func:`~openmm_herobm.pipeline.refine.minimize` to the tolerance;
+        """The staged L-BFGS of :func:`~openmm_herobm.pipeline.minimize.minimize` to the tolerance;
         returns its summary (passes, RMS and largest force)."""
         with self.stages("minimize", frame, energy=lambda: potential(simulation)) as step:
             with reporting(step.progress):
