@@ -21,7 +21,7 @@ from openmm_herobm.io import (
     save_structure,
     save_trajectory,
 )
-from openmm_herobm.io import structure as structure_module
+from openmm_herobm.io import writers as writers_module
 
 DATA = Path("/work/shared/data")
 CHAIN = DATA / "proteins/test/pb_8AEU_M0L_A.pdb.gz"  # 87 residues, no chain break
@@ -285,7 +285,7 @@ def test_trajectory_topology_mismatch(chain, tmp_path):
 # ------------------------------------------------------------------ writing
 def test_output_path_checked_before_work(chain, tmp_path, monkeypatch):
     called = []
-    monkeypatch.setattr(structure_module, "_check_finite", lambda *a: called.append(a))
+    monkeypatch.setattr(writers_module, "_check_finite", lambda *a: called.append(a))
     with pytest.raises(StructureError, match=r"\.pdb.*\.gro.*\.cif"):
         save_structure(chain, tmp_path / "out.mol2")
     with pytest.raises(StructureError, match="structure"):
@@ -307,7 +307,7 @@ def test_failed_save_leaves_nothing_behind(chain, tmp_path, monkeypatch):
     target = tmp_path / "keep.pdb"
     save_structure(chain, target)
     before = target.read_text()
-    real = structure_module._pdb_lines
+    real = writers_module._pdb_lines
 
     def dying(traj, name):
         for k, line in enumerate(real(traj, name)):
@@ -315,7 +315,7 @@ def test_failed_save_leaves_nothing_behind(chain, tmp_path, monkeypatch):
                 raise RuntimeError("disk full")
             yield line
 
-    monkeypatch.setattr(structure_module, "_pdb_lines", dying)
+    monkeypatch.setattr(writers_module, "_pdb_lines", dying)
     with pytest.raises(RuntimeError, match="disk full"):
         save_structure(chain.slice(0, copy=False), target)
     assert target.read_text() == before

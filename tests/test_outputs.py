@@ -19,7 +19,7 @@ import yaml
 
 import openmm_herobm.backmapping
 import openmm_herobm.io
-import openmm_herobm.io.structure
+import openmm_herobm.io.readers
 from openmm_herobm.cli.main import main
 from openmm_herobm.errors import HeroBMError
 from openmm_herobm.io import (
@@ -52,7 +52,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the outputs were checked")
 
     for module, name in ((openmm_herobm.io, "load_input"), (openmm_herobm.io, "load_structure"),
-                         (openmm_herobm.io.structure, "load_structure"), (openmm_herobm.backmapping, "load_model"),
+                         (openmm_herobm.io.readers, "load_structure"), (openmm_herobm.backmapping, "load_model"),
                          (sys.modules["openmm_herobm.batch"], "batch")):  # the module (the package's name is the function)
         monkeypatch.setattr(module, name, forbidden)
 
@@ -217,16 +217,16 @@ _PAUSE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import openmm_herobm.io
-    import openmm_herobm.io.structure as structure
+    import openmm_herobm.io.writers as writers
 
-    real = structure._WRITERS[".dcd"]
+    real = writers._WRITERS[".dcd"]
 
     def paused(traj, tmp, name):  # the trajectory is the last file: pause with the others written
         real(traj, tmp, name)
         Path(sys.argv[1]).write_text("writing")
         time.sleep(120)
 
-    structure._WRITERS[".dcd"] = paused
+    writers._WRITERS[".dcd"] = paused
     from openmm_herobm.cli.main import main
     sys.exit(main(sys.argv[2:]))
 """)

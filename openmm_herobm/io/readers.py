@@ -1,8 +1,4 @@
-"""Structure and trajectory I/O shared by all commands.
-
-The in-memory type is :class:`mdtraj.Trajectory` (positions in nm).  On top of
-mdtraj each residue carries a plain attribute ``residue.insertion_code`` ('' when
-none), which our PDB/mmCIF readers fill and our writers put back.
+"""Reading structures and trajectories into :class:`mdtraj.Trajectory`, checked on the way in.
 
 Readers
 -------
@@ -43,61 +39,18 @@ from openmm import unit
 from openmm.app.internal import xtc_utils
 from openmm.app.internal.pdbstructure import PdbStructure
 from openmm.app.internal.pdbx.reader.PdbxReader import PdbxReader
-from openmm.app.internal.unitcell import computePeriodicBoxVectors
 from scipy.spatial import cKDTree
 
 from ..chemistry import standard_residue
 from ..errors import StructureError
-from .files import OutputFiles, atomic_output, check_outputs, output_files
+from .common import (STRUCTURE_FORMATS, TRAJECTORY_FORMATS, _check_finite, _describe_atom, _one_line, _split_ext,
+                     is_coarse_grained)
+from .pbc import make_whole
 
-STRUCTURE_FORMATS = (".pdb", ".gro", ".cif", ".mmcif")  # also readable gzipped
-TRAJECTORY_FORMATS = (".xtc", ".dcd", ".trr")
 CG_NEIGHBOUR_NM = 0.2  # median nearest-neighbour distance above which a file is CG
 #: inputs with a coordinate beyond +-1e5 A (10 um, far beyond any simulation box) are refused:
 #: such a value is corruption or wrong units, and would be carried silently into every output
 MAX_ABS_COORDINATE_NM = 1e4
-POLYMER_LINK_NM = 0.6  # BB/CA of consecutive residues closer than this: one molecule
-
-__all__ = [
-    "STRUCTURE_FORMATS", "TRAJECTORY_FORMATS", "load_structure", "make_whole",
-    "save_structure", "save_trajectory", "check_output_path", "atomic_output",
-    "atom_slice", "insertion_code", "is_coarse_grained",
-]
-
-
-# ---------------------------------------------------------------- helpers
-def _split_ext(path):
-    """('.pdb', True) for 'x.pdb.gz'."""
-    name = os.path.basename(os.fspath(path)).lower()
-    gz = name.endswith(".gz")
-    if gz:
-        name = name[:-3]
-    return os.path.splitext(name)[1], gz
-
-
-def insertion_code(residue) -> str:
-    """The residue's insertion code ('' when none or when mdtraj made the residue)."""
-    return getattr(residue, "insertion_code", "") or ""
-
-
-def is_coarse_grained(topology: md.Topology) -> bool:
-    """True when every particle has the virtual element (how CG files are loaded)."""
-    return topology.n_atoms > 0 and all(a.element is md_element.virtual for a in topology.atoms)
-
-
-def _describe_atom(atom) -> str:
-    res = atom.residue
-    chain = getattr(res.chain, "chain_id", None) or "-"
-    return f"atom {atom.name} of residue {res.name} {res.resSeq}{insertion_code(res)} chain {chain}"
-
-
-def _check_finite(traj, name, action):
-    bad = ~np.isfinite(traj.xyz).all(axis=2)
-    if bad.any():
-        frame, index = np.argwhere(bad)[0]
-        raise StructureError(
-            f"{name}: non-finite coordinate (NaN or inf) in frame {frame} at "
-            f"{_describe_atom(traj.topology.atom(int(index)))}; {action}")
 
 
 def _check_input_coordinates(traj, name):
@@ -119,18 +72,6 @@ def _check_input_coordinates(traj, name):
             f"the file is corrupt or not in A/nm, fix it")
 
 
-def atom_slice(traj: md.Trajectory, atom_indices) -> md.Trajectory:
-    """``traj.atom_slice`` that keeps ``residue.insertion_code`` (mdtraj drops it)."""
-    atom_indices = np.asarray(atom_indices, dtype=int)
-    out = traj.atom_slice(atom_indices)
-    # mdtraj keeps, in order, every residue that still has an atom
-    kept = np.unique([traj.topology.atom(int(i)).residue.index for i in atom_indices])
-    for new, old in zip(out.topology.residues, kept):
-        new.insertion_code = insertion_code(traj.topology.residue(int(old)))
-    return out
-
-
-# ---------------------------------------------------------------- reading
 def load_structure(path, top=None, frames=None) -> md.Trajectory:
     """Read a structure (PDB, GRO, mmCIF, optionally .gz) or a trajectory
     (XTC, DCD, TRR; ``top`` = structure file, Trajectory or Topology).
@@ -357,10 +298,6 @@ def _is_float(text):
         return True
     except ValueError:
         return False
-
-
-def _one_line(exc):
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _from_openmm(top):
@@ -618,259 +555,6 @@ def _read_xtc(name, topology, offsets, start, stop):
 _READERS = {".pdb": _read_pdb, ".cif": _read_cif, ".mmcif": _read_cif, ".gro": _read_gro}
 
 
-# ---------------------------------------------------------------- make_whole
-def _min_image(d, box, inv_box):
-    """Minimum image of displacements d (F, M, 3) via fractional coordinates.
-
-    Exact for orthorhombic boxes; for triclinic boxes rounding the fractional
-    coordinates is an approximation that is exact for displacements shorter than
-    half the smallest box height (always true for bonded neighbours).
-    """
-    frac = np.einsum("fmi,fij->fmj", d, inv_box)
-    frac -= np.round(frac)
-    return np.einsum("fmj,fjk->fmk", frac, box)
-
-
-def _default_molecules(traj, box, inv_box):
-    """Per-atom molecule id: one residue = one molecule, except consecutive
-    residues of a chain whose BB/CA are within POLYMER_LINK_NM (minimum image)."""
-    top = traj.topology
-    res_of_atom = np.array([a.residue.index for a in top.atoms])
-    anchor = np.full(top.n_residues, -1)
-    chain_of_res = np.empty(top.n_residues, dtype=int)
-    for res in top.residues:
-        chain_of_res[res.index] = res.chain.index
-        anchor[res.index] = next((a.index for a in res.atoms if a.name in ("BB", "CA")), -1)
-    link = (anchor[:-1] >= 0) & (anchor[1:] >= 0) & (chain_of_res[:-1] == chain_of_res[1:])
-    if link.any():
-        # the decision uses frame 0 so that all frames share one molecule definition
-        d = traj.xyz[:1, anchor[1:], :].astype(np.float64) - traj.xyz[:1, anchor[:-1], :]
-        d = _min_image(d, box[:1], inv_box[:1])
-        link &= np.linalg.norm(d[0], axis=1) < POLYMER_LINK_NM
-    mol_of_res = np.concatenate([[0], np.cumsum(~link)])
-    return mol_of_res[res_of_atom]
-
-
-def make_whole(traj: md.Trajectory, molecules=None) -> md.Trajectory:
-    """Return a copy of ``traj`` whose molecules are whole across periodic boundaries.
-
-    ``molecules``: optional list of atom-index sequences, one per molecule, in
-    walking order; atoms in none of them are left untouched.  Default: every
-    residue is a molecule, except that consecutive residues of one chain whose
-    BB/CA particles are within 0.6 nm (minimum image, frame 0) are joined into
-    one polymer molecule.  Each molecule is unwrapped by walking its atoms
-    in order; atom i+1 goes to the minimum image of its displacement from atom i
-    (a cumulative sum over all molecules and frames at once).  The first atom of
-    each molecule keeps its position.  No bonds are needed.  Without a unit cell
-    the trajectory is returned unchanged (as a copy).  The topology object is
-    shared with the input (so insertion codes are kept); positions are new.
-    """
-    xyz = traj.xyz.astype(np.float64)
-    out = md.Trajectory(xyz.astype(np.float32), traj.topology, time=traj.time.copy())
-    if traj.unitcell_vectors is None:
-        return out
-    out.unitcell_vectors = traj.unitcell_vectors.copy()
-    box = traj.unitcell_vectors.astype(np.float64)
-    if np.any(np.abs(np.linalg.det(box)) < 1e-9):
-        return out  # a degenerate (zero) box means no periodicity
-    inv_box = np.linalg.inv(box)
-
-    if molecules is None:
-        mol = _default_molecules(traj, box, inv_box)
-        order = np.argsort(mol, kind="stable")  # molecule by molecule, file order inside
-        is_start = np.r_[True, mol[order][1:] != mol[order][:-1]]
-    else:
-        parts = [np.asarray(m, dtype=int).ravel() for m in molecules if len(m)]
-        if not parts:
-            return out
-        order = np.concatenate(parts)
-        if order.min() < 0 or order.max() >= traj.n_atoms:
-            raise StructureError(f"make_whole: molecule atom index out of range "
-                                 f"(the structure has {traj.n_atoms} atoms)")
-        is_start = np.zeros(len(order), dtype=bool)
-        is_start[np.cumsum([0] + [len(p) for p in parts[:-1]])] = True
-
-    pos = xyz[:, order, :]
-    steps = np.zeros_like(pos)
-    steps[:, 1:] = _min_image(pos[:, 1:] - pos[:, :-1], box, inv_box)
-    steps[:, is_start] = 0.0
-    walk = np.cumsum(steps, axis=1)
-    start_of = np.maximum.accumulate(np.where(is_start, np.arange(len(order)), 0))
-    # position = first atom of the molecule + walked displacement since that atom
-    new = pos[:, start_of] + walk - walk[:, start_of]
-    xyz[:, order, :] = new
-    out.xyz = xyz.astype(np.float32)
-    return out
-
-
-# ---------------------------------------------------------------- writing
-_STRUCTURE_WRITE = (".pdb", ".gro", ".cif", ".mmcif")
-
-
-def check_output_path(path, kind="structure") -> str:
-    """Check an output path before any work is done; return its extension.
-
-    kind='structure': .pdb .gro .cif .mmcif; kind='trajectory': those plus
-    .xtc .dcd .trr.  Raises StructureError for an unknown extension or a
-    missing output folder, HeroBMError for a path that is a folder or a
-    folder that cannot be written (:func:`~openmm_herobm.io.check_outputs`).
-    """
-    if kind not in ("structure", "trajectory"):
-        raise ValueError(f"kind must be 'structure' or 'trajectory', not {kind!r}")
-    name = os.fspath(path)
-    ext, gz = _split_ext(name)
-    allowed = _STRUCTURE_WRITE + (TRAJECTORY_FORMATS if kind == "trajectory" else ())
-    if gz or ext not in allowed:
-        raise StructureError(f"{name}: cannot write this file type as a {kind}; supported "
-                             f"output formats: {', '.join(allowed)}")
-    folder = os.path.dirname(os.path.abspath(name))
-    if not os.path.isdir(folder):
-        raise StructureError(f"{name}: output folder {folder} does not exist; create it first")
-    check_outputs([name])  # not a folder itself, its folder writable
-    return ext
-
-
-def save_structure(traj: md.Trajectory, path, frame=None, files: OutputFiles | None = None) -> None:
-    """Write a structure (.pdb, .gro, .cif/.mmcif) atomically.
-
-    ``frame``: index of the one frame to write; None writes every frame (as
-    MODELs in PDB/mmCIF, concatenated frames in GRO).  ``files``: the
-    :func:`~openmm_herobm.io.output_files` set the file joins (committed with it).
-    """
-    ext = check_output_path(path, "structure")
-    if frame is not None:
-        traj = traj.slice([frame], copy=False)
-    _write(traj, os.fspath(path), ext, files)
-
-
-def save_trajectory(traj: md.Trajectory, path, files: OutputFiles | None = None) -> None:
-    """Write all frames atomically: .xtc, .dcd, .trr, or a multi-model .pdb/.gro/.cif."""
-    _write(traj, os.fspath(path), check_output_path(path, "trajectory"), files)
-
-
-def _write(traj, name, ext, files=None):
-    _check_finite(traj, name, "refusing to write it")
-    with atomic_output(name, files) as tmp:
-        _WRITERS[ext](traj, tmp, name)
-
-
-def _pdb_lines(traj, name):
-    """Yield PDB records.  Virtual-element (CG) atoms get a blank element column
-    and names starting in column 13, like martinize2's cg.pdb."""
-    rows = []  # (atom index or -1 for TER, text between serial and x, text after z)
-    for chain in traj.topology.chains:
-        cid = (getattr(chain, "chain_id", None) or " ")[:1]
-        last = None
-        for res in chain.residues:
-            if len(res.name) > 4:
-                raise StructureError(f"{name}: residue name {res.name!r} is longer than PDB "
-                                     f"allows (4); write .gro or .cif instead")
-            rname = res.name if len(res.name) == 4 else f"{res.name:>3} "
-            resid = f"{cid}{res.resSeq % 10000 if res.resSeq > 9999 else res.resSeq:4d}"
-            resid += (insertion_code(res) or " ")[:1]
-            for atom in res.atoms:
-                if len(atom.name) > 4:
-                    raise StructureError(f"{name}: atom name {atom.name!r} is longer than PDB "
-                                         f"allows (4); write .gro or .cif instead")
-                virtual = atom.element is None or atom.element is md_element.virtual
-                symbol = "" if virtual else atom.element.symbol.upper()
-                aname = atom.name
-                if len(symbol) == 1 and len(aname) < 4:  # PDB convention: 1-letter elements start in column 14
-                    aname = " " + aname
-                rows.append((atom.index, f" {aname:<4} {rname}{resid}   ", f"  1.00  0.00          {symbol:>2}  "))
-            last = f"      {rname}{resid}"
-        if last is not None:
-            rows.append((-1, last, ""))
-
-    if traj.unitcell_lengths is not None:
-        (a, b, c), (al, be, ga) = traj.unitcell_lengths[0] * 10, traj.unitcell_angles[0]
-        yield f"CRYST1{a:9.3f}{b:9.3f}{c:9.3f}{al:7.2f}{be:7.2f}{ga:7.2f} P 1           1"
-    multi = traj.n_frames > 1
-    for f in range(traj.n_frames):
-        xyz = traj.xyz[f].astype(np.float64) * 10.0
-        if xyz.max(initial=0) >= 9999.9995 or xyz.min(initial=0) <= -999.9995:
-            raise StructureError(f"{name}: coordinates do not fit the PDB columns "
-                                 f"(-999.999..9999.999 A); write .gro or .cif instead")
-        if multi:
-            yield f"MODEL     {f + 1:4d}"
-        for serial, (index, middle, tail) in enumerate(rows, 1):
-            if index < 0:
-                yield f"TER   {serial % 100000:5d}{middle}"
-            else:
-                x, y, z = xyz[index]
-                yield f"ATOM  {serial % 100000:5d}{middle}{x:8.3f}{y:8.3f}{z:8.3f}{tail}"
-        if multi:
-            yield "ENDMDL"
-    yield "END"
-
-
-def _write_pdb(traj, tmp, name):
-    with open(tmp, "w") as fh:
-        for line in _pdb_lines(traj, name):
-            fh.write(line + "\n")
-
-
-def _write_gro(traj, tmp, name):
-    top = traj.topology
-    for atom in top.atoms:
-        if len(atom.name) > 5 or len(atom.residue.name) > 5:
-            raise StructureError(f"{name}: {_describe_atom(atom)} has a name longer than GRO "
-                                 f"allows (5); write .pdb or .cif instead")
-    if np.abs(traj.xyz).max(initial=0) >= 9999.9995:
-        raise StructureError(f"{name}: coordinates do not fit the GRO columns; write .cif instead")
-    head = [f"{a.residue.resSeq % 100000:5d}{a.residue.name:<5}{a.name:>5}{(a.index + 1) % 100000:5d}"
-            for a in top.atoms]
-    with open(tmp, "w") as fh:
-        for f in range(traj.n_frames):
-            fh.write(f"written by openmm-herobm t= {float(traj.time[f]):.5f}\n{top.n_atoms:5d}\n")
-            fh.writelines(f"{h}{x:8.3f}{y:8.3f}{z:8.3f}\n" for h, (x, y, z) in zip(head, traj.xyz[f]))
-            v = np.zeros((3, 3)) if traj.unitcell_vectors is None else traj.unitcell_vectors[f]
-            values = [v[0, 0], v[1, 1], v[2, 2], v[0, 1], v[0, 2], v[1, 0], v[1, 2], v[2, 0], v[2, 1]]
-            if not np.any(values[3:]):
-                values = values[:3]
-            fh.write("".join(f"{x:10.5f}" for x in values) + "\n")
-
-
-def _to_openmm(traj):
-    """mdtraj -> OpenMM topology with chain ids, resSeq and insertion codes."""
-    top = app.Topology()
-    for k, chain in enumerate(traj.topology.chains):
-        cid = (getattr(chain, "chain_id", None) or "").strip() or chr(ord("A") + k % 26)
-        c = top.addChain(cid)
-        for res in chain.residues:
-            r = top.addResidue(res.name, c, str(res.resSeq), insertion_code(res))
-            for atom in res.atoms:
-                virtual = atom.element is None or atom.element is md_element.virtual
-                top.addAtom(atom.name, None if virtual else app.Element.getBySymbol(atom.element.symbol), r)
-    if traj.unitcell_vectors is not None:
-        # from lengths/angles in float64: OpenMM wants the reduced form, which
-        # float32 box vectors can miss by rounding
-        lengths = traj.unitcell_lengths[0].astype(float)
-        angles = np.radians(traj.unitcell_angles[0].astype(float))
-        top.setPeriodicBoxVectors(computePeriodicBoxVectors(*lengths, *angles))
-    return top
-
-
-def _write_cif(traj, tmp, name):
-    top = _to_openmm(traj)
-    with open(tmp, "w") as fh:
-        app.PDBxFile.writeHeader(top, fh, keepIds=True)
-        for f in range(traj.n_frames):
-            positions = traj.xyz[f].astype(float) * unit.nanometer
-            app.PDBxFile.writeModel(top, positions, fh, modelIndex=f + 1, keepIds=True)
-
-
-def _mdtraj_writer(method):
-    def write(traj, tmp, name):
-        getattr(traj, method)(tmp, force_overwrite=True)
-    return write
-
-
-_WRITERS = {".pdb": _write_pdb, ".gro": _write_gro, ".cif": _write_cif, ".mmcif": _write_cif,
-            ".xtc": _mdtraj_writer("save_xtc"), ".dcd": _mdtraj_writer("save_dcd"),
-            ".trr": _mdtraj_writer("save_trr")}
-
-
 def count_frames(trajectory) -> int:
     """Frames in a trajectory file (XTC, DCD, TRR) without reading its coordinates into memory."""
     name = os.fspath(trajectory)
@@ -929,17 +613,3 @@ def load_input(structure, trajectory=None) -> tuple[md.Trajectory, str]:
         return make_whole(from_openmm(topology, positions)), "(topology, positions)"
     traj = load_structure(structure) if trajectory is None else load_structure(trajectory, top=structure)
     return make_whole(traj), str(structure)
-
-
-def write_outputs(traj: md.Trajectory, output=None, trajectory_output=None) -> list[str]:
-    """Frame 0 to ``output`` and every frame to ``trajectory_output`` (each optional; both or neither
-    put in place)."""
-    written = []
-    with output_files() as files:
-        if output is not None:
-            save_structure(traj, output, frame=0, files=files)
-            written.append(str(output))
-        if trajectory_output is not None:
-            save_trajectory(traj, trajectory_output, files=files)
-            written.append(str(trajectory_output))
-    return written
