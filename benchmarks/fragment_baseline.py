@@ -52,8 +52,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from openmm_herobm.io import load_structure, save_structure
-from openmm_herobm.mapping.mapping_set import MappingSet
-from openmm_herobm.mapping.system import SystemMapping
+from openmm_herobm.mapping import MappingSet, SystemMapping
 
 try:  # another engineer owns the evaluation module; fall back if it is missing
     from openmm_herobm.evaluation import evaluate as _evaluate

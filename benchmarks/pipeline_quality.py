@@ -60,7 +60,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 import _common as em  # noqa: E402  (select_chains, chain_name, prepare_chain, summarise)
-from openmm_herobm.pipeline.simulate import PipelineOptions  # noqa: E402
+from openmm_herobm.pipeline import PipelineOptions  # noqa: E402
 
 DELTA_LIMIT_A = 0.1  # refined heavy RMSD may exceed the raw model's by at most this much
 DEFAULT_K = PipelineOptions.restraint_k

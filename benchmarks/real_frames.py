@@ -82,7 +82,7 @@ def log(msg: str) -> None:
 def realisable(cg):
     """``cg`` with the systematic Martini 3 deformation undone per frame (the beads a real structure has)."""
     from openmm_herobm.mapping import MappingSet, SystemMapping
-    from openmm_herobm.mapping.deformation import BeadDeformation
+    from openmm_herobm.mapping import BeadDeformation
 
     system = SystemMapping.from_cg(cg.topology, MappingSet.load("martini3"))
     undo = BeadDeformation(system)
@@ -280,7 +280,7 @@ def main(argv=None) -> int:
     import torch
 
     from openmm_herobm.evaluation.protein_quality import protein_quality
-    from openmm_herobm.model.deploy import load_model
+    from openmm_herobm.model import load_model
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model or "martini3_protein")

@@ -82,7 +82,7 @@ def worker(n_beads: int, threads: int) -> dict:
 
     set_threads(threads)
     import openmm_herobm as hb
-    from openmm_herobm.model.deploy import load_model, shipped_models
+    from openmm_herobm.model import load_model, shipped_models
 
     frame = build(n_beads)
     t = time.perf_counter()

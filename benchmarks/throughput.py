@@ -191,7 +191,7 @@ def worker(args) -> dict:
     import openmm_herobm as hb
     from openmm_herobm.io import make_whole
     from openmm_herobm.mapping import SystemMapping
-    from openmm_herobm.model.inference import predict_chunked
+    from openmm_herobm.model import predict_chunked
 
     rss_start = current_rss_mb()
     t0 = time.perf_counter()

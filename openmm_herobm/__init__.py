@@ -23,14 +23,14 @@ from .batch import batch  # noqa: E402  (isort: keep after the errors it imports
 
 #: public name -> module that defines it
 _LAZY = {"MappingSet": "mapping", "MoleculeMapping": "mapping", "SystemMapping": "mapping",
-         "available_mapping_sets": "mapping", "load_molecule_mapping": "mapping", "map_structure": "mapping.forward",
+         "available_mapping_sets": "mapping", "load_molecule_mapping": "mapping", "map_structure": "mapping",
          "backmap": "backmapping", "BackmapResult": "backmapping",
          "backmap_and_simulate": "pipeline", "Pipeline": "pipeline", "SimulationResult": "pipeline",
          "ProgressReporter": "pipeline", "JSONReporter": "pipeline", "StageEvent": "pipeline",
-         "load_model": "model.deploy", "deploy": "training.deploy",
+         "load_model": "model", "deploy": "training",
          "evaluate": "evaluation", "evaluate_files": "evaluation"}
 #: modules that load torch: idle OpenMP threads are set to sleep first (openmm_herobm.threads)
-_TORCH = ("backmapping", "pipeline", "model.deploy", "training.deploy")
+_TORCH = ("backmapping", "pipeline", "model", "training")
 
 
 def _version() -> str:

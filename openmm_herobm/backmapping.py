@@ -24,14 +24,9 @@ from scipy.spatial import cKDTree
 
 from .chemistry import SOLVENT_RESIDUES
 from .errors import HeroBMError
-from .mapping import SystemMapping
-from .mapping.system import residue_label
-from .mapping.deformation import BeadDeformation
-from .model.deploy import LoadedModel, load_model, shipped_models
-from .model.inference import predict_chunked
-from .reconstruction.geometric_fit import GeometricFit
-from .reconstruction.protein_fit import ProteinFit
-from .reconstruction.protein_geometry import PEPTIDE_LINK_MAX
+from .mapping import BeadDeformation, SystemMapping, residue_label
+from .model import LoadedModel, load_model, predict_chunked, shipped_models
+from .reconstruction import PEPTIDE_LINK_MAX, GeometricFit, ProteinFit
 
 #: ``side_chains`` choices of :func:`backmap`: real rotamers chosen with the model's library (the
 #: default), the library's RMSD-optimal conditional mean (an average of rotamers, for analysis), or

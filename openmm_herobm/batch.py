@@ -259,7 +259,7 @@ def _model(spec):
     # one load per worker process (TorchScript load + metadata: seconds); None: the shipped models
     key = str(spec)
     if _WORKER.get("model_key") != key:
-        from .model.deploy import load_model, shipped_models
+        from .model import load_model, shipped_models
 
         names = shipped_models() if spec is None else [spec] if isinstance(spec, str) else list(spec)
         _WORKER["model"] = [load_model(m) for m in names]

@@ -64,7 +64,7 @@ import mdtraj
 import numpy as np
 import yaml
 
-from openmm_herobm.mapping.hierarchy import bonds_from_structure, complete_hierarchy
+from openmm_herobm.mapping import bonds_from_structure, complete_hierarchy
 from openmm_herobm.mapping.molecule import (BeadMembership, MappedAtom, MoleculeMapping, element_from_name,
                                             parse_molecule_mapping)
 
@@ -318,7 +318,7 @@ def bonded_bead_pairs(mapping: MoleculeMapping) -> list[tuple[str, str]]:
 
 def mapped_bead_positions(mapping_set, snapshots: list[Path]) -> dict[str, np.ndarray]:
     """CG residue name -> (n_residues, n_beads, 3) bead positions (nm) from whole molecules."""
-    from openmm_herobm.mapping.system import SystemMapping
+    from openmm_herobm.mapping import SystemMapping
 
     out: dict[str, list[np.ndarray]] = {}
     for path in snapshots:
@@ -354,7 +354,7 @@ def real_bead_positions(path: Path, bead_orders: dict[str, list[str]]) -> dict[s
 
 def compare(mappings: list[MoleculeMapping], data: Path, baseline: list[MoleculeMapping] | None = None) -> list[tuple]:
     """Rows (mol, pair, ours mean, ours sd, real mean, real sd, ours - real, baseline - real) in A."""
-    from openmm_herobm.mapping.mapping_set import MappingSet
+    from openmm_herobm.mapping import MappingSet
 
     snapshots = sorted((data / "lipids").glob("*.gro.gz"))
     ours = mapped_bead_positions(MappingSet(mappings, name="martini3_lipids"), snapshots)

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import openmm.app as app
 
-from openmm_herobm.mapping.hierarchy import complete_hierarchy
+from openmm_herobm.mapping import complete_hierarchy, read_vermouth_map
 from openmm_herobm.mapping.molecule import BeadMembership, MappedAtom, MoleculeMapping, parse_molecule_mapping
-from openmm_herobm.mapping.vermouth_import import read_vermouth_map
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MAPS = ROOT.parent / "shared" / "data" / "reference_mappings" / "vermouth_martini3001"
@@ -92,7 +91,7 @@ def build_martini3(map_dir: Path, out: Path) -> None:
 
 def build_ca(martini3: Path, out: Path) -> None:
     """One bead per residue, sitting on CA, holding every atom of the residue."""
-    from openmm_herobm.mapping.molecule import load_molecule_mapping
+    from openmm_herobm.mapping import load_molecule_mapping
 
     out.mkdir(parents=True, exist_ok=True)
     for f in sorted(martini3.glob("*.yaml")):

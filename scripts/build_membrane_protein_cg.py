@@ -30,7 +30,7 @@ import mdtraj
 import numpy as np
 
 from openmm_herobm.io import load_structure, make_whole, save_structure
-from openmm_herobm.mapping.forward import map_structure
+from openmm_herobm.mapping import map_structure
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MEMBRANE = DATA / "lipids" / "charmm36_POPCchol-0pct.gro.gz"

@@ -27,7 +27,7 @@ import torch
 
 from openmm_herobm import load_model
 from openmm_herobm.io import atomic_output
-from openmm_herobm.model.deploy import attach_side_chains
+from openmm_herobm.model import attach_side_chains
 from openmm_herobm.training.dataset import find_structures
 from openmm_herobm.training.side_chains import build_side_chain_library, tune_weights
 

@@ -31,7 +31,7 @@ from openmm_herobm.errors import HeroBMError, StructureError
 from openmm_herobm.io import count_frames, load_frames, load_structure, save_structure, save_trajectory
 from openmm_herobm.io.readers import MAX_ABS_COORDINATE_NM
 from openmm_herobm.mapping import MappingSet, load_molecule_mapping, parse_molecule_mapping
-from openmm_herobm.mapping.forward import map_structure
+from openmm_herobm.mapping import map_structure
 from openmm_herobm.resources import mappings_dir
 
 ROOT = Path(__file__).resolve().parents[1]

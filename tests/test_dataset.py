@@ -16,7 +16,7 @@ from openmm_herobm.io import load_structure
 from openmm_herobm.mapping import MappingSet, SystemMapping
 from openmm_herobm.reconstruction import reconstruct
 from openmm_herobm.training import ProteinDataset, build_dataset, collate
-from openmm_herobm.training.cli import add_dataset_parser
+from openmm_herobm.training import add_dataset_parser
 
 TEST = Path("/work/shared/data/proteins/test")
 CHAINS = [

@@ -19,7 +19,7 @@ import pytest
 
 from openmm_herobm.errors import StructureError
 from openmm_herobm.mapping import MappingSet, SystemMapping
-from openmm_herobm.mapping.system import residue_label
+from openmm_herobm.mapping import residue_label
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HEROBM_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from openmm_herobm.mapping import MappingSet, SystemMapping
-from openmm_herobm.mapping.system import match_residue_atoms
+from openmm_herobm.mapping import match_residue_atoms
 from openmm_herobm.reconstruction import reconstruct
 
 DATA = Path(os.environ.get("HEROBM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -21,7 +21,7 @@ from openmm_herobm.mapping import MappingSet, load_molecule_mapping, parse_molec
 from openmm_herobm.mapping.hierarchy import bonds_from_structure, complete_hierarchy, strip_hierarchy, template_bonds
 from openmm_herobm.mapping.masses import element_mass
 from openmm_herobm.mapping.molecule import validate
-from openmm_herobm.mapping.vermouth_import import import_vermouth_map, read_vermouth_map
+from openmm_herobm.mapping import import_vermouth_map, read_vermouth_map
 from openmm_herobm.resources import mappings_dir
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,10 +18,7 @@ from e3nn import o3
 
 from openmm_herobm.errors import HeroBMError
 from openmm_herobm.mapping import MappingSet, SystemMapping
-from openmm_herobm.model.config import ModelConfig, build_model
-from openmm_herobm.model.deploy import METADATA, load_model
-from openmm_herobm.model.herobm import radius_edges
-from openmm_herobm.model.inference import predict_chunked
+from openmm_herobm.model import METADATA, ModelConfig, build_model, load_model, predict_chunked, radius_edges
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"

@@ -20,7 +20,7 @@ import openmm_herobm
 from openmm_herobm.cli.main import main
 from openmm_herobm.errors import HeroBMError
 from openmm_herobm.mapping import MappingSet
-from openmm_herobm.model.deploy import METADATA, load_model
+from openmm_herobm.model import METADATA, load_model
 from openmm_herobm.resources import mappings_dir, models_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,11 +206,11 @@ def test_model_does_not_import_training():
               for f, names in imported.items()}
     assert not any(upward.values()), upward
     # one definition, in the model; training uses it
-    from openmm_herobm.model.config import ModelConfig
-    from openmm_herobm.training.train import ModelConfig as TrainingModelConfig
+    from openmm_herobm.model import ModelConfig
+    from openmm_herobm.training.trainer import ModelConfig as TrainingModelConfig
 
     assert TrainingModelConfig is ModelConfig
-    assert "openmm_herobm.model.config" in _imported_modules(PACKAGE / "training" / "train.py")
+    assert "openmm_herobm.model.ModelConfig" in _imported_modules(PACKAGE / "training" / "trainer.py")
 
 
 def test_version_comes_from_package_metadata(monkeypatch):

@@ -19,7 +19,7 @@ import pytest
 import openmm_herobm as hb
 from openmm_herobm.evaluation import evaluate
 from openmm_herobm.evaluation.protein_quality import bead_fidelity, cg_links, protein_quality
-from openmm_herobm.mapping.deformation import BeadDeformation
+from openmm_herobm.mapping import BeadDeformation
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "real_frames" / "test"
 RUNS = sorted(p.parent for p in FIXTURE.glob("*/*/md.xtc"))

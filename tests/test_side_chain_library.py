@@ -17,8 +17,8 @@ from openmm_herobm.cli.main import main
 from openmm_herobm.errors import HeroBMError
 from openmm_herobm.io import load_structure
 from openmm_herobm.mapping import MappingSet
-from openmm_herobm.model.deploy import attach_side_chains
-from openmm_herobm.reconstruction.side_chain_library import SideChainBlend, SideChainLibrary
+from openmm_herobm.model import attach_side_chains
+from openmm_herobm.reconstruction import SideChainBlend, SideChainLibrary
 from openmm_herobm.training.side_chains import LIBRARY_RESIDUES, build_side_chain_library, mapped_chain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def model():
 def _mean_fit(cg, model, library):
     """backmap's RMSD-optimal mode (side_chains="mean": the protein fit and the library blend), or the
     same fit without the library: the path these tests measure."""
-    from openmm_herobm.reconstruction.protein_fit import ProteinFit
+    from openmm_herobm.reconstruction import ProteinFit
 
     result = hb.backmap(cg, model, fit=False)
     fit = ProteinFit(result.system, library)

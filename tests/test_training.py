@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from openmm_herobm.cli.main import main
-from openmm_herobm.model.deploy import load_model
-from openmm_herobm.training import build_dataset
+from openmm_herobm.model import load_model
+from openmm_herobm.training import TrainConfig, build_dataset, train
 from openmm_herobm.training.loss import LossWeights, backmapping_loss, bond_angles, bond_lengths
 from openmm_herobm.training.side_chains import build_side_chain_library
-from openmm_herobm.training.train import TrainConfig, train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "proteins"
 

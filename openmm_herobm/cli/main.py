@@ -23,7 +23,7 @@ from ..errors import HeroBMError
 
 def _cmd_map(args) -> int:
     from ..io import check_outputs
-    from ..mapping.forward import map_structure
+    from ..mapping import map_structure
 
     check_outputs([args.output, args.traj_out], [args.structure, args.trajectory])
 
@@ -49,8 +49,7 @@ def _cmd_map(args) -> int:
 
 def _cmd_mapping_complete(args) -> int:
     from ..io import atomic_output, check_outputs
-    from ..mapping.hierarchy import complete_hierarchy
-    from ..mapping.molecule import load_molecule_mapping
+    from ..mapping import complete_hierarchy, load_molecule_mapping
 
     # the mapping itself may be the output: completion in place (read whole, replaced atomically)
     check_outputs(_file_outputs(args.output), [args.structure])
@@ -67,7 +66,7 @@ def _cmd_mapping_complete(args) -> int:
 
 def _cmd_mapping_import(args) -> int:
     from ..io import atomic_output, check_outputs
-    from ..mapping.vermouth_import import import_vermouth_map, read_vermouth_map
+    from ..mapping import import_vermouth_map, read_vermouth_map
 
     check_outputs(_file_outputs(args.output), [args.map_file, args.structure, *(args.alias_map or [])])
     bonds = None
@@ -112,7 +111,7 @@ def _cmd_backmap(args) -> int:
     if args.no_minimize:
         outputs = [args.output, args.traj_out]
     else:
-        from ..pipeline.simulate import output_paths
+        from ..pipeline import output_paths
 
         outputs = output_paths(args.output, args.traj_out)
     check_outputs(outputs, [args.cg, args.trajectory, *(args.model or []), *(args.forcefield or [])])
@@ -174,7 +173,7 @@ def _cmd_batch(args) -> int:
 
 def _cmd_ligand_params(args) -> int:
     from ..io import check_outputs
-    from ..pipeline.ligand_params import gaff_parameters
+    from ..pipeline import gaff_parameters
 
     check_outputs([args.output], [args.structure])
     path = gaff_parameters(args.structure, args.name, args.output, net_charge=args.charge)
@@ -183,7 +182,7 @@ def _cmd_ligand_params(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from ..training.train import TrainConfig, train
+    from ..training import TrainConfig, train
 
     config = TrainConfig.from_yaml(args.config)
     if args.max_hours is not None:
@@ -195,7 +194,7 @@ def _cmd_train(args) -> int:
 
 def _cmd_deploy(args) -> int:
     from ..io import check_outputs
-    from ..training.deploy import deploy
+    from ..training import deploy
 
     check_outputs([args.output], [args.checkpoint, args.side_chains])
     path = deploy(args.checkpoint, args.output, description=args.description or "", side_chains=args.side_chains)
@@ -207,7 +206,7 @@ def _check_batch_outputs(args) -> None:
     """No file the batch would write into OUTDIR may be one of its inputs (``batch in/*.pdb -o in``)."""
     from ..batch import plan
     from ..io import check_outputs
-    from ..pipeline.simulate import output_paths
+    from ..pipeline import output_paths
 
     tasks = plan(args.inputs, args.frames_per_task)
     outputs, inputs = {}, set()
@@ -233,8 +232,7 @@ def _known_bonds(mapping, bonds):
 
 def _bonds_from_structure_file(path: str, resname: str, mapping=None) -> list[tuple[str, str]]:
     from ..io import load_structure
-    from ..mapping.hierarchy import bonds_from_structure, check_structure_residue
-    from ..mapping.system import residue_label
+    from ..mapping import bonds_from_structure, check_structure_residue, residue_label
 
     traj = load_structure(path)
     residue = next((r for r in traj.topology.residues if r.name == resname), None)
@@ -390,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--no-progress", action="store_true", help="no progress bar")
     bb.set_defaults(func=_cmd_batch)
 
-    from ..training.cli import add_dataset_parser
+    from ..training import add_dataset_parser
 
     add_dataset_parser(sub)
     lp = sub.add_parser("ligand-params", help="GAFF2 force-field XML for a ligand (antechamber + parmed)",

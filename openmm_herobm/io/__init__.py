@@ -8,14 +8,12 @@ readers and writers load mdtraj and OpenMM on first use, so checking output path
 
 from .files import TEMP_PREFIX, atomic_output, check_output_folder, check_outputs, output_files
 
-#: public name -> module that defines it (imported on first use)
-_LAZY = {"STRUCTURE_FORMATS": "common", "TRAJECTORY_FORMATS": "common", "atom_slice": "common",
-         "insertion_code": "common", "is_coarse_grained": "common",
-         "count_frames": "readers", "from_openmm": "readers", "load_frames": "readers", "load_input": "readers",
-         "load_structure": "readers",
-         "make_whole": "pbc",
-         "check_output_path": "writers", "save_structure": "writers", "save_trajectory": "writers",
-         "write_outputs": "writers"}
+#: module -> the public names it defines, imported on first use
+_MODULES = {"common": ("STRUCTURE_FORMATS", "TRAJECTORY_FORMATS", "atom_slice", "insertion_code", "is_coarse_grained"),
+            "readers": ("count_frames", "from_openmm", "load_frames", "load_input", "load_structure"),
+            "pbc": ("make_whole",),
+            "writers": ("check_output_path", "save_structure", "save_trajectory", "write_outputs")}
+_LAZY = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = ["TEMP_PREFIX", "atomic_output", "check_output_folder", "check_outputs", "output_files", *_LAZY]
 

@@ -1,5 +1,5 @@
 """One-file TorchScript models: :func:`load_model` reads them (``herobm deploy``, in
-:mod:`openmm_herobm.training.deploy`, writes them from a training checkpoint).
+:mod:`openmm_herobm.training.deployment`, writes them from a training checkpoint).
 
 The file is ``torch.jit.save`` output with a ``metadata.json`` extra file: mapping set
 name and hash of its YAML files, bead-type table, cutoff, slots per bead, training data
@@ -28,8 +28,8 @@ import torch
 
 from ..errors import HeroBMError
 from ..mapping import MappingSet
-from ..reconstruction.side_chain_library import EXTRA_FILE as SIDE_CHAINS
-from ..reconstruction.side_chain_library import SideChainLibrary
+from ..reconstruction import EXTRA_FILE as SIDE_CHAINS
+from ..reconstruction import SideChainLibrary
 from ..resources import cache_dir, models_dir
 
 METADATA = "metadata.json"

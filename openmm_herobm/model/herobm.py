@@ -11,7 +11,7 @@ from typing import Tuple
 
 import torch
 
-from ..reconstruction.hierarchical import place_slots, gather_atoms
+from ..reconstruction import place_slots, gather_atoms
 from .network import HEroBMNetwork
 
 

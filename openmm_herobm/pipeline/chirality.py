@@ -150,8 +150,7 @@ def ramachandran_force(topology: app.Topology, kj_per_kt: float = RAMA_KJ_MOL):
     region (seen: prolines taken from phi -35 to +6, which no proline ring allows)."""
     import openmm as mm
 
-    from ..reconstruction.geometric_fit import RAMA_ALLOWED
-    from ..reconstruction.protein_geometry import RAMA_CLASSES, RamachandranPotential, rama_class
+    from ..reconstruction import RAMA_ALLOWED, RAMA_CLASSES, RamachandranPotential, rama_class
 
     potential = RamachandranPotential(allowed=RAMA_ALLOWED)
     size = 72

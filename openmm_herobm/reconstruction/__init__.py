@@ -1,5 +1,35 @@
-"""Hierarchical placement of atoms from per-bead vectors (torch, scriptable)."""
+"""Atoms from per-bead vectors: hierarchical placement (torch, scriptable) and the geometric fit.
 
-from .hierarchical import gather_atoms, place_slots, reconstruct, recenter
+Import from here; each name's module (torch, scipy) is loaded on first use.
+``least_squares`` (vectorised bond/angle/dihedral terms and the sparse solver) and
+``protein_geometry`` (ideal amino-acid geometry, Ramachandran and rotamer statistics) are
+public as namespaces.
+"""
 
-__all__ = ["gather_atoms", "place_slots", "reconstruct", "recenter"]
+#: module -> the public names it defines, imported on first use (a module's own name: the module itself)
+_MODULES = {"hierarchical": ("gather_atoms", "place_slots", "reconstruct", "recenter"),
+            "geometric_fit": ("GeometricFit", "RAMA_ALLOWED"),
+            "protein_fit": ("ProteinFit",),
+            "protein_geometry": ("PEPTIDE_LINK_MAX", "RAMA_CLASSES", "RamachandranPotential", "rama_class",
+                                 "protein_geometry"),
+            "least_squares": ("least_squares",),
+            "side_chain_library": ("EXTRA_FILE", "NEIGHBOURS", "ResidueLibrary", "SideChainBlend", "SideChainLibrary",
+                                   "residue_frames", "side_chain_groups")}
+_LAZY = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = [*_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        value = module if name == _LAZY[name] else getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,12 +1,30 @@
-"""Training data for HEroBM models: datasets built from all-atom chains, patches, batches."""
+"""Training HEroBM models: datasets built from all-atom chains, patches, batches, training, ``deploy``.
 
-__all__ = ["DatasetReport", "ProteinDataset", "build_dataset", "collate", "process_structure"]
+Import from here; torch and mdtraj are loaded on first use (``herobm --help`` builds the
+dataset parser without them).  The modules are named for their job (``trainer``,
+``deployment``), not for the functions they define, so ``openmm_herobm.training.train`` is
+always the function, whatever was imported before.
+"""
+
+#: module -> the public names it defines, imported on first use
+_MODULES = {"dataset": ("DatasetReport", "ProteinDataset", "build_dataset", "collate", "process_structure"),
+            "trainer": ("TrainConfig", "train"),
+            "deployment": ("deploy",),
+            "cli": ("add_dataset_parser",)}
+_LAZY = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = [*_LAZY]
 
 
 def __getattr__(name):
-    # imported on first use: `herobm --help` builds the dataset parser without loading mdtraj
-    if name in __all__:
-        from . import dataset
+    if name in _LAZY:
+        import importlib
 
-        return getattr(dataset, name)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -30,8 +30,7 @@ from ..chemistry import BACKBONE, DISULFIDE_MAX, PEPTIDE_BOND_MAX, standard_resi
 from ..errors import HeroBMError, StructureError
 from ..geometry import dihedral, disulfide_pairs
 from ..io import atom_slice, load_structure, make_whole
-from ..mapping.mapping_set import MappingSet
-from ..mapping.system import SystemMapping, match_residue_atoms
+from ..mapping import MappingSet, SystemMapping, match_residue_atoms
 
 N_REPORTED_LABELS = 50
 _INPUT_SUFFIXES = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro", ".gro.gz")

@@ -11,8 +11,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..mapping.mapping_set import MappingSet
-from ..reconstruction.side_chain_library import (
+from ..mapping import MappingSet
+from ..reconstruction import (
     NEIGHBOURS, ResidueLibrary, SideChainBlend, SideChainLibrary, residue_frames, side_chain_groups,
 )
 from .dataset import _load, map_heavy_atoms

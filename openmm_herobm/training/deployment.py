@@ -15,11 +15,10 @@ import torch
 
 from ..errors import HeroBMError
 from ..mapping import MappingSet
-from ..model.config import build_model
-from ..model.deploy import METADATA, archive_kind, side_chain_extra_files
-from ..reconstruction.side_chain_library import SideChainLibrary
+from ..model import METADATA, archive_kind, build_model, side_chain_extra_files
+from ..reconstruction import SideChainLibrary
 from ..resources import mappings_dir
-from .train import TrainConfig
+from .trainer import TrainConfig
 
 # what `herobm train` stores in a checkpoint and deploy reads back
 _CHECKPOINT = {"config": str, "mapping_hash": str, "model": dict, "step": int, "elapsed": (int, float),

@@ -27,8 +27,7 @@ import yaml
 
 from ..errors import HeroBMError
 from ..mapping import MappingSet
-from ..model.config import ModelConfig, build_model
-from ..model.herobm import HEroBM, radius_edges
+from ..model import HEroBM, ModelConfig, build_model, radius_edges
 from .dataset import ProteinDataset, collate
 from .loss import LossWeights, backmapping_loss
 
