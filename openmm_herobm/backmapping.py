@@ -11,6 +11,7 @@ reported by name and count: ``unmapped='fail'`` stops, ``'drop'`` leaves them ou
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,12 +27,14 @@ from .chemistry import SOLVENT_RESIDUES
 from .errors import HeroBMError
 from .mapping import BeadDeformation, SystemMapping, residue_label
 from .model import LoadedModel, load_model, predict_chunked, shipped_models
+from .progress import say
 from .reconstruction import PEPTIDE_LINK_MAX, GeometricFit, ProteinFit
 
 #: ``side_chains`` choices of :func:`backmap`: real rotamers chosen with the model's library (the
 #: default), the library's RMSD-optimal conditional mean (an average of rotamers, for analysis), or
 #: rotamers without the library (wells of the training split and the network's own side chain)
 SIDE_CHAIN_MODES = ("rotamers", "mean", "network")
+FRAME_PROGRESS_SECONDS = 15.0  # s between "frame k of n" lines while the model runs over a trajectory
 
 
 @dataclass
@@ -278,8 +281,12 @@ def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory
     alpha = np.zeros(traj.n_frames)
     fitter = make_fit(system, loaded, side_chains) if fit else None
     undo = BeadDeformation(system) if deformation else None
+    next_word = time.perf_counter() + FRAME_PROGRESS_SECONDS
     with torch.no_grad():
         for f in range(traj.n_frames):
+            if time.perf_counter() >= next_word:  # a long trajectory: where the model is
+                say("  frame %d of %d", f + 1, traj.n_frames)
+                next_word = time.perf_counter() + FRAME_PROGRESS_SECONDS
             if undo is not None and not undo.empty:
                 corrected, alpha[f] = undo(targets[f] * 10.0)
                 targets[f] = corrected / 10.0

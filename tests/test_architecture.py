@@ -27,7 +27,7 @@ FACES = [p for p in SUBPACKAGES if p != "cli"]  # cli is the top: nothing import
 #: of lower layers (and its own).  The same order is in docs/architecture.md.
 LAYERS = [
     {"errors", "chemistry", "resources"},
-    {"geometry", "geometry_torch", "units", "threads"},
+    {"geometry", "geometry_torch", "units", "threads", "progress"},
     {"io"},
     {"mapping"},
     {"reconstruction"},
@@ -111,7 +111,7 @@ def test_the_boundary_check_sees_what_it_must_refuse():
     assert unexported and "does not export resolve_model_path" in unexported[0]
     assert boundary_problems(simulate, "from ..io import _one_line")[-1].endswith(
         "private _one_line imported from openmm_herobm.io")
-    assert boundary_problems(simulate, "from .progress import _progress") == []  # inside the package: fine
+    assert boundary_problems(simulate, "from .restraint import _torch_source") == []  # inside the package: fine
     assert "private _one_line" in boundary_problems(PACKAGE / "backmapping.py", "from .io import _one_line")[-1]
 
 

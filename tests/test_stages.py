@@ -155,7 +155,7 @@ def test_public_face_shows_real_signatures():
 def test_a_long_minimisation_pass_says_it_is_still_running(monkeypatch):
     """OpenMM's minimiser cannot report from inside a pass (a Python MinimizationReporter holds the
     GIL and openmm-torch's force then fails): a heartbeat thread says how long the pass has run."""
-    from openmm_herobm.pipeline import progress
+    from openmm_herobm import progress
 
     monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.01)
     collect = Collect()
@@ -164,3 +164,14 @@ def test_a_long_minimisation_pass_says_it_is_still_running(monkeypatch):
     pipeline.minimize(simulation)
     beats = [e for e in collect.events if e.stage == "minimize" and not e.done and "running" in e.detail]
     assert beats and all(e.detail.startswith("L-BFGS pass running, ") for e in beats)
+
+
+def test_the_model_stage_reports_frames_of_a_trajectory(monkeypatch):
+    import openmm_herobm.backmapping as backmapping
+
+    monkeypatch.setattr(backmapping, "FRAME_PROGRESS_SECONDS", 0.0)
+    collect = Collect()
+    hb.backmap_and_simulate(str(FRAMES / "md.gro"), trajectory=str(FRAMES / "md.xtc"), minimize=False,
+                            reporters=[collect])
+    lines = [e.detail for e in collect.events if e.stage == "model" and not e.done and e.detail]
+    assert lines == [f"frame {k} of 10" for k in range(1, 11)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import openmm.app as app
 import openmm.unit as unit
 
-from .progress import _say
+from ..progress import say
 from .system import SEED
 
 
@@ -20,8 +20,8 @@ def equilibrate(simulation: app.Simulation, picoseconds: float, temperature: flo
         target = 50 + (temperature - 50) * (k + 1) / stages
         integrator.setTemperature(target * unit.kelvin)
         simulation.step(max(heat // stages, 1))
-        _say("  heating %d/%d to %.0f K", k + 1, stages, target)
+        say("  heating %d/%d to %.0f K", k + 1, stages, target)
     if restraint_parameter is not None:
         simulation.context.setParameter(restraint_parameter, 0.0)
     simulation.step(max(steps_total - heat, 1))
-    _say("  %.1f ps without the bead restraint", (steps_total - heat) * 0.002)
+    say("  %.1f ps without the bead restraint", (steps_total - heat) * 0.002)

@@ -14,7 +14,7 @@ import openmm.app as app
 import openmm.unit as unit
 
 from ..errors import HeroBMError
-from .progress import _heartbeat, _say
+from ..progress import heartbeat, say
 
 KJ_NM = unit.kilojoule_per_mole / unit.nanometer
 
@@ -239,20 +239,20 @@ def _global_parameters(system: mm.System) -> set:
 def _minimize_pass(simulation: app.Simulation, tolerance: float, max_iterations: int) -> tuple[bool, float]:
     start = time.perf_counter()
     try:
-        with _heartbeat("L-BFGS pass"):
+        with heartbeat("L-BFGS pass"):
             simulation.minimizeEnergy(tolerance=tolerance * KJ_NM, maxIterations=max_iterations)
     except mm.OpenMMException:
         # OpenMM raises when a coordinate became NaN; anything else, with finite positions, is real
         if _positions_finite(simulation):
             raise
-        _say("  L-BFGS pass went non-finite after %.1f s (undone)", time.perf_counter() - start)
+        say("  L-BFGS pass went non-finite after %.1f s (undone)", time.perf_counter() - start)
         return False, np.inf
     if not _positions_finite(simulation):
-        _say("  L-BFGS pass went non-finite after %.1f s (undone)", time.perf_counter() - start)
+        say("  L-BFGS pass went non-finite after %.1f s (undone)", time.perf_counter() - start)
         return False, np.inf
     rms = _rms_force(simulation.context)
     # a big system spends minutes per pass: say where it is
-    _say("  L-BFGS pass: RMS force %.0f kJ/mol/nm, %.1f s", rms, time.perf_counter() - start)
+    say("  L-BFGS pass: RMS force %.0f kJ/mol/nm, %.1f s", rms, time.perf_counter() - start)
     return bool(np.isfinite(rms)), rms
 
 

@@ -31,7 +31,7 @@ from .dynamics import equilibrate
 from .hydrogens import add_hydrogens, seeded_python_random, templates_free_residues
 from .minimize import minimize, potential, relax_solvent
 from .platform import choose_platform
-from .progress import reporting
+from ..progress import reporting
 from .system import CUTOFF_NM, build_simulation, load_forcefield, named_templates
 from .reporters import JSONReporter, ProgressReporter, Stages
 from .solvent import HOLD_FORCE, HOLD_K, HOLD_PARAMETER, SOLVENT_ITERATIONS, clear_bilayer_core, solute_hold_force
@@ -503,7 +503,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     cg_traj, source = load_input(cg, trajectory)
     if cg_traj.unitcell_vectors is not None:  # refined in its box (Pipeline): checked before the model runs
         _check_box(cg_traj.unitcell_vectors[0], source)
-    with stages("model"):
+    with stages("model") as step, reporting(step.progress):  # frame by frame on a long trajectory
         bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit, side_chains=side_chains, deformation=deformation)
     if bm.solvent and solvent != "explicit":
         listing = ", ".join(f"{n} x{c}" for n, c in sorted(bm.solvent.items()))

@@ -1,7 +1,8 @@
-"""Progress of the long OpenMM stages: the log, the reporter callback of the running stage, a heartbeat.
+"""Progress of long work: the log, the reporter callback of the running stage, a heartbeat.
 
-Minimisation and dynamics run inside one OpenMM call for minutes on a big system; the lines
-said here go to the ``openmm_herobm`` logger and to the stage of the pipeline's reporters.
+The model over many frames, and minimisation and dynamics inside one OpenMM call, run for
+minutes on a big system; the lines said here go to the ``openmm_herobm`` logger and to the
+stage of the pipeline's reporters (:func:`reporting`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def reporting(callback):
         _progress.reset(token)
 
 
-def _say(message: str, *args) -> None:
+def say(message: str, *args) -> None:
     log.info(message, *args)
     callback = _progress.get()
     if callback is not None:
@@ -42,7 +43,7 @@ PROGRESS_SECONDS = 30.0
 
 
 @contextlib.contextmanager
-def _heartbeat(what: str):
+def heartbeat(what: str):
     """While the block runs, a line every :data:`PROGRESS_SECONDS` saying how long it has run.
 
     A thread, because OpenMM's minimiser cannot call back into Python here: a
