@@ -23,7 +23,7 @@ import scipy.sparse
 import torch
 from scipy.spatial import cKDTree
 
-from .chemistry import SOLVENT_RESIDUES
+from .chemistry import SOLVENT_RESIDUES, standard_residue
 from .errors import HeroBMError
 from .mapping import BeadDeformation, SystemMapping, residue_label
 from .model import LoadedModel, load_model, predict_chunked, shipped_models
@@ -236,7 +236,20 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
         out.unitcell_vectors = traj.unitcell_vectors
     box = None if traj.unitcell_vectors is None else traj.unitcell_vectors.astype(np.float64)
     cg_xyz = traj.xyz[:, np.concatenate([p.bead_index for p in parts])]
-    return BackmapResult(out, parts, dict(solvent), box, write_outputs(out, output, trajectory_output), cg_xyz)
+    written = write_outputs(_as_refined_names(out), output, trajectory_output) if output or trajectory_output else []
+    return BackmapResult(out, parts, dict(solvent), box, written, cg_xyz)
+
+
+def _as_refined_names(traj: mdtraj.Trajectory) -> mdtraj.Trajectory:
+    """``traj`` with the residue names the refined output has (HSD, CYX -> HIS, CYS: the pipeline's
+    protonation is in its hydrogens, not its names), for the files written without refinement.
+    The returned topology is a copy: the pipeline reads the variants from ``traj``'s names."""
+    if not any(standard_residue(r.name) != r.name for r in traj.topology.residues):
+        return traj
+    top = traj.topology.copy()
+    for residue in top.residues:
+        residue.name = standard_residue(residue.name)
+    return mdtraj.Trajectory(traj.xyz, top, traj.time, traj.unitcell_lengths, traj.unitcell_angles)
 
 
 def _check_neighbours(traj: mdtraj.Trajectory, cutoff: float, source: str) -> None:

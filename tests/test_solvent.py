@@ -14,7 +14,7 @@ import pytest
 from openmm_herobm.io import load_structure
 from openmm_herobm.pipeline.chirality import stretch_collapsed_bonds
 from openmm_herobm.pipeline.system import load_forcefield, named_templates
-from openmm_herobm.pipeline.simulate import restore_residue_names
+from openmm_herobm.io import restore_residue_names
 from openmm_herobm.pipeline.solvent import ION_RESIDUES, bilayer_core, clear_bilayer_core
 
 ROOT = Path(__file__).resolve().parents[1]

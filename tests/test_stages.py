@@ -145,11 +145,21 @@ def test_every_frame_has_its_own_report():
 
 
 def test_public_face_shows_real_signatures():
-    for name in ("backmap", "backmap_and_simulate", "load_model", "batch", "evaluate", "Pipeline"):
-        params = inspect.signature(getattr(hb, name)).parameters
-        assert list(params)[0] not in ("args",), name
+    """Every public function and class of the package face shows its own parameters (no *args
+    wrappers), and help() lists the public nouns."""
+    import pydoc
+
+    for name in hb.__all__:
+        obj = getattr(hb, name)
+        if isinstance(obj, type) and issubclass(obj, Exception) or not callable(obj):
+            continue
+        params = list(inspect.signature(obj).parameters)
+        assert params[:1] != ["args"], name
     assert "reporters" in inspect.signature(hb.backmap_and_simulate).parameters
-    assert {"Pipeline", "ProgressReporter", "JSONReporter", "backmap"} <= set(dir(hb))
+    text = pydoc.render_doc(hb, renderer=pydoc.plaintext)
+    for noun in ("Pipeline", "ProgressReporter", "JSONReporter", "MappingSet", "backmap", "backmap_and_simulate",
+                 "batch", "load_model", "deploy", "evaluate"):
+        assert noun in text, noun
 
 
 def test_a_long_minimisation_pass_says_it_is_still_running(monkeypatch):
@@ -175,3 +185,17 @@ def test_the_model_stage_reports_frames_of_a_trajectory(monkeypatch):
                             reporters=[collect])
     lines = [e.detail for e in collect.events if e.stage == "model" and not e.done and e.detail]
     assert lines == [f"frame {k} of 10" for k in range(1, 11)]
+
+
+def test_raw_output_has_the_refined_names_and_the_pipeline_keeps_the_inputs_variant(tmp_path):
+    """A CG input naming HIS 68 HSD (CHARMM's N-delta tautomer): the raw heavy atoms are written as
+    HIS, like the refined output, whose HIS 68 carries HD1 (the variant survives in the hydrogens)."""
+    cg = tmp_path / "hsd.pdb"
+    cg.write_text(UBQ_CG.read_text().replace(" HIS A  68", " HSD A  68"))
+    raw = tmp_path / "raw.pdb"
+    hb.backmap(str(cg), output=raw)
+    names = {line[17:21].strip() for line in raw.read_text().splitlines() if line[22:26] == "  68"}
+    assert names == {"HIS"}
+    result = hb.backmap_and_simulate(str(cg), minimize=False)
+    his = [r for r in result.topology.residues() if r.id == "68"][0]
+    assert his.name == "HIS" and {"HD1"} <= {a.name for a in his.atoms()} and "HE2" not in {a.name for a in his.atoms()}

@@ -12,7 +12,8 @@ from .files import TEMP_PREFIX, atomic_output, check_output_folder, check_output
 _MODULES = {"common": ("STRUCTURE_FORMATS", "TRAJECTORY_FORMATS", "atom_slice", "insertion_code", "is_coarse_grained"),
             "readers": ("count_frames", "from_openmm", "load_frames", "load_input", "load_structure"),
             "pbc": ("make_whole",),
-            "writers": ("check_output_path", "save_structure", "save_trajectory", "write_outputs")}
+            "writers": ("check_output_path", "restore_residue_names", "save_openmm_structure", "save_structure",
+                        "save_trajectory", "write_outputs")}
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = ["TEMP_PREFIX", "atomic_output", "check_output_folder", "check_outputs", "output_files", *_LAZY]

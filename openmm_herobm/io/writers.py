@@ -8,6 +8,7 @@ martinize2 does (blank element column); insertion codes and chain ids are kept.
 from __future__ import annotations
 
 import os
+from pathlib import Path as _Path
 
 import mdtraj as md
 import numpy as np
@@ -185,6 +186,40 @@ def _mdtraj_writer(method):
 _WRITERS = {".pdb": _write_pdb, ".gro": _write_gro, ".cif": _write_cif, ".mmcif": _write_cif,
             ".xtc": _mdtraj_writer("save_xtc"), ".dcd": _mdtraj_writer("save_dcd"),
             ".trr": _mdtraj_writer("save_trr")}
+
+
+def save_openmm_structure(topology: app.Topology, positions, path, files: OutputFiles | None = None) -> None:
+    """An OpenMM (topology, positions) as PDB or mmCIF (by extension), atomically (or into ``files``,
+    a set of one run's outputs), with OpenMM's writers: the refined structure's file."""
+    path = os.fspath(path)
+    cif = path.lower().endswith((".cif", ".mmcif"))
+    with atomic_output(path, files) as tmp:
+        with open(tmp, "w") as f:
+            if cif:
+                app.PDBxFile.writeFile(topology, positions, f, keepIds=True)
+            else:
+                app.PDBFile.writeFile(topology, positions, f, keepIds=True)
+        if not cif:
+            restore_residue_names(tmp, topology)
+
+
+def restore_residue_names(pdb_path, topology: app.Topology) -> None:
+    """Put back 4-character residue names (POPC, CHL1) that OpenMM's PDB writer cuts to 3.
+
+    Columns 18-21 hold the name, as CHARMM-GUI and GROMACS write it and OpenMM and mdtraj
+    read it; without this a written membrane reads back as 'POP'/'CHL' and matches no template.
+    """
+    names = [atom.residue.name for atom in topology.atoms()]
+    if all(len(n) <= 3 for n in names):
+        return
+    lines = _Path(pdb_path).read_text().splitlines(keepends=True)
+    k = 0
+    for i, line in enumerate(lines):
+        if line.startswith(("ATOM  ", "HETATM")):
+            lines[i] = line[:17] + f"{names[k]:<4.4}" + line[21:]
+            k += 1
+    _Path(pdb_path).write_text("".join(lines))
+
 
 
 def write_outputs(traj: md.Trajectory, output=None, trajectory_output=None) -> list[str]:

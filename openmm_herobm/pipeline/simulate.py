@@ -568,34 +568,11 @@ def without_restraint(system: mm.System) -> mm.System:
     return copy
 
 
-def restore_residue_names(pdb_path, topology: app.Topology) -> None:
-    """Put back 4-character residue names (POPC, CHL1) that OpenMM's PDB writer cuts to 3.
-
-    Columns 18-21 hold the name, as CHARMM-GUI and GROMACS write it and OpenMM and mdtraj
-    read it; without this a written membrane reads back as 'POP'/'CHL' and matches no template.
-    """
-    names = [atom.residue.name for atom in topology.atoms()]
-    if all(len(n) <= 3 for n in names):
-        return
-    lines = Path(pdb_path).read_text().splitlines(keepends=True)
-    k = 0
-    for i, line in enumerate(lines):
-        if line.startswith(("ATOM  ", "HETATM")):
-            lines[i] = line[:17] + f"{names[k]:<4.4}" + line[21:]
-            k += 1
-    Path(pdb_path).write_text("".join(lines))
-
-
 def _write_outputs(result: SimulationResult, output: Path, files, report: JSONReporter) -> list[str]:
     written = []
-    with files.file(output) as tmp:
-        with open(tmp, "w") as f:
-            if output.suffix.lower() in (".cif", ".mmcif"):
-                app.PDBxFile.writeFile(result.topology, result.positions, f, keepIds=True)
-            else:
-                app.PDBFile.writeFile(result.topology, result.positions, f, keepIds=True)
-        if output.suffix.lower() not in (".cif", ".mmcif"):
-            restore_residue_names(tmp, result.topology)
+    from ..io import save_openmm_structure
+
+    save_openmm_structure(result.topology, result.positions, output, files=files)
     written.append(str(output))
     stem = output.with_suffix("")
     for suffix, text in zip(COMPANIONS, (mm.XmlSerializer.serialize(without_restraint(result.system)),
