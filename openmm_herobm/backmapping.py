@@ -23,7 +23,7 @@ import scipy.sparse
 import torch
 from scipy.spatial import cKDTree
 
-from .chemistry import SOLVENT_RESIDUES, standard_residue
+from .chemistry import CG_RESIDUE_ALIASES, SOLVENT_RESIDUES, standard_residue
 from .errors import HeroBMError
 from .mapping import BeadDeformation, SystemMapping, residue_label
 from .model import LoadedModel, load_model, predict_chunked, shipped_models
@@ -170,7 +170,8 @@ def assign_models(cg_topology: mdtraj.Topology, models: list | None = None) -> t
 def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, trajectory: str | Path | None = None,
             output: str | Path | None = None, trajectory_output: str | Path | None = None,
             unmapped: str = "fail", chunk: float = 40.0, fit: bool = True,
-            side_chains: str | bool = "rotamers", deformation: bool = True) -> BackmapResult:
+            side_chains: str | bool = "rotamers", deformation: bool = True,
+            aliases: dict[str, str] | None = None) -> BackmapResult:
     """Reconstruct the heavy atoms of a CG structure (and optionally every frame of a trajectory).
 
     ``cg`` is a file path, an mdtraj Trajectory, or an OpenMM ``(topology, positions)`` pair (or a
@@ -189,6 +190,10 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
     ``deformation``: undo the systematic deformation of CG simulation beads (Martini 3 bonds are
     not mapped distances; :mod:`openmm_herobm.mapping.deformation`), measured per frame, so
     mapped structures are left alone; False takes every bead as a mapped position.
+    ``aliases``: ``{"NEW": "KNOWN"}``, CG residue names to read as a known molecule (a leaflet's
+    POPC renamed by the setup); the protonation names CHARMM and Martini tools write (GLUP,
+    ASPP, LSN; :data:`openmm_herobm.chemistry.CG_RESIDUE_ALIASES`) are read as their variant
+    always.  The output has the known molecule's (force field's) name.
     """
     from .io import check_output_path, check_outputs, load_input, write_outputs
 
@@ -203,6 +208,7 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
         check_output_path(trajectory_output, "trajectory")
     check_outputs([output, trajectory_output], [cg, trajectory])
     traj, source = load_input(cg, trajectory)
+    traj = with_aliases(traj, aliases)
     top = traj.topology
     models = None if model is None else (list(model) if isinstance(model, (list, tuple)) else [model])
     plan, unknown = assign_models(top, models)
@@ -238,6 +244,32 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
     cg_xyz = traj.xyz[:, np.concatenate([p.bead_index for p in parts])]
     written = write_outputs(_as_refined_names(out), output, trajectory_output) if output or trajectory_output else []
     return BackmapResult(out, parts, dict(solvent), box, written, cg_xyz)
+
+
+def with_aliases(traj: mdtraj.Trajectory, aliases: dict[str, str] | None = None) -> mdtraj.Trajectory:
+    """``traj`` with its CG residue names read through ``aliases`` and the built-in
+    :data:`~openmm_herobm.chemistry.CG_RESIDUE_ALIASES` (a renamed copy: the caller's is untouched)."""
+    table = {**CG_RESIDUE_ALIASES, **parse_aliases(aliases)}
+    if not any(r.name in table for r in traj.topology.residues):
+        return traj
+    top = traj.topology.copy()
+    for residue in top.residues:
+        residue.name = table.get(residue.name, residue.name)
+    return mdtraj.Trajectory(traj.xyz, top, traj.time, traj.unitcell_lengths, traj.unitcell_angles)
+
+
+def parse_aliases(aliases) -> dict[str, str]:
+    """``{"NEW": "KNOWN"}`` from a dict or from ``"NEW=KNOWN"`` strings (the CLI's ``--alias``)."""
+    if not aliases:
+        return {}
+    items = aliases.items() if isinstance(aliases, dict) else (
+        a.split("=", 1) if isinstance(a, str) and "=" in a else (a, None) for a in aliases)
+    table = {}
+    for new, known in items:
+        if not isinstance(new, str) or not isinstance(known, str) or not new.strip() or not known.strip():
+            raise HeroBMError(f"alias {new!r}: give NEW=KNOWN, two residue names (e.g. POPX=POPC)")
+        table[new.strip()] = known.strip()
+    return table
 
 
 def _as_refined_names(traj: mdtraj.Trajectory) -> mdtraj.Trajectory:

@@ -33,6 +33,9 @@ PROTEIN_RESIDUES = AMINO_ACIDS | CAPS | frozenset(VARIANT_STANDARD)
 
 #: cholesterol: the shipped mapping's name, CHARMM36/CHARMM-GUI's, and that of many GROMACS setups
 CHOLESTEROL = ("CHL", "CHL1", "CHOL")
+#: CG residue names that CHARMM-GUI and Martini tools write for protonation variants, read as the
+#: mapping set's variant (its hydrogens then follow the variant, not the pH)
+CG_RESIDUE_ALIASES = {"GLUP": "GLH", "ASPP": "ASH", "LSN": "LYN"}
 #: all-atom residue names read as the name of a shipped mapping
 RESIDUE_ALIASES = {"CHL1": "CHL", "CHOL": "CHL"}
 #: the name the force field (CHARMM36) gives a mapping molecule.  The backmap writes it, so the heavy

@@ -21,6 +21,10 @@ from pathlib import Path
 from ..errors import HeroBMError
 
 
+
+ALIAS_HELP = ("NEW=KNOWN: read CG residues named NEW as the known molecule KNOWN (repeatable; e.g. a leaflet's "
+              "POPC renamed POPX by the setup: --alias POPX=POPC). GLUP, ASPP and LSN are always read as GLH, ASH, LYN")
+
 def _cmd_map(args) -> int:
     from ..io import check_outputs
     from ..mapping import map_structure
@@ -120,7 +124,8 @@ def _cmd_backmap(args) -> int:
 
         result = backmap(args.cg, args.model, trajectory=args.trajectory, output=args.output,
                          trajectory_output=args.traj_out, unmapped=args.unmapped, chunk=args.chunk,
-                         fit=not args.no_fit, side_chains=args.side_chains, deformation=not args.no_deformation)
+                         fit=not args.no_fit, side_chains=args.side_chains, deformation=not args.no_deformation,
+                         aliases=args.alias)
         print(result.summary() + "; no refinement")
         if result.solvent:
             print("CG solvent not backmapped (the pipeline rebuilds it with --solvent explicit): "
@@ -151,7 +156,7 @@ def _pipeline(args, backmap_and_simulate):
         restraint_k=args.restraint_k, restraint_tolerance=args.restraint_tolerance,
         optimize_backbone=False if args.no_backbone_opt else None, output=args.output,
         trajectory_output=args.traj_out, unmapped=args.unmapped, progress=not args.no_progress,
-        fit=not args.no_fit, side_chains=args.side_chains, deformation=not args.no_deformation)
+        fit=not args.no_fit, side_chains=args.side_chains, deformation=not args.no_deformation, aliases=args.alias)
 
 
 def _cmd_batch(args) -> int:
@@ -161,6 +166,8 @@ def _cmd_batch(args) -> int:
     check_output_folder(args.output)
     _check_batch_outputs(args)
     options = dict(side_chains=args.side_chains, deformation=not args.no_deformation)
+    if args.alias:  # (only when given: the manifest of an earlier batch holds the options it ran with)
+        options["aliases"] = list(args.alias)
     if not args.no_minimize:
         options.update(ph=args.ph, forcefield=args.forcefield, equilibrate=args.equilibrate,
                        solvent=None if args.solvent == "vacuum" else args.solvent, platform=args.platform)
@@ -349,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "analysis); network: rotamers without the library")
     b.add_argument("--no-side-chains", action="store_const", const="network", dest="side_chains",
                    help="the same as --side-chains network")
+    b.add_argument("--alias", action="append", metavar="NEW=KNOWN", help=ALIAS_HELP)
     b.add_argument("--no-deformation", action="store_true",
                    help="take every bead as a mapped position (default: the systematic deformation of Martini 3 "
                         "simulation beads is undone where the frame shows it, mapped beads are left alone)")
@@ -379,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--side-chains", choices=("rotamers", "mean", "network"), default="rotamers",
                     help="as for backmap")
     bb.add_argument("--no-deformation", action="store_true", help="as for backmap")
+    bb.add_argument("--alias", action="append", metavar="NEW=KNOWN", help="as for backmap")
     bb.add_argument("--ph", type=float, default=7.0, help="pH for the protonation states (default 7.0)")
     bb.add_argument("--forcefield", action="append", help="as for backmap")
     bb.add_argument("--solvent", choices=["implicit", "explicit", "vacuum"], default="implicit",

@@ -445,7 +445,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                          trajectory_output: str | Path | None = None, unmapped: str = "fail",
                          progress: bool = False, fit: bool = True, side_chains: str | bool = "rotamers",
                          deformation: bool = True, restraint_tolerance=None,
-                         variants: list | None = None, all_frames: bool | None = None,
+                         variants: list | None = None, all_frames: bool | None = None, aliases=None,
                          reporters: list | None = None) -> SimulationResult:
     """Backmap a CG structure with a HEroBM model and refine it into a ready-to-run OpenMM system.
 
@@ -475,6 +475,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     every ``solvent`` mode, with periodic images, and the result keeps it.  Free amino acids
     (residues bonded to no neighbour) are refined where the force field has templates for them
     (CHARMM36, the default when nothing else is there), else left out with a warning.
+    ``aliases``: CG residue names to read as known molecules (:func:`~openmm_herobm.backmap`'s).
     ``reporters``: told when each stage of each frame starts and ends (:class:`ProgressReporter`
     writes lines to stderr; ``progress=True`` adds one).  The stages are :class:`Pipeline`'s, for
     calling one by one.
@@ -504,7 +505,8 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     if cg_traj.unitcell_vectors is not None:  # refined in its box (Pipeline): checked before the model runs
         _check_box(cg_traj.unitcell_vectors[0], source)
     with stages("model") as step, reporting(step.progress):  # frame by frame on a long trajectory
-        bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit, side_chains=side_chains, deformation=deformation)
+        bm = backmap(cg_traj, model, unmapped=unmapped, fit=fit, side_chains=side_chains, deformation=deformation,
+                     aliases=aliases)
     if bm.solvent and solvent != "explicit":
         listing = ", ".join(f"{n} x{c}" for n, c in sorted(bm.solvent.items()))
         warnings.warn(f"CG solvent not rebuilt ({listing}): it is rebuilt with solvent='explicit' "
