@@ -271,6 +271,8 @@ class Pipeline:
         if self._simulation is not None:
             with self.stages("restraint", frame):
                 self._set_restraint_targets(self._simulation, frame)
+            if self.periodic:  # this frame's cell (an NPT run's changes from frame to frame)
+                self._simulation.context.setPeriodicBoxVectors(*reduced_box(self.bm.box[frame]))
             self._simulation.context.setPositions(modeller.positions)
             return self._simulation
         # (a solute that will be solvated in the CG box is refined in that box too)
@@ -520,10 +522,12 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     result = pipeline.run(0)
     totals = {**result.timings, **stages.timings}
     frames = [np.asarray(result.positions.value_in_unit(unit.nanometer))]
+    boxes = [result.state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)]
     if (trajectory_output is not None if all_frames is None else all_frames) and bm.trajectory.n_frames > 1:
         for f in range(1, bm.trajectory.n_frames):
             frame = pipeline.run(f)
             frames.append(np.asarray(frame.positions.value_in_unit(unit.nanometer)))
+            boxes.append(frame.state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
             for key, seconds in frame.timings.items():
                 totals[key] = totals.get(key, 0.0) + seconds
     result.timings = totals  # summed over frames
@@ -538,8 +542,8 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
             result.written = _write_outputs(result, Path(output), files, report)
         if trajectory_output is not None:
             traj = mdtraj.Trajectory(result.frames, mdtraj.Topology.from_openmm(result.topology))
-            if result.topology.getPeriodicBoxVectors() is not None:  # every frame keeps the (one) cell
-                traj.unitcell_vectors = np.repeat(result.trajectory.unitcell_vectors, traj.n_frames, axis=0)
+            if result.topology.getPeriodicBoxVectors() is not None:  # every frame keeps its cell
+                traj.unitcell_vectors = np.asarray(boxes, np.float32)
             save_trajectory(traj, trajectory_output, files=files)
             result.written.append(str(trajectory_output))
     Stages(reporters).finish(result)  # the caller's reporters (the report file is written above)
