@@ -49,6 +49,7 @@ from pathlib import Path
 
 import mdtraj
 import numpy as np
+from _common import summarise
 from scipy.spatial import cKDTree
 
 from openmm_herobm.io import load_structure, save_structure
@@ -417,14 +418,6 @@ def pick(files: list[str], n: int, seed: int) -> list[str]:
         return files
     rng = np.random.default_rng(seed)
     return sorted(files[i] for i in rng.choice(len(files), size=n, replace=False))
-
-
-def summarise(values):
-    v = np.array([x for x in values if x is not None], np.float64)
-    if not v.size:
-        return None
-    return {"mean": float(v.mean()), "median": float(np.median(v)), "min": float(v.min()),
-            "max": float(v.max()), "n": int(v.size)}
 
 
 def main(argv=None) -> int:

@@ -16,21 +16,31 @@ still show the real functions.
 """
 
 from .errors import HeroBMError, MappingError, StructureError
+from .faces import lazy_face
 from .threads import configure as set_threads
 
 # light (no torch/mdtraj); imported here so the function, not its module, is ``openmm_herobm.batch``
 from .batch import batch  # noqa: E402  (isort: keep after the errors it imports)
 
-#: public name -> module that defines it
-_LAZY = {"MappingSet": "mapping", "MoleculeMapping": "mapping", "SystemMapping": "mapping",
-         "available_mapping_sets": "mapping", "load_molecule_mapping": "mapping", "map_structure": "mapping",
-         "backmap": "backmapping", "BackmapResult": "backmapping",
-         "backmap_and_simulate": "pipeline", "Pipeline": "pipeline", "SimulationResult": "pipeline",
-         "ProgressReporter": "pipeline", "JSONReporter": "pipeline", "StageEvent": "pipeline",
-         "load_model": "model", "deploy": "training",
-         "evaluate": "evaluation", "evaluate_files": "evaluation"}
+#: subpackage or module -> the public names it holds, imported on first use
+_MODULES = {"mapping": ("MappingSet", "MoleculeMapping", "SystemMapping", "available_mapping_sets",
+                        "load_molecule_mapping", "map_structure"),
+            "backmapping": ("backmap", "BackmapResult"),
+            "pipeline": ("backmap_and_simulate", "Pipeline", "SimulationResult", "ProgressReporter", "JSONReporter",
+                         "StageEvent"),
+            "model": ("load_model",), "training": ("deploy",), "evaluation": ("evaluate", "evaluate_files")}
 #: modules that load torch: idle OpenMP threads are set to sleep first (openmm_herobm.threads)
 _TORCH = ("backmapping", "pipeline", "model", "training")
+
+
+def _torch_defaults(module: str) -> None:
+    if module in _TORCH:
+        from .threads import library_defaults
+
+        library_defaults()
+
+
+_face_getattr, __dir__, _names = lazy_face(__name__, _MODULES, before_import=_torch_defaults)
 
 
 def _version() -> str:
@@ -54,22 +64,7 @@ def __getattr__(name):
     if name == "__version__":  # read on first use: package metadata costs an import at startup
         globals()[name] = value = _version()
         return value
-    if name in _LAZY:
-        import importlib
-
-        module = _LAZY[name]
-        if module in _TORCH:
-            from .threads import library_defaults
-
-            library_defaults()
-        value = getattr(importlib.import_module(f".{module}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _face_getattr(name)
 
 
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
-
-
-__all__ = ["HeroBMError", "MappingError", "StructureError", "set_threads", "batch", *_LAZY]
+__all__ = ["HeroBMError", "MappingError", "StructureError", "set_threads", "batch", *_names]

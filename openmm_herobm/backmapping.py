@@ -250,12 +250,7 @@ def with_aliases(traj: mdtraj.Trajectory, aliases: dict[str, str] | None = None)
     """``traj`` with its CG residue names read through ``aliases`` and the built-in
     :data:`~openmm_herobm.chemistry.CG_RESIDUE_ALIASES` (a renamed copy: the caller's is untouched)."""
     table = {**CG_RESIDUE_ALIASES, **parse_aliases(aliases)}
-    if not any(r.name in table for r in traj.topology.residues):
-        return traj
-    top = traj.topology.copy()
-    for residue in top.residues:
-        residue.name = table.get(residue.name, residue.name)
-    return mdtraj.Trajectory(traj.xyz, top, traj.time, traj.unitcell_lengths, traj.unitcell_angles)
+    return _renamed(traj, lambda name: table.get(name, name))
 
 
 def parse_aliases(aliases) -> dict[str, str]:
@@ -276,11 +271,17 @@ def _as_refined_names(traj: mdtraj.Trajectory) -> mdtraj.Trajectory:
     """``traj`` with the residue names the refined output has (HSD, CYX -> HIS, CYS: the pipeline's
     protonation is in its hydrogens, not its names), for the files written without refinement.
     The returned topology is a copy: the pipeline reads the variants from ``traj``'s names."""
-    if not any(standard_residue(r.name) != r.name for r in traj.topology.residues):
+    return _renamed(traj, standard_residue)
+
+
+def _renamed(traj: mdtraj.Trajectory, rename) -> mdtraj.Trajectory:
+    """``traj`` itself when ``rename(name)`` changes no residue name, else a copy (topology copied,
+    coordinates shared) with every residue renamed."""
+    if all(rename(r.name) == r.name for r in traj.topology.residues):
         return traj
     top = traj.topology.copy()
     for residue in top.residues:
-        residue.name = standard_residue(residue.name)
+        residue.name = rename(residue.name)
     return mdtraj.Trajectory(traj.xyz, top, traj.time, traj.unitcell_lengths, traj.unitcell_angles)
 
 

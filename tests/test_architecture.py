@@ -26,7 +26,7 @@ FACES = [p for p in SUBPACKAGES if p != "cli"]  # cli is the top: nothing import
 #: bottom to top; a unit (a subpackage, or a module at the top of openmm_herobm) imports only units
 #: of lower layers (and its own).  The same order is in docs/architecture.md.
 LAYERS = [
-    {"errors", "chemistry", "resources"},
+    {"errors", "chemistry", "resources", "faces"},
     {"geometry", "geometry_torch", "units", "threads", "progress"},
     {"io"},
     {"mapping"},

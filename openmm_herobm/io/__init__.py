@@ -6,6 +6,7 @@ temporaries committed together), ``common`` (what they share).  Import from here
 readers and writers load mdtraj and OpenMM on first use, so checking output paths does not.
 """
 
+from ..faces import lazy_face
 from .files import TEMP_PREFIX, atomic_output, check_output_folder, check_outputs, output_files
 
 #: module -> the public names it defines, imported on first use
@@ -14,20 +15,5 @@ _MODULES = {"common": ("STRUCTURE_FORMATS", "TRAJECTORY_FORMATS", "atom_slice", 
             "pbc": ("make_whole",),
             "writers": ("check_output_path", "restore_residue_names", "save_openmm_structure", "save_structure",
                         "save_trajectory", "write_outputs")}
-_LAZY = {name: module for module, names in _MODULES.items() for name in names}
-
-__all__ = ["TEMP_PREFIX", "atomic_output", "check_output_folder", "check_outputs", "output_files", *_LAZY]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
+__all__ = ["TEMP_PREFIX", "atomic_output", "check_output_folder", "check_outputs", "output_files", *_names]

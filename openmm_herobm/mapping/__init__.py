@@ -3,6 +3,8 @@
 Import from here; each name's module (YAML, mdtraj) is loaded on first use.
 """
 
+from ..faces import lazy_face
+
 #: module -> the public names it defines, imported on first use
 _MODULES = {"mapping_set": ("MappingSet", "available_mapping_sets"),
             "molecule": ("MoleculeMapping", "load_molecule_mapping", "parse_molecule_mapping"),
@@ -11,20 +13,5 @@ _MODULES = {"mapping_set": ("MappingSet", "available_mapping_sets"),
             "vermouth_import": ("import_vermouth_map", "read_vermouth_map"),
             "forward": ("map_structure",),
             "deformation": ("BeadDeformation",)}
-_LAZY = {name: module for module, names in _MODULES.items() for name in names}
-
-__all__ = [*_LAZY]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
+__all__ = _names

@@ -6,6 +6,8 @@ from here; torch (and e3nn, with torch._dynamo, ~1.2 s) is loaded on first use: 
 runs the deployed TorchScript file and never builds the e3nn network.
 """
 
+from ..faces import lazy_face
+
 #: module -> the public names it defines, imported on first use
 _MODULES = {"network": ("HEroBMNetwork",),
             "config": ("ModelConfig", "build_model"),
@@ -13,20 +15,5 @@ _MODULES = {"network": ("HEroBMNetwork",),
             "deploy": ("LoadedModel", "METADATA", "archive_kind", "attach_side_chains", "load_model",
                        "shipped_models", "side_chain_extra_files"),
             "inference": ("predict_chunked",)}
-_LAZY = {name: module for module, names in _MODULES.items() for name in names}
-
-__all__ = [*_LAZY]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
+__all__ = _names

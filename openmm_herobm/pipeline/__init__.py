@@ -11,24 +11,11 @@ Modules by job: ``topology``, ``backbone``, ``chirality`` (prepare_topology and 
 them together.
 """
 
+from ..faces import lazy_face
+
 #: module -> the public names it defines, imported on first use
 _MODULES = {"simulate": ("Pipeline", "PipelineOptions", "SimulationResult", "backmap_and_simulate", "output_paths"),
             "reporters": ("JSONReporter", "ProgressReporter", "StageEvent"),
             "ligand_params": ("gaff_parameters",)}
-_LAZY = {name: module for module, names in _MODULES.items() for name in names}
-
-__all__ = [*_LAZY]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
+__all__ = _names

@@ -6,6 +6,8 @@ Import from here; each name's module (torch, scipy) is loaded on first use.
 public as namespaces.
 """
 
+from ..faces import lazy_face
+
 #: module -> the public names it defines, imported on first use (a module's own name: the module itself)
 _MODULES = {"hierarchical": ("gather_atoms", "place_slots", "reconstruct", "recenter"),
             "geometric_fit": ("GeometricFit", "RAMA_ALLOWED"),
@@ -15,21 +17,5 @@ _MODULES = {"hierarchical": ("gather_atoms", "place_slots", "reconstruct", "rece
             "least_squares": ("least_squares",),
             "side_chain_library": ("EXTRA_FILE", "NEIGHBOURS", "ResidueLibrary", "SideChainBlend", "SideChainLibrary",
                                    "residue_frames", "side_chain_groups")}
-_LAZY = {name: module for module, names in _MODULES.items() for name in names}
-
-__all__ = [*_LAZY]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        value = module if name == _LAZY[name] else getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
+__all__ = _names
