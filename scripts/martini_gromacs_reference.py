@@ -1,0 +1,371 @@
+"""GROMACS reference energies and forces for ``openmm_herobm.martini.MartiniTopFile`` (tests/data/martini).
+
+GROMACS is the oracle here, not a dependency: this script builds small Martini 3 systems, runs
+``gmx_d grompp`` + ``gmx_d mdrun -rerun`` (GROMACS 2022.5, double precision) on a few frames
+and stores per-term energies (``gmx_d energy``) and forces (``gmx_d dump`` of the rerun .trr)
+in ``reference.npz``, which ``tests/test_martini.py`` compares OpenMM against without GROMACS.
+
+Systems (each written with its ``.top`` into ``--out``):
+
+* ``protein_elastic`` / ``protein_plain``: martinize2's bm5_2X9A_l_b_B (the real-frame fixture,
+  ``tests/data/real_frames``) with and without its elastic network, first MD frame, in Martini 3
+  water + 0.15 M NaCl (``gmx solvate``/``genion``), minimised, then 2 frames 10 ps apart of MD at
+  20 fs (single-precision ``gmx``, the Martini 3 mdp of ``scripts/make_real_frames.py``);
+* ``membrane``: the real mstool membrane frame (``shared/data/cg_real/mstool_mix8_419lipids.gro.gz``)
+  with only the lipids whose Martini 3.0.0 topology (mstool's ``phospholipids.itp``) has the
+  frame's beads: POPC and POPE, + W + ions.  Removed: CHOL, SSM, SAP6 (no Martini 3 .itp here),
+  DLPE (the frame's has 12 beads, di-C18:2; Martini 3.0.0's is di-C12, 10 beads), PAPC and PAPS
+  (the frame's chain A is C1A D2A D3A D4A C5A, Martini 3.0.0's D1A D2A D3A D4A C4A: other types).
+
+Inputs written next to the tops: ``martini_v3.0.0_subset.itp`` (the official Martini 3.0.0
+``[ atomtypes ]`` and ``[ nonbond_params ]`` restricted to the bead types used: the full file is
+16 MB), ``martini_v3.0.0_phospholipids_subset.itp`` (POPC and POPE from mstool), and the W/NA/CL
+definitions of ``scripts/make_real_frames.py``.  Positions are stored as the float32 values
+GROMACS read, so both programs see identical inputs.
+
+    python scripts/martini_gromacs_reference.py \
+        --martini-itp /tmp/mstool/mstool-0.3.9/src/mstool/FF/martini3.0.0/martini.itp \
+        --lipids-itp /tmp/mstool/mstool-0.3.9/src/mstool/FF/martini3.0.0/phospholipids.itp \
+        --out tests/data/martini
+
+``--check`` compares the stored references with OpenMM (``MartiniTopFile``) and prints the
+per-term relative errors as a Markdown table (BENCHMARKS.md); ``--extra-chains`` adds rows for
+more martinize2 chains of ``out/real_frames`` (not stored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout, not an installed copy
+from make_real_frames import MARTINI_LINES, MDP_COMMON, SOLVENT_ITP
+
+FIXTURE_CHAIN = ROOT / "tests" / "data" / "real_frames" / "test" / "bm5_2X9A_l_b_B"
+MEMBRANE = ROOT.parent / "shared" / "data" / "cg_real" / "mstool_mix8_419lipids.gro.gz"
+LIPIDS = ("POPC", "POPE")
+#: GROMACS energy terms compared (those a system lacks are skipped)
+TERMS = ("Bond", "Harmonic Pot.", "Angle", "G96Angle", "Restr. Angles", "Proper Dih.", "Improper Dih.",
+         "LJ (SR)", "Coulomb (SR)", "Potential")
+MDP_RERUN = MDP_COMMON + "integrator = md\nnsteps = 0\nnstcalcenergy = 1\nnstenergy = 1\nnstxout = 1\nnstfout = 1\n"
+MDP_MD = MDP_COMMON + """integrator = md
+dt = 0.02
+nsteps = 1000
+nstxout = 500
+nstcalcenergy = 100
+nstenergy = 500
+tcoupl = v-rescale
+tc-grps = System
+tau-t = 1.0
+ref-t = 310
+gen-vel = yes
+gen-temp = 310
+gen-seed = 7
+"""
+
+
+def run(cmd: list[str], cwd: Path, stdin: str | None = None) -> str:
+    done = subprocess.run(cmd, cwd=cwd, input=stdin, text=True, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed in {cwd}:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+def _moleculetypes(text: str) -> dict[str, str]:
+    """name -> its block (header comment and [ moleculetype ]) of mstool's phospholipids.itp, whose
+    molecules each start with a ``;;;;;; Martini lipid topology`` line."""
+    blocks = re.split(r"(?m)^(?=;;;;;; Martini lipid topology)", text)[1:]
+    out = {}
+    for block in blocks:
+        after = block.split("moleculetype", 1)[1].splitlines()[1:]
+        name = next(l.split()[0] for l in after if l.split(";")[0].strip())
+        out[name] = block
+    return out
+
+
+def _atom_types(itp_text: str) -> set[str]:
+    types, section = set(), None
+    for line in itp_text.splitlines():
+        s = line.split(";")[0].strip()
+        if s.startswith("["):
+            section = s.strip("[] ").lower()
+        elif s and not s.startswith("#") and section == "atoms":
+            types.add(s.split()[1])
+    return types
+
+
+def write_inputs(out: Path, martini_itp: Path, lipids_itp: Path) -> None:
+    """The force-field subset, the five lipids, the solvent, and the tops of the three systems."""
+    out.mkdir(parents=True, exist_ok=True)
+    lipids = _moleculetypes(lipids_itp.read_text())
+    lipid_text = "".join(lipids[name] for name in LIPIDS)
+    (out / "martini_v3.0.0_phospholipids_subset.itp").write_text(
+        "; POPC and POPE of the Martini 3.0.0 phospholipids (Souza et al., Nat. Methods 2021),\n"
+        "; copied unchanged from the PyPI sdist mstool==0.3.9, src/mstool/FF/martini3.0.0/phospholipids.itp\n"
+        "; (GPL-3.0, ../../../LICENSES/mstool.GPL-3.0.txt) by scripts/martini_gromacs_reference.py\n\n" + lipid_text)
+    (out / "martini_v3.0.0_solvents_ions.itp").write_text(SOLVENT_ITP)
+    used = set().union(*(_atom_types(p.read_text()) for p in FIXTURE_CHAIN.glob("*/molecule_0.itp")),
+                       _atom_types(lipid_text), _atom_types(SOLVENT_ITP))
+    header, atomtypes, nonbond, section = [], [], [], None
+    with martini_itp.open() as src:
+        for k, line in enumerate(src):
+            if k >= MARTINI_LINES:
+                break
+            s = line.split(";")[0].strip()
+            if s.startswith("["):
+                section = s.strip("[] ").lower()
+                continue
+            if section is None:
+                header.append(line)
+            elif s and section == "defaults":
+                defaults = line
+            elif s and section == "atomtypes" and s.split()[0] in used:
+                atomtypes.append(line)
+            elif s and section == "nonbond_params" and set(s.split()[:2]) <= used:
+                nonbond.append(line)
+    (out / "martini_v3.0.0_subset.itp").write_text(
+        "".join(header) + f";;;;; Subset: the {len(atomtypes)} bead types of the test systems, written by\n"
+        ";;;;; scripts/martini_gromacs_reference.py from the official martini_v3.0.0.itp (the first 356,605\n"
+        ";;;;; lines of martini.itp in the PyPI sdist mstool==0.3.9; GPL-3.0, ../../../LICENSES/mstool.GPL-3.0.txt)\n\n"
+        "[ defaults ]\n" + defaults + "\n[ atomtypes ]\n" + "".join(atomtypes)
+        + "\n[ nonbond_params ]\n" + "".join(nonbond))
+
+
+def _top(includes: list[str], molecules: list[tuple[str, int]], name: str) -> str:
+    return ("".join(f'#include "{i}"\n' for i in includes) + f"\n[ system ]\n{name}\n\n[ molecules ]\n"
+            + "".join(f"{m} {n}\n" for m, n in molecules))
+
+
+def _read_gro(path: Path):
+    lines = path.read_text().splitlines()
+    n = int(lines[1])
+    return lines[2:2 + n], lines[2 + n]
+
+
+def build_protein(out: Path, mode: str, work: Path) -> tuple[str, Path]:
+    """A solvated, neutralised, minimised protein and a short MD; returns (top name, trr of frames)."""
+    work.mkdir(parents=True)
+    itp = f"../real_frames/test/{FIXTURE_CHAIN.name}/{mode}/molecule_0.itp"
+    ff = ["martini_v3.0.0_subset.itp", "martini_v3.0.0_solvents_ions.itp", itp]
+    for name in ff:
+        (work / Path(name).name).write_text((out / name).read_text())
+    shutil.copy(FIXTURE_CHAIN / mode / "md.gro", work / "protein.gro")
+    run(["gmx", "solvate", "-cp", "protein.gro", "-cs", str(_water_box(work)), "-radius", "0.21", "-o", "solv.gro"],
+        work)
+    atoms, _ = _read_gro(work / "solv.gro")
+    n_w = sum(1 for a in atoms if a[5:10].strip() == "W")
+    local = [Path(n).name for n in ff]
+    (work / "topol.top").write_text(_top(local, [("molecule_0", 1), ("W", n_w)], f"{FIXTURE_CHAIN.name} {mode}"))
+    (work / "em.mdp").write_text(MDP_COMMON + "integrator = steep\nnsteps = 500\nemtol = 100\n")
+    run(["gmx", "grompp", "-f", "em.mdp", "-c", "solv.gro", "-p", "topol.top", "-o", "ions.tpr", "-maxwarn", "2"],
+        work)
+    run(["gmx", "genion", "-s", "ions.tpr", "-o", "ions.gro", "-p", "topol.top", "-pname", "NA", "-nname", "CL",
+         "-neutral", "-conc", "0.15", "-seed", "7"], work, stdin="W\n")
+    run(["gmx", "grompp", "-f", "em.mdp", "-c", "ions.gro", "-p", "topol.top", "-o", "em.tpr", "-maxwarn", "2"], work)
+    run(["gmx", "mdrun", "-deffnm", "em", "-nt", "2"], work)
+    (work / "md.mdp").write_text(MDP_MD)
+    run(["gmx", "grompp", "-f", "md.mdp", "-c", "em.gro", "-p", "topol.top", "-o", "md.tpr", "-maxwarn", "2"], work)
+    run(["gmx", "mdrun", "-deffnm", "md", "-nt", "2"], work)
+    # molecules whole: OpenMM builds a virtual site from its atoms' positions as given
+    run(["gmx", "trjconv", "-f", "md.trr", "-s", "md.tpr", "-o", "frames.trr", "-b", "10", "-pbc", "mol"], work,
+        stdin="System\n")
+    shutil.copy(work / "em.gro", work / "start.gro")
+    molecules = re.findall(r"(?m)^(\S+)\s+(\d+)\s*$", (work / "topol.top").read_text().split("[ molecules ]")[1])
+    top = f"protein_{mode}.top"
+    (out / top).write_text(_top(ff, [(m, int(c)) for m, c in molecules], f"{FIXTURE_CHAIN.name} {mode}"))
+    return top, work / "frames.trr"
+
+
+def _water_box(work: Path) -> Path:
+    box = ROOT.parent / "main" / "out" / "real_frames" / "forcefield" / "w_box.gro"
+    if not box.exists():
+        raise SystemExit(f"{box} missing: run scripts/make_real_frames.py first (it equilibrates the W box)")
+    return box
+
+
+def build_membrane(out: Path, work: Path) -> tuple[str, Path]:
+    """The mstool frame without CHOL, SSM and SAP6; returns (top name, trr of the frame)."""
+    work.mkdir(parents=True)
+    with gzip.open(MEMBRANE, "rt") as f:
+        lines = f.read().splitlines()
+    n = int(lines[1])
+    kept, molecules, last = [], [], None
+    for line in lines[2:2 + n]:
+        res, resid = line[5:10].strip(), line[:5]
+        if res not in LIPIDS + ("W", "ION"):
+            continue
+        name = line[10:15].strip() if res == "ION" else res
+        key = (resid, res, name if res == "ION" else "")
+        if key != last or res in ("W", "ION"):
+            if molecules and molecules[-1][0] == name:
+                molecules[-1][1] += 1
+            else:
+                molecules.append([name, 1])
+        last = key
+        kept.append(line)
+    (work / "membrane.gro").write_text(f"{lines[0]}\n{len(kept)}\n" + "\n".join(kept) + "\n" + lines[2 + n] + "\n")
+    ff = ["martini_v3.0.0_subset.itp", "martini_v3.0.0_solvents_ions.itp", "martini_v3.0.0_phospholipids_subset.itp"]
+    (out / "membrane.top").write_text(_top(ff, [tuple(m) for m in molecules],
+                                           "mstool mix8 membrane, POPC and POPE only"))
+    for name in ff + ["membrane.top"]:
+        shutil.copy(out / name, work / name)
+    (work / "em.mdp").write_text(MDP_COMMON + "integrator = steep\nnsteps = 0\n")
+    run(["gmx", "grompp", "-f", "em.mdp", "-c", "membrane.gro", "-p", "membrane.top", "-o", "conv.tpr",
+         "-maxwarn", "5"], work)
+    run(["gmx", "trjconv", "-f", "membrane.gro", "-s", "conv.tpr", "-o", "frames.trr", "-pbc", "mol"], work,
+        stdin="System\n")
+    shutil.copy(work / "membrane.gro", work / "start.gro")
+    return "membrane.top", work / "frames.trr"
+
+
+# -- the oracle ----------------------------------------------------------------------------------
+
+def read_trr(path: Path) -> dict:
+    """Every frame of a GROMACS .trr (XDR, single or double precision): box (F, 3, 3), x, f (F, N, 3)
+    as float64, exact; a small reader because mdtraj's skips forces and ``gmx dump`` prints 6 digits."""
+    data, at, frames = path.read_bytes(), 0, {"box": [], "x": [], "f": []}
+    while at < len(data):
+        header = np.frombuffer(data, ">i4", 19, at)  # magic, 13, 12, "GMX_trn_file", 13 sizes and counts
+        assert header[0] == 1993, f"{path}: not a .trr frame at byte {at}"
+        sizes = dict(zip(("ir", "e", "box", "vir", "pres", "top", "sym", "x", "v", "f", "natoms"), header[6:17]))
+        natoms = int(sizes["natoms"])
+        real = (sizes["box"] // 9) if sizes["box"] else (sizes["x"] or sizes["f"]) // (3 * natoms)
+        dtype = ">f8" if real == 8 else ">f4"
+        at += 19 * 4 + 2 * real  # header, t, lambda
+        for name in ("box", "vir", "pres", "x", "v", "f"):
+            size = int(sizes[name])
+            if size:
+                values = np.frombuffer(data, dtype, size // real, at).astype(np.float64)
+                if name in frames:
+                    frames[name].append(values.reshape(-1, 3))
+            at += size
+    return {k: np.array(v) for k, v in frames.items()}
+
+
+def rerun(top: Path, frames: Path, work: Path) -> dict:
+    """gmx_d rerun of ``frames`` (start.gro next to it: the names) with ``top``: positions (F, N, 3)
+    float32 (as read), box (F, 3, 3),
+    forces (F, N, 3) kJ/mol/nm, and one (F,) array per energy term."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "rerun.mdp").write_text(MDP_RERUN)
+    grompp = ["gmx_d", "grompp", "-f", "rerun.mdp", "-p", str(top), "-o", "rerun.tpr", "-maxwarn", "5"]
+    run(grompp + ["-c", str(frames.parent / "start.gro")], work)
+    run(["gmx_d", "mdrun", "-s", "rerun.tpr", "-rerun", str(frames), "-deffnm", "rerun", "-nt", "1"], work)
+    read, out = read_trr(frames), read_trr(work / "rerun.trr")
+    # the positions GROMACS read (single precision: float32 exactly); its forces in double
+    return {"positions": read["x"].astype(np.float32), "box": read["box"], "forces": out["f"], **_energies(work)}
+
+
+def _energies(work: Path) -> dict:
+    """(F,) per GROMACS energy term of TERMS in rerun.edr (``gmx energy`` lists them with '-' for ' ')."""
+    probe = subprocess.run(["gmx_d", "energy", "-f", "rerun.edr", "-o", "probe.xvg"], cwd=work, input="\n",
+                           text=True, capture_output=True, check=False)  # it fails, having listed the terms
+    listing = probe.stdout + probe.stderr
+    available = {name.replace("-", " "): num for num, name in re.findall(r"(?m)(?:^|\s)(\d+)\s+(\S+)", listing)
+                 if name.replace("-", " ") in TERMS}
+    terms = [t for t in TERMS if t in available]
+    run(["gmx_d", "energy", "-f", "rerun.edr", "-o", "energy.xvg", "-dp"], work,
+        stdin="\n".join(available[t] for t in terms) + "\n0\n")
+    rows = np.array([[float(v) for v in l.split()] for l in (work / "energy.xvg").read_text().splitlines()
+                     if l and l[0] not in "#@"]).reshape(-1, len(terms) + 1)
+    return {f"energy:{t}": rows[:, k + 1] for k, t in enumerate(terms)}
+
+
+# -- OpenMM vs the stored numbers -----------------------------------------------------------------
+
+def openmm_terms(top: Path, positions: np.ndarray, box: np.ndarray, terms: list[str]):
+    """OpenMM (Reference platform, double) energies per GROMACS term (F,), total forces (F, N, 3) and
+    which particles are not virtual sites (N,)."""
+    import openmm
+    from openmm import unit
+
+    from openmm_herobm.martini import MartiniTopFile, gromacs_box
+
+    topfile = MartiniTopFile(top, periodicBoxVectors=gromacs_box(box[0]))
+    system = topfile.createSystem()
+    groups = {}
+    for force in system.getForces():
+        groups.setdefault(force.getName(), len(groups) + 1)
+        force.setForceGroup(min(groups[force.getName()], 31))
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    energies, forces = {t: [] for t in terms}, []
+    for x, b in zip(positions, box):
+        context.setPeriodicBoxVectors(*gromacs_box(b))
+        context.setPositions(x.astype(np.float64))
+        context.computeVirtualSites()
+        for t in terms:
+            group = {groups[t]} if t in groups else set(range(1, 32)) if t == "Potential" else set()
+            e = context.getState(getEnergy=True, groups=group).getPotentialEnergy() if group else None
+            energies[t].append(e.value_in_unit(unit.kilojoule_per_mole) if group else 0.0)
+        forces.append(context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
+            unit.kilojoule_per_mole / unit.nanometer))
+    # GROMACS reports a virtual site's force as zero once spread onto its atoms; OpenMM leaves it there
+    real = np.array([not system.isVirtualSite(i) for i in range(system.getNumParticles())])
+    return {t: np.array(v) for t, v in energies.items()}, np.array(forces), real
+
+
+def compare(reference: dict, system: str, top: Path) -> dict:
+    """Relative errors: per term max |E_openmm - E_gmx| / |E_gmx| over frames; forces max |dF| / rms |F|
+    and rms |dF| / rms |F| over atoms and frames."""
+    terms = [k.split(":", 2)[2] for k in reference if k.startswith(f"{system}:energy:")]
+    energies, forces, real = openmm_terms(top, reference[f"{system}:positions"], reference[f"{system}:box"], terms)
+    errors = {t: float(np.max(np.abs(energies[t] - reference[f"{system}:energy:{t}"])
+                              / np.abs(reference[f"{system}:energy:{t}"]))) for t in terms}
+    f_ref = reference[f"{system}:forces"][:, real]
+    scale = np.sqrt(np.mean(np.sum(f_ref ** 2, axis=-1)))
+    diff = np.linalg.norm(forces[:, real] - f_ref, axis=-1)
+    errors["forces max"] = float(diff.max() / scale)
+    errors["forces rms"] = float(np.sqrt(np.mean(diff ** 2)) / scale)
+    return errors
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--martini-itp", type=Path, help="mstool's FF/martini3.0.0/martini.itp (its first 356,605 lines)")
+    p.add_argument("--lipids-itp", type=Path, help="mstool's FF/martini3.0.0/phospholipids.itp")
+    p.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "martini")
+    p.add_argument("--check", action="store_true", help="only compare the stored references with OpenMM")
+    args = p.parse_args(argv)
+    args.out = args.out.resolve()
+    if not args.check:
+        if args.martini_itp is None or args.lipids_itp is None:
+            p.error("--martini-itp and --lipids-itp are needed to build the references")
+        write_inputs(args.out, args.martini_itp, args.lipids_itp)
+        stored = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            builds = [("protein_elastic", lambda w: build_protein(args.out, "elastic", w)),
+                      ("protein_plain", lambda w: build_protein(args.out, "plain", w)),
+                      ("membrane", lambda w: build_membrane(args.out, w))]
+            for system, build in builds:
+                top, frames = build(Path(tmp) / system)
+                for key, value in rerun(args.out / top, frames, Path(tmp) / system / "rerun").items():
+                    stored[f"{system}:{key}"] = value.astype(np.float32) if key == "forces" else value
+                print(f"{system}: {len(stored[f'{system}:positions'])} frames, "
+                      f"{stored[f'{system}:positions'].shape[1]} beads", flush=True)
+        np.savez_compressed(args.out / "reference.npz", **stored)
+    reference = dict(np.load(args.out / "reference.npz"))
+    systems = sorted({k.split(":")[0] for k in reference})
+    rows = {s: compare(reference, s, args.out / f"{s}.top") for s in systems}
+    columns = [c for c in (*TERMS, "forces max", "forces rms") if any(c in r for r in rows.values())]
+    print("| system | beads x frames | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
+    for s, r in rows.items():
+        shape = reference[f"{s}:positions"].shape
+        print(f"| {s} | {shape[1]} x {shape[0]} | " + " | ".join(f"{r[c]:.1e}" if c in r else "-" for c in columns)
+              + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
