@@ -2,7 +2,7 @@
 
 GROMACS is the oracle here, not a dependency: this script builds small Martini 3 systems, runs
 ``gmx_d grompp`` + ``gmx_d mdrun -rerun`` (GROMACS 2022.5, double precision) on a few frames
-and stores per-term energies (``gmx_d energy``) and forces (``gmx_d dump`` of the rerun .trr)
+and stores per-term energies (``gmx_d energy``) and forces (the rerun .trr)
 in ``reference.npz``, which ``tests/test_martini.py`` compares OpenMM against without GROMACS.
 
 Systems (each written with its ``.top`` into ``--out``):
@@ -20,8 +20,8 @@ Systems (each written with its ``.top`` into ``--out``):
 Inputs written next to the tops: ``martini_v3.0.0_subset.itp`` (the official Martini 3.0.0
 ``[ atomtypes ]`` and ``[ nonbond_params ]`` restricted to the bead types used: the full file is
 16 MB), ``martini_v3.0.0_phospholipids_subset.itp`` (POPC and POPE from mstool), and the W/NA/CL
-definitions of ``scripts/make_real_frames.py``.  Positions are stored as the float32 values
-GROMACS read, so both programs see identical inputs.
+definitions of ``scripts/make_real_frames.py``.  Positions are stored as the float32 values of
+GROMACS' single-precision frames, exactly what gmx_d read, so both programs see identical inputs.
 
     python scripts/martini_gromacs_reference.py \
         --martini-itp /tmp/mstool/mstool-0.3.9/src/mstool/FF/martini3.0.0/martini.itp \
@@ -253,29 +253,28 @@ def read_trr(path: Path) -> dict:
     return {k: np.array(v) for k, v in frames.items()}
 
 
-def rerun(top: Path, frames: Path, work: Path) -> dict:
-    """gmx_d rerun of ``frames`` (start.gro next to it: the names) with ``top``: positions (F, N, 3)
-    float32 (as read), box (F, 3, 3),
-    forces (F, N, 3) kJ/mol/nm, and one (F,) array per energy term."""
+def rerun(top: Path, frames: Path, work: Path, gmx: str = "gmx_d") -> dict:
+    """``gmx`` (double precision by default) rerun of ``frames`` (.trr or .gro; start.gro next to it
+    gives grompp the names) with ``top``: positions (F, N, 3) as GROMACS wrote them back (virtual
+    sites built, possibly shifted by box vectors), box (F, 3, 3) nm, forces (F, N, 3) kJ/mol/nm, and ``energy:<term>`` (F,) kJ/mol."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "rerun.mdp").write_text(MDP_RERUN)
-    grompp = ["gmx_d", "grompp", "-f", "rerun.mdp", "-p", str(top), "-o", "rerun.tpr", "-maxwarn", "5"]
-    run(grompp + ["-c", str(frames.parent / "start.gro")], work)
-    run(["gmx_d", "mdrun", "-s", "rerun.tpr", "-rerun", str(frames), "-deffnm", "rerun", "-nt", "1"], work)
-    read, out = read_trr(frames), read_trr(work / "rerun.trr")
-    # the positions GROMACS read (single precision: float32 exactly); its forces in double
-    return {"positions": read["x"].astype(np.float32), "box": read["box"], "forces": out["f"], **_energies(work)}
+    run([gmx, "grompp", "-f", "rerun.mdp", "-p", str(top), "-c", str(frames.parent / "start.gro"), "-o", "rerun.tpr",
+         "-maxwarn", "5"], work)
+    run([gmx, "mdrun", "-s", "rerun.tpr", "-rerun", str(frames), "-deffnm", "rerun", "-nt", "1"], work)
+    out = read_trr(work / "rerun.trr")
+    return {"positions": out["x"], "box": out["box"], "forces": out["f"], **_energies(work, gmx)}
 
 
-def _energies(work: Path) -> dict:
+def _energies(work: Path, gmx: str) -> dict:
     """(F,) per GROMACS energy term of TERMS in rerun.edr (``gmx energy`` lists them with '-' for ' ')."""
-    probe = subprocess.run(["gmx_d", "energy", "-f", "rerun.edr", "-o", "probe.xvg"], cwd=work, input="\n",
+    probe = subprocess.run([gmx, "energy", "-f", "rerun.edr", "-o", "probe.xvg"], cwd=work, input="\n",
                            text=True, capture_output=True, check=False)  # it fails, having listed the terms
     listing = probe.stdout + probe.stderr
     available = {name.replace("-", " "): num for num, name in re.findall(r"(?m)(?:^|\s)(\d+)\s+(\S+)", listing)
                  if name.replace("-", " ") in TERMS}
     terms = [t for t in TERMS if t in available]
-    run(["gmx_d", "energy", "-f", "rerun.edr", "-o", "energy.xvg", "-dp"], work,
+    run([gmx, "energy", "-f", "rerun.edr", "-o", "energy.xvg", "-dp"], work,
         stdin="\n".join(available[t] for t in terms) + "\n0\n")
     rows = np.array([[float(v) for v in l.split()] for l in (work / "energy.xvg").read_text().splitlines()
                      if l and l[0] not in "#@"]).reshape(-1, len(terms) + 1)
@@ -302,8 +301,9 @@ def openmm_terms(top: Path, positions: np.ndarray, box: np.ndarray, terms: list[
     energies, forces = {t: [] for t in terms}, []
     for x, b in zip(positions, box):
         context.setPeriodicBoxVectors(*gromacs_box(b))
+        # virtual sites as in the frame: mdrun -rerun takes them as given (tests/test_martini.py checks
+        # that OpenMM builds them where GROMACS' MD did)
         context.setPositions(x.astype(np.float64))
-        context.computeVirtualSites()
         for t in terms:
             group = {groups[t]} if t in groups else set(range(1, 32)) if t == "Potential" else set()
             e = context.getState(getEnergy=True, groups=group).getPotentialEnergy() if group else None
@@ -349,8 +349,11 @@ def main(argv=None) -> int:
                       ("membrane", lambda w: build_membrane(args.out, w))]
             for system, build in builds:
                 top, frames = build(Path(tmp) / system)
-                for key, value in rerun(args.out / top, frames, Path(tmp) / system / "rerun").items():
-                    stored[f"{system}:{key}"] = value.astype(np.float32) if key == "forces" else value
+                result = rerun(args.out / top, frames, Path(tmp) / system / "rerun")
+                # the frames as gmx_d read them: float32 values (its output x may be shifted by a box vector)
+                result["positions"] = read_trr(frames)["x"]
+                for key, value in result.items():
+                    stored[f"{system}:{key}"] = value.astype(np.float32) if key in ("positions", "forces") else value
                 print(f"{system}: {len(stored[f'{system}:positions'])} frames, "
                       f"{stored[f'{system}:positions'].shape[1]} beads", flush=True)
         np.savez_compressed(args.out / "reference.npz", **stored)
