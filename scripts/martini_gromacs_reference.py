@@ -55,6 +55,7 @@ MEMBRANE = ROOT.parent / "shared" / "data" / "cg_real" / "mstool_mix8_419lipids.
 LIPIDS = ("POPC", "POPE")
 #: GROMACS energy terms compared (those a system lacks are skipped)
 TERMS = ("Bond", "Harmonic Pot.", "Angle", "G96Angle", "Restr. Angles", "Proper Dih.", "Improper Dih.",
+         "Per. Imp. Dih.", "Restr. Dih.", "CBT Dih.", "LJ-14", "Coulomb-14",
          "LJ (SR)", "Coulomb (SR)", "Potential")
 MDP_RERUN = MDP_COMMON + "integrator = md\nnsteps = 0\nnstcalcenergy = 1\nnstenergy = 1\nnstxout = 1\nnstfout = 1\n"
 MDP_MD = MDP_COMMON + """integrator = md
@@ -229,6 +230,151 @@ def build_membrane(out: Path, work: Path) -> tuple[str, Path]:
     return "membrane.top", work / "frames.trr"
 
 
+FEATURES_ITP = """; A made-up molecule with every GROMACS term MartiniTopFile reads (none of martinize2's
+; outputs has them all), written by scripts/martini_gromacs_reference.py
+[ moleculetype ]
+FEAT 2
+
+[ atoms ]
+ 1 A 1 FEA A1 1  1.0 72
+ 2 B 1 FEA B2 2  0.0 54
+ 3 C 1 FEA C3 3 -1.0 36
+ 4 A 1 FEA A4 4  0.5
+ 5 B 1 FEA B5 5  0.0 45
+ 6 C 1 FEA C6 6 -0.5 72
+ 7 V 1 FEA V7 7  0.2 0
+ 8 V 1 FEA V8 8 -0.2 0
+ 9 V 1 FEA V9 9  0.0 0
+10 V 1 FEA V10 10 0.1 0
+11 V 1 FEA V11 11 -0.1 0
+12 V 1 FEA V12 12 0.0 0
+
+[ bonds ]
+1 2 1 0.35 5000
+2 3 1 0.40 4000
+3 4 1 0.38 3000
+4 5 6 0.45 2000 ; type 6: no exclusion
+5 6 1 0.42 2500
+
+[ constraints ]
+1 5 2 0.90 ; type 2: no exclusion
+2 6 1 0.80
+
+[ pairs ]
+1 4 1 PAIR_V PAIR_W
+2 5 1 PAIR2_V PAIR2_W
+
+[ angles ]
+1 2 3 1 110 50
+2 3 4 2 120 25
+3 4 5 10 130 30
+4 5 6 1 100 40
+
+[ dihedrals ]
+1 2 3 4 1 30 5 2
+2 3 4 5 9 0 3 1
+2 3 4 5 9 60 2 3
+3 4 5 6 4 180 4 2
+1 2 3 5 2 20 60
+2 3 4 5 10 -60 10
+1 2 3 4 11 2.0 1.5 -0.5 0.3 0.1 0.2
+
+[ exclusions ]
+1 6
+7 1 2 3 4 5 6 8 9 10 11 12
+8 1 2 3 4 5 6 9 10 11 12
+9 1 2 3 4 5 6 10 11 12
+10 1 2 3 4 5 6 11 12
+11 1 2 3 4 5 6 12
+12 1 2 3 4 5 6
+
+[ virtual_sites2 ]
+7 1 2 1 0.3
+
+[ virtual_sites3 ]
+8 2 3 4 1 0.2 0.3
+9 3 4 5 4 0.3 0.3 1.5
+
+[ virtual_sitesn ]
+10 1 1 2 3 4
+11 3 4 1.0 5 2.0 6 3.0
+12 2 1 3 5 6
+"""
+#: combination rule -> ([ defaults ], [ atomtypes ] V W of A B C V, [ nonbond_params ] A C, the two pairs' V W)
+FEATURES_FF = {1: ("1 1 no 1.0 0.8", {"A": (0.0077, 1.3e-5), "B": (0.0058, 8.0e-6), "C": (0.0069, 1.0e-5),
+                                     "V": (0.0040, 3.0e-6)}, (0.0090, 1.6e-5), (0.0060, 9.0e-6, 0.0050, 7.0e-6)),
+               2: ("1 2 no 1.0 0.8", {"A": (0.47, 3.5), "B": (0.43, 3.0), "C": (0.41, 4.0), "V": (0.35, 1.0)},
+                   (0.45, 2.5), (0.42, 1.5, 0.40, 1.2)),
+               3: ("1 3 no 1.0 0.8", {"A": (0.47, 3.5), "B": (0.43, 3.0), "C": (0.41, 4.0), "V": (0.35, 1.0)},
+                   (0.45, 2.5), (0.42, 1.5, 0.40, 1.2))}
+FEATURE_NAMES = ["A1", "B2", "C3", "A4", "B5", "C6", "V7", "V8", "V9", "V10", "V11", "V12"]
+
+
+def write_features(out: Path, n_side: int = 3, seed: int = 2026) -> list[str]:
+    """features_comb{1,2,3}.top (one per combination rule) of n_side^3 FEAT molecules, and features.gro:
+    chains of sensible geometry (angles 50-160 degrees, |sin| of dihedrals > 0.3, beads three bonds
+    apart > 0.5 nm, other molecules > 0.6 nm away), virtual sites at 0
+    (GROMACS builds them)."""
+    tops = []
+    mass = {"A": 72.0, "B": 54.0, "C": 36.0, "V": 0.0}
+    for comb, (defaults, types, ac, pair) in FEATURES_FF.items():
+        itp = FEATURES_ITP
+        for name, value in zip(("PAIR_V", "PAIR_W", "PAIR2_V", "PAIR2_W"), pair):
+            itp = itp.replace(name, repr(value))
+        text = (f"[ defaults ]\n{defaults}\n\n[ atomtypes ]\n"
+                + "".join(f"{t} {mass[t]} 0.0 A {v!r} {w!r}\n" for t, (v, w) in types.items())
+                + f"\n[ nonbond_params ]\nA C 1 {ac[0]!r} {ac[1]!r}\n\n" + itp
+                + f"\n[ system ]\nfeatures, combination rule {comb}\n\n[ molecules ]\nFEAT {n_side ** 3}\n")
+        (out / f"features_comb{comb}.top").write_text(text)
+        tops.append(f"features_comb{comb}.top")
+    rng = np.random.default_rng(seed)
+    spacing, lines, placed = 2.0, [], np.zeros((0, 3))
+    edge = n_side * spacing
+    for m, cell in enumerate(np.ndindex(n_side, n_side, n_side)):
+        while True:
+            x = [np.array(cell) * spacing + 0.4]
+            for b in (0.35, 0.40, 0.38, 0.45, 0.42):  # the bonds' lengths, stretched or compressed
+                d = rng.normal(size=3)
+                x.append(x[-1] + b * (1 + 0.1 * rng.normal()) * d / np.linalg.norm(d))
+            x = np.array(x)
+            gap = x[:, None] - placed[None]
+            gap -= edge * np.round(gap / edge)
+            if _sensible(x) and (not len(placed) or np.linalg.norm(gap, axis=-1).min() > 0.6):
+                placed = np.vstack([placed, x])
+                break
+        for name, p in zip(FEATURE_NAMES, np.vstack([x, np.zeros((6, 3))])):
+            lines.append(f"{m + 1:5d}FEA  {name:>5s}{len(lines) + 1:5d}{p[0]:13.8f}{p[1]:13.8f}{p[2]:13.8f}")
+    (out / "features.gro").write_text(f"FEAT molecules\n{len(lines)}\n" + "\n".join(lines)
+                                      + f"\n{edge:.8f} {edge:.8f} {edge:.8f}\n")
+    return tops
+
+
+def _whole(gro: Path, built: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The .gro's positions with GROMACS' virtual sites (``built`` (1, N, 3), wrapped into its cubic
+    ``box``) taken to the image next to their molecule's first bead: (1, N, 3) nm, molecules whole."""
+    x = np.array([[float(line[20 + 13 * k:33 + 13 * k]) for k in range(3)] for line in gro.read_text().splitlines()[2:-1]])
+    sites = np.arange(len(x)) % len(FEATURE_NAMES) >= 6
+    first = x[np.arange(len(x)) // len(FEATURE_NAMES) * len(FEATURE_NAMES)]
+    edge = np.diag(box[0])
+    x[sites] = built[0, sites] + edge * np.round((first[sites] - built[0, sites]) / edge)
+    return x[None]
+
+
+def _sensible(x: np.ndarray) -> bool:
+    def angle(a, b, c):
+        u, v = a - b, c - b
+        return np.degrees(np.arccos(u @ v / np.linalg.norm(u) / np.linalg.norm(v)))
+
+    def sin_dihedral(a, b, c, d):
+        n1, n2 = np.cross(b - a, c - b), np.cross(c - b, d - c)
+        return np.linalg.norm(np.cross(n1, n2)) / np.linalg.norm(n1) / np.linalg.norm(n2)
+
+    angles = [angle(*x[i:i + 3]) for i in range(4)]
+    dihedrals = [sin_dihedral(*x[i:i + 4]) for i in range(3)] + [sin_dihedral(x[0], x[1], x[2], x[4])]
+    apart = [np.linalg.norm(x[i] - x[j]) for i in range(6) for j in range(i + 3, 6)]
+    return all(50 < a < 160 for a in angles) and all(s > 0.3 for s in dihedrals) and min(apart) > 0.5
+
+
 # -- the oracle ----------------------------------------------------------------------------------
 
 def read_trr(path: Path) -> dict:
@@ -253,15 +399,19 @@ def read_trr(path: Path) -> dict:
     return {k: np.array(v) for k, v in frames.items()}
 
 
-def rerun(top: Path, frames: Path, work: Path, gmx: str = "gmx_d") -> dict:
+def rerun(top: Path, frames: Path, work: Path, gmx: str = "gmx_d", construct: bool = False) -> dict:
     """``gmx`` (double precision by default) rerun of ``frames`` (.trr or .gro; start.gro next to it
-    gives grompp the names) with ``top``: positions (F, N, 3) as GROMACS wrote them back (virtual
-    sites built, possibly shifted by box vectors), box (F, 3, 3) nm, forces (F, N, 3) kJ/mol/nm, and ``energy:<term>`` (F,) kJ/mol."""
+    gives grompp the names) with ``top``, or with ``construct`` a zero-step MD from ``frames`` (a .gro)
+    that builds the virtual sites (a rerun takes them as given).  Returns positions (F, N, 3) as
+    GROMACS wrote them back (possibly shifted by box vectors), box (F, 3, 3) nm, forces (F, N, 3)
+    kJ/mol/nm, and ``energy:<term>`` (F,) kJ/mol."""
     work.mkdir(parents=True, exist_ok=True)
-    (work / "rerun.mdp").write_text(MDP_RERUN)
-    run([gmx, "grompp", "-f", "rerun.mdp", "-p", str(top), "-c", str(frames.parent / "start.gro"), "-o", "rerun.tpr",
-         "-maxwarn", "5"], work)
-    run([gmx, "mdrun", "-s", "rerun.tpr", "-rerun", str(frames), "-deffnm", "rerun", "-nt", "1"], work)
+    (work / "rerun.mdp").write_text(MDP_RERUN + ("continuation = yes\n" if construct else ""))
+    start = frames if construct else frames.parent / "start.gro"
+    run([gmx, "grompp", "-f", "rerun.mdp", "-p", str(top), "-c", str(start), "-o", "rerun.tpr", "-maxwarn", "5"],
+        work)
+    run([gmx, "mdrun", "-s", "rerun.tpr", "-deffnm", "rerun", "-nt", "1"] + ([] if construct else ["-rerun", str(frames)]),
+        work)
     out = read_trr(work / "rerun.trr")
     return {"positions": out["x"], "box": out["box"], "forces": out["f"], **_energies(work, gmx)}
 
@@ -271,19 +421,21 @@ def _energies(work: Path, gmx: str) -> dict:
     probe = subprocess.run([gmx, "energy", "-f", "rerun.edr", "-o", "probe.xvg"], cwd=work, input="\n",
                            text=True, capture_output=True, check=False)  # it fails, having listed the terms
     listing = probe.stdout + probe.stderr
-    available = {name.replace("-", " "): num for num, name in re.findall(r"(?m)(?:^|\s)(\d+)\s+(\S+)", listing)
-                 if name.replace("-", " ") in TERMS}
+    listed = re.findall(r"(?m)(?:^|\s)(\d+)\s+(\S+)", listing)
+    available = {term: num for num, name in listed for term in (name, name.replace("-", " ")) if term in TERMS}
     terms = [t for t in TERMS if t in available]
     run([gmx, "energy", "-f", "rerun.edr", "-o", "energy.xvg", "-dp"], work,
         stdin="\n".join(available[t] for t in terms) + "\n0\n")
-    rows = np.array([[float(v) for v in l.split()] for l in (work / "energy.xvg").read_text().splitlines()
-                     if l and l[0] not in "#@"]).reshape(-1, len(terms) + 1)
-    return {f"energy:{t}": rows[:, k + 1] for k, t in enumerate(terms)}
+    xvg = (work / "energy.xvg").read_text()
+    legends = re.findall(r'(?m)^@ s(\d+) legend "(.*)"$', xvg)  # columns in GROMACS' order, not ours
+    rows = np.array([[float(v) for v in l.split()] for l in xvg.splitlines()
+                     if l and l[0] not in "#@"]).reshape(-1, len(legends) + 1)
+    return {f"energy:{name}": rows[:, int(k) + 1] for k, name in legends}
 
 
 # -- OpenMM vs the stored numbers -----------------------------------------------------------------
 
-def openmm_terms(top: Path, positions: np.ndarray, box: np.ndarray, terms: list[str]):
+def openmm_terms(top: Path, positions: np.ndarray, box: np.ndarray, terms: list[str], build_sites: bool = False):
     """OpenMM (Reference platform, double) energies per GROMACS term (F,), total forces (F, N, 3) and
     which particles are not virtual sites (N,)."""
     import openmm
@@ -301,9 +453,10 @@ def openmm_terms(top: Path, positions: np.ndarray, box: np.ndarray, terms: list[
     energies, forces = {t: [] for t in terms}, []
     for x, b in zip(positions, box):
         context.setPeriodicBoxVectors(*gromacs_box(b))
-        # virtual sites as in the frame: mdrun -rerun takes them as given (tests/test_martini.py checks
-        # that OpenMM builds them where GROMACS' MD did)
+        # virtual sites as in the frame (mdrun -rerun takes them as given) unless ``build_sites``
         context.setPositions(x.astype(np.float64))
+        if build_sites:
+            context.computeVirtualSites()
         for t in terms:
             group = {groups[t]} if t in groups else set(range(1, 32)) if t == "Potential" else set()
             e = context.getState(getEnergy=True, groups=group).getPotentialEnergy() if group else None
@@ -356,6 +509,12 @@ def main(argv=None) -> int:
                     stored[f"{system}:{key}"] = value.astype(np.float32) if key in ("positions", "forces") else value
                 print(f"{system}: {len(stored[f'{system}:positions'])} frames, "
                       f"{stored[f'{system}:positions'].shape[1]} beads", flush=True)
+            for top in write_features(args.out):
+                system = top.removesuffix(".top")
+                result = rerun(args.out / top, args.out / "features.gro", Path(tmp) / system, construct=True)
+                result["positions"] = _whole(args.out / "features.gro", result["positions"], result["box"])
+                stored.update({f"{system}:{key}": value for key, value in result.items()})  # float64: small
+                print(f"{system}: 1 frame, {result['positions'].shape[1]} beads", flush=True)
         np.savez_compressed(args.out / "reference.npz", **stored)
     reference = dict(np.load(args.out / "reference.npz"))
     systems = sorted({k.split(":")[0] for k in reference})

@@ -19,7 +19,9 @@ ONE_4PI_EPS0 = 1 / (4 * math.pi * 8.8541878128e-12 * 1e-6 / (1.602176634e-19 ** 
 
 #: Force.getName() -> the GROMACS energy term (``gmx energy``) it reproduces
 BOND, HARMONIC, ANGLE, G96_ANGLE, RESTRICTED_ANGLE = "Bond", "Harmonic Pot.", "Angle", "G96Angle", "Restr. Angles"
-PROPER, IMPROPER, LJ, COULOMB = "Proper Dih.", "Improper Dih.", "LJ (SR)", "Coulomb (SR)"
+PROPER, PERIODIC_IMPROPER, IMPROPER = "Proper Dih.", "Per. Imp. Dih.", "Improper Dih."
+RESTRICTED_DIHEDRAL, CBT = "Restr. Dih.", "CBT Dih."
+LJ, COULOMB, LJ14, COULOMB14 = "LJ (SR)", "Coulomb (SR)", "LJ-14", "Coulomb-14"
 
 
 def _named(force, name: str):
@@ -56,11 +58,11 @@ def cosine_angles(triples: np.ndarray, theta0: np.ndarray, k: np.ndarray, restri
     return force
 
 
-def periodic_torsions(quads: np.ndarray, phase: np.ndarray, k: np.ndarray,
-                      n: np.ndarray) -> openmm.PeriodicTorsionForce:
-    """GROMACS dihedrals types 1, 4 and 9: k (1 + cos(n phi - phase)).  quads (D, 4), phase (D,) rad,
-    k (D,) kJ/mol, n (D,) int."""
-    force = _named(openmm.PeriodicTorsionForce(), PROPER)
+def periodic_torsions(quads: np.ndarray, phase: np.ndarray, k: np.ndarray, n: np.ndarray,
+                      name: str = PROPER) -> openmm.PeriodicTorsionForce:
+    """GROMACS dihedrals types 1 and 9 (``Proper Dih.``) or 4 (``Per. Imp. Dih.``): k (1 + cos(n phi - phase)).
+    quads (D, 4), phase (D,) rad, k (D,) kJ/mol, n (D,) int."""
+    force = _named(openmm.PeriodicTorsionForce(), name)
     for (i, j, l, m), p, kd, nd in zip(quads.tolist(), phase.tolist(), k.tolist(), n.tolist()):
         force.addTorsion(i, j, l, m, int(nd), p, kd)
     return force
@@ -77,6 +79,46 @@ def harmonic_impropers(quads: np.ndarray, xi0: np.ndarray, k: np.ndarray) -> ope
     for (i, j, l, m), x, kd in zip(quads.tolist(), xi0.tolist(), k.tolist()):
         force.addTorsion(i, j, l, m, (x, kd))
     return force
+
+
+def restricted_torsions(quads: np.ndarray, phi0: np.ndarray, k: np.ndarray) -> openmm.CustomTorsionForce:
+    """GROMACS dihedrals type 10 (restricted torsion, ReT): 0.5 k (cos phi - cos phi0)^2 / sin^2 phi.
+    quads (D, 4), phi0 (D,) rad, k (D,) kJ/mol."""
+    force = _named(openmm.CustomTorsionForce("0.5*k*(cos(theta)-c0)^2/sin(theta)^2"), RESTRICTED_DIHEDRAL)
+    force.addPerTorsionParameter("c0")
+    force.addPerTorsionParameter("k")
+    for (i, j, l, m), p, kd in zip(quads.tolist(), phi0.tolist(), k.tolist()):
+        force.addTorsion(i, j, l, m, (math.cos(p), kd))
+    return force
+
+
+def bending_torsions(quads: np.ndarray, a: np.ndarray) -> openmm.CustomCompoundBondForce:
+    """GROMACS dihedrals type 11 (combined bending-torsion, CBT), as GROMACS 2022 computes it from the
+    six parameters k a0 a1 a2 a3 a4 of the line: k sin^3 theta1 sin^3 theta2 sum_{n=0..4} a_n cos^n phi,
+    theta1 = angle(i, j, k), theta2 = angle(j, k, l).  quads (D, 4), a (D, 6): k (kJ/mol), a0..a4."""
+    force = _named(openmm.CustomCompoundBondForce(
+        4, "k*sin(t1)^3*sin(t2)^3*(a0 + c*(a1 + c*(a2 + c*(a3 + c*a4)))); c = cos(dihedral(p1, p2, p3, p4)); "
+           "t1 = angle(p1, p2, p3); t2 = angle(p2, p3, p4)"), CBT)
+    for name in ("k", "a0", "a1", "a2", "a3", "a4"):
+        force.addPerBondParameter(name)
+    for quad, coefficients in zip(quads.tolist(), a.tolist()):
+        force.addBond(quad, coefficients)
+    return force
+
+
+def pairs_14(pairs: np.ndarray, c6: np.ndarray, c12: np.ndarray, qq: np.ndarray) -> list[openmm.CustomBondForce]:
+    """GROMACS [ pairs ] type 1: C12/r^12 - C6/r^6 (``LJ-14``) and qq/r (``Coulomb-14``, qq = f fudgeQQ
+    q_i q_j), at any distance, no shift.  pairs (P, 2), c6 (P,) kJ/mol nm^6, c12 (P,) kJ/mol nm^12, qq (P,)
+    kJ/mol nm."""
+    lj = _named(openmm.CustomBondForce("c12/r^12 - c6/r^6"), LJ14)
+    lj.addPerBondParameter("c6")
+    lj.addPerBondParameter("c12")
+    coulomb = _named(openmm.CustomBondForce("qq/r"), COULOMB14)
+    coulomb.addPerBondParameter("qq")
+    for (i, j), a, b, q in zip(pairs.tolist(), c6.tolist(), c12.tolist(), qq.tolist()):
+        lj.addBond(i, j, (a, b))
+        coulomb.addBond(i, j, (q,))
+    return [lj, coulomb]
 
 
 def _method(periodic: bool):

@@ -37,6 +37,7 @@ MOLECULE_DIRECTIVES = frozenset({"atoms", "bonds", "constraints", "angles", "dih
 FUNCTIONS = {("bonds", 1): (2, 2), ("bonds", 6): (2, 2), ("constraints", 1): (2, 1), ("constraints", 2): (2, 1),
              ("angles", 1): (3, 2), ("angles", 2): (3, 2), ("angles", 10): (3, 2),
              ("dihedrals", 1): (4, 3), ("dihedrals", 2): (4, 2), ("dihedrals", 4): (4, 3), ("dihedrals", 9): (4, 3),
+             ("dihedrals", 10): (4, 2), ("dihedrals", 11): (4, 6), ("pairs", 1): (2, 2),
              ("virtual_sites2", 1): (3, 1), ("virtual_sites3", 1): (4, 2), ("virtual_sites3", 4): (4, 3)}
 #: bonded types that make the graph nrexcl counts along (GROMACS: bonds 1-5, 7, 8, 10 and constraints 1)
 EXCLUDING = {("bonds", 1), ("constraints", 1)}
@@ -277,8 +278,6 @@ class MartiniTopFile:
         elif directive == "exclusions":
             first = index(fields[0])
             mol.exclusions += [(first, index(f)) for f in fields[1:]]
-        elif directive == "pairs":
-            _fail(where, "[ pairs ] is not supported (Martini 3 topologies have none); remove the section")
         elif directive == "virtual_sitesn":
             if len(fields) < 3:
                 _fail(where, "[ virtual_sitesn ] line needs: site funct atom...")
@@ -294,7 +293,7 @@ class MartiniTopFile:
                              "geometry, 2: centre of mass, 3: weighted with atom weight pairs)")
         else:
             n_atoms = 3 if directive == "virtual_sites2" else 4 if directive == "virtual_sites3" else \
-                {"bonds": 2, "constraints": 2, "angles": 3, "dihedrals": 4}[directive]
+                {"bonds": 2, "constraints": 2, "pairs": 2, "angles": 3, "dihedrals": 4}[directive]
             if len(fields) <= n_atoms:
                 _fail(where, f"[ {directive} ] line needs {n_atoms} atoms and a function type")
             funct = int(_number(fields[n_atoms], where, "function type"))
@@ -368,12 +367,14 @@ class MartiniTopFile:
                     (va, wa), (vb, wb) = self._atomtypes[ta][2:], self._atomtypes[tb][2:]
                     v = (va + vb) / 2 if comb == 2 else math.sqrt(va * vb)
                     w = math.sqrt(wa * wb)
-                if comb == 1:  # V, W are C6, C12
-                    c6[a, b], c12[a, b] = v, w
-                else:  # V, W are sigma (nm), epsilon (kJ/mol)
-                    c6[a, b], c12[a, b] = 4 * w * v ** 6, 4 * w * v ** 12
+                c6[a, b], c12[a, b] = self._c6_c12(v, w)
                 c6[b, a], c12[b, a] = c6[a, b], c12[a, b]
         return c6, c12
+
+    def _c6_c12(self, v, w):
+        """(C6, C12) of LJ parameters V, W as the combination rule reads them: C6, C12 (rule 1) or sigma
+        (nm), epsilon (kJ/mol) (rules 2, 3).  Numbers or arrays."""
+        return (v, w) if self.defaults[1] == 1 else (4 * w * v ** 6, 4 * w * v ** 12)
 
     def _excluded_pairs(self, mol: _MoleculeType) -> np.ndarray:
         """(E, 2) sorted unique pairs of a molecule type: within nrexcl bonds of each other along bonds
@@ -436,7 +437,12 @@ class MartiniTopFile:
         for key, blocks in collected.items():
             atoms = np.concatenate([a for a, _ in blocks])
             params = np.concatenate([p for _, p in blocks])
-            self._add_terms(system, key, atoms, params)
+            if key == ("pairs", 1):
+                qq = forces.ONE_4PI_EPS0 / epsilonR * self.defaults[4] * charges[atoms[:, 0]] * charges[atoms[:, 1]]
+                for force in forces.pairs_14(atoms, *self._c6_c12(params[:, 0], params[:, 1]), qq):
+                    system.addForce(force)
+            else:
+                self._add_terms(system, key, atoms, params)
         for force in system.getForces():  # bonded terms by minimum image, as GROMACS: whatever the box wraps
             force.setUsesPeriodicBoundaryConditions(periodic)
 
@@ -466,9 +472,14 @@ class MartiniTopFile:
             system.addForce(forces.cosine_angles(atoms, np.radians(params[:, 0]), params[:, 1], funct == 10))
         elif key == ("dihedrals", 2):
             system.addForce(forces.harmonic_impropers(atoms, np.radians(params[:, 0]), params[:, 1]))
+        elif key == ("dihedrals", 10):
+            system.addForce(forces.restricted_torsions(atoms, np.radians(params[:, 0]), params[:, 1]))
+        elif key == ("dihedrals", 11):
+            system.addForce(forces.bending_torsions(atoms, params))
         elif directive == "dihedrals":
             system.addForce(forces.periodic_torsions(atoms, np.radians(params[:, 0]), params[:, 1],
-                                                     np.rint(params[:, 2]).astype(int)))
+                                                     np.rint(params[:, 2]).astype(int),
+                                                     forces.PERIODIC_IMPROPER if funct == 4 else forces.PROPER))
         # virtual_sites2/3 are set per particle in createSystem
 
     def _virtual_sites(self, mol: _MoleculeType, masses: np.ndarray) -> dict:
