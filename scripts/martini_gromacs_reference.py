@@ -399,15 +399,16 @@ def read_trr(path: Path) -> dict:
     return {k: np.array(v) for k, v in frames.items()}
 
 
-def rerun(top: Path, frames: Path, work: Path, gmx: str = "gmx_d", construct: bool = False) -> dict:
+def rerun(top: Path, frames: Path, work: Path, gmx: str = "gmx_d", construct: bool = False,
+          start: Path | None = None) -> dict:
     """``gmx`` (double precision by default) rerun of ``frames`` (.trr or .gro; start.gro next to it
-    gives grompp the names) with ``top``, or with ``construct`` a zero-step MD from ``frames`` (a .gro)
+    or ``start`` gives grompp the names) with ``top``, or with ``construct`` a zero-step MD from ``frames`` (a .gro)
     that builds the virtual sites (a rerun takes them as given).  Returns positions (F, N, 3) as
     GROMACS wrote them back (possibly shifted by box vectors), box (F, 3, 3) nm, forces (F, N, 3)
     kJ/mol/nm, and ``energy:<term>`` (F,) kJ/mol."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "rerun.mdp").write_text(MDP_RERUN + ("continuation = yes\n" if construct else ""))
-    start = frames if construct else frames.parent / "start.gro"
+    start = frames if construct else start or frames.parent / "start.gro"
     run([gmx, "grompp", "-f", "rerun.mdp", "-p", str(top), "-c", str(start), "-o", "rerun.tpr", "-maxwarn", "5"],
         work)
     run([gmx, "mdrun", "-s", "rerun.tpr", "-deffnm", "rerun", "-nt", "1"] + ([] if construct else ["-rerun", str(frames)]),
@@ -483,12 +484,45 @@ def compare(reference: dict, system: str, top: Path) -> dict:
     return errors
 
 
+def extra_chains(folder: Path, martini_itp: Path, work: Path) -> tuple[dict, dict]:
+    """Every ``<chain>/<mode>`` of ``folder`` (``scripts/make_real_frames.py``'s output: martinize2's
+    ``molecule_0.itp``, ``md.gro``, ``md.xtc``), the protein alone in its MD box, all frames rerun by
+    gmx_d: (system name -> relative errors (as :func:`compare`), name -> positions' shape).  Nothing is
+    stored."""
+    from make_real_frames import write_forcefield
+
+    write_forcefield(martini_itp, work / "forcefield")
+    rows, shapes = {}, {}
+    for itp in sorted(folder.glob("*/*/molecule_0.itp")):
+        name = f"{itp.parent.parent.name} {itp.parent.name}"
+        top = work / f"{itp.parent.parent.name}_{itp.parent.name}.top"
+        top.write_text(_top([str(work / "forcefield" / "martini_v3.0.0.itp"), str(itp)], [("molecule_0", 1)], name))
+        result = rerun(top, itp.parent / "md.xtc", work / top.stem, start=itp.parent / "md.gro")
+        # the positions GROMACS used, in double (a box vector may have been added: bonded terms are periodic)
+        reference = {f"{name}:{key}": value for key, value in result.items()}
+        rows[name], shapes[name] = compare(reference, name, top), result["positions"].shape
+        print(name, f"{len(result['positions'])} frames", {k: f"{v:.1e}" for k, v in rows[name].items()}, flush=True)
+    return rows, shapes
+
+
+def table(rows: dict, shapes: dict) -> str:
+    """The Markdown table of relative errors, one row per system (BENCHMARKS.md)."""
+    columns = [c for c in (*TERMS, "forces max", "forces rms") if any(c in r for r in rows.values())]
+    lines = ["| system | beads x frames | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for s, r in rows.items():
+        lines.append(f"| {s} | {shapes[s][1]} x {shapes[s][0]} | "
+                     + " | ".join(f"{r[c]:.1e}" if c in r else "-" for c in columns) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--martini-itp", type=Path, help="mstool's FF/martini3.0.0/martini.itp (its first 356,605 lines)")
     p.add_argument("--lipids-itp", type=Path, help="mstool's FF/martini3.0.0/phospholipids.itp")
     p.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "martini")
     p.add_argument("--check", action="store_true", help="only compare the stored references with OpenMM")
+    p.add_argument("--extra-chains", type=Path, help="also rerun every <chain>/<mode> of this folder "
+                   "(scripts/make_real_frames.py output, e.g. out/real_frames/test), protein alone; nothing stored")
     args = p.parse_args(argv)
     args.out = args.out.resolve()
     if not args.check:
@@ -519,13 +553,12 @@ def main(argv=None) -> int:
     reference = dict(np.load(args.out / "reference.npz"))
     systems = sorted({k.split(":")[0] for k in reference})
     rows = {s: compare(reference, s, args.out / f"{s}.top") for s in systems}
-    columns = [c for c in (*TERMS, "forces max", "forces rms") if any(c in r for r in rows.values())]
-    print("| system | beads x frames | " + " | ".join(columns) + " |")
-    print("|---|---|" + "---|" * len(columns))
-    for s, r in rows.items():
-        shape = reference[f"{s}:positions"].shape
-        print(f"| {s} | {shape[1]} x {shape[0]} | " + " | ".join(f"{r[c]:.1e}" if c in r else "-" for c in columns)
-              + " |")
+    print(table(rows, {s: reference[f"{s}:positions"].shape for s in systems}))
+    if args.extra_chains:
+        if args.martini_itp is None:
+            p.error("--extra-chains needs --martini-itp (the chains use every Martini 3 bead type)")
+        with tempfile.TemporaryDirectory() as tmp:
+            print(table(*extra_chains(args.extra_chains.resolve(), args.martini_itp, Path(tmp))))
     return 0
 
 

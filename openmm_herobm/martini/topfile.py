@@ -489,6 +489,9 @@ class MartiniTopFile:
             w = np.ones(len(atoms)) if funct == 1 else masses[atoms] if funct == 2 else np.array(weights)
             if w.sum() == 0:
                 _fail(mol.where, f"virtual site {site + 1} of {mol.name}: its constructing atoms weigh nothing")
+            if len(atoms) < 2:
+                _fail(mol.where, f"virtual site {site + 1} of {mol.name} is built from one atom, which OpenMM "
+                                 "cannot do; give [ virtual_sitesn ] at least two")
             sites[site] = _centre_site(atoms, w / w.sum())
         for (directive, funct), t in mol.terms.items():
             if directive not in ("virtual_sites2", "virtual_sites3"):
@@ -511,11 +514,10 @@ def gromacs_box(box) -> unit.Quantity:
 
 
 def _centre_site(atoms: list[int], weights: np.ndarray):
-    """A weighted centre of n atoms: OpenMM's LocalCoordinatesSite at the weighted origin (its
-    axes, from the first three atoms, are multiplied by a zero local position)."""
+    """A weighted centre of n >= 2 atoms: a two- or three-particle average, or OpenMM's
+    LocalCoordinatesSite at the weighted origin (its axes, from the first three atoms, are multiplied
+    by a zero local position: collinear atoms are fine)."""
     n = len(atoms)
-    if n == 1:
-        return lambda base: openmm.LocalCoordinatesSite([base + atoms[0]], [1.0], [0.0], [0.0], openmm.Vec3(0, 0, 0))
     if n == 2:
         return lambda base: openmm.TwoParticleAverageSite(base + atoms[0], base + atoms[1], *weights.tolist())
     if n == 3:
