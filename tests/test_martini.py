@@ -292,3 +292,26 @@ def test_live_gromacs(tmp_path, gmx):
     print(gmx, {t: f"{e:.1e}" for t, e in errors.items()})
     energy_tol, force_tol = LIVE[gmx]
     assert max(e for t, e in errors.items() if t != "forces") < energy_tol and errors["forces"] < force_tol
+
+
+def test_martini_md_runs_at_20_fs():
+    """The System is usable as Martini is run: 20 fs Langevin steps with the constraints and virtual
+    sites, on the CPU platform, stay finite and near the bath temperature."""
+    x, box = REFERENCE["protein_elastic:positions"][0].astype(np.float64), REFERENCE["protein_elastic:box"][0]
+    top = MartiniTopFile(DATA / "protein_elastic.top", periodicBoxVectors=gromacs_box(box))
+    system = top.createSystem()
+    integrator = openmm.LangevinMiddleIntegrator(310 * unit.kelvin, 5 / unit.picosecond, 0.02 * unit.picosecond)
+    integrator.setRandomNumberSeed(1)
+    simulation = openmm.app.Simulation(top.topology, system, integrator, openmm.Platform.getPlatformByName("CPU"),
+                                       {"Threads": "1"})
+    simulation.context.setPositions(x)
+    simulation.context.computeVirtualSites()
+    simulation.context.setVelocitiesToTemperature(310 * unit.kelvin, 1)
+    simulation.step(250)
+    state = simulation.context.getState(getEnergy=True, getPositions=True)
+    real = sum(1 for i in range(system.getNumParticles()) if not system.isVirtualSite(i))
+    dof = 3 * real - system.getNumConstraints() - 3
+    temperature = 2 * state.getKineticEnergy() / (dof * unit.MOLAR_GAS_CONSTANT_R)
+    assert np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)).all()
+    assert 250 < temperature.value_in_unit(unit.kelvin) < 370
+    assert state.getPotentialEnergy() < 0 * unit.kilojoule_per_mole
