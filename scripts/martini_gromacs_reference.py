@@ -352,7 +352,8 @@ def write_features(out: Path, n_side: int = 3, seed: int = 2026) -> list[str]:
 def _whole(gro: Path, built: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The .gro's positions with GROMACS' virtual sites (``built`` (1, N, 3), wrapped into its cubic
     ``box``) taken to the image next to their molecule's first bead: (1, N, 3) nm, molecules whole."""
-    x = np.array([[float(line[20 + 13 * k:33 + 13 * k]) for k in range(3)] for line in gro.read_text().splitlines()[2:-1]])
+    lines = gro.read_text().splitlines()[2:-1]
+    x = np.array([[float(line[20 + 13 * k:33 + 13 * k]) for k in range(3)] for line in lines])
     sites = np.arange(len(x)) % len(FEATURE_NAMES) >= 6
     first = x[np.arange(len(x)) // len(FEATURE_NAMES) * len(FEATURE_NAMES)]
     edge = np.diag(box[0])
@@ -411,8 +412,8 @@ def rerun(top: Path, frames: Path, work: Path, gmx: str = "gmx_d", construct: bo
     start = frames if construct else start or frames.parent / "start.gro"
     run([gmx, "grompp", "-f", "rerun.mdp", "-p", str(top), "-c", str(start), "-o", "rerun.tpr", "-maxwarn", "5"],
         work)
-    run([gmx, "mdrun", "-s", "rerun.tpr", "-deffnm", "rerun", "-nt", "1"] + ([] if construct else ["-rerun", str(frames)]),
-        work)
+    run([gmx, "mdrun", "-s", "rerun.tpr", "-deffnm", "rerun", "-nt", "1"]
+        + ([] if construct else ["-rerun", str(frames)]), work)
     out = read_trr(work / "rerun.trr")
     return {"positions": out["x"], "box": out["box"], "forces": out["f"], **_energies(work, gmx)}
 

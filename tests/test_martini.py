@@ -61,7 +61,8 @@ def openmm_energies(top: Path, positions: np.ndarray, box: np.ndarray, terms: li
         for t in terms:
             state = context.getState(getEnergy=True, groups=set(groups.values()) if t == "Potential" else {groups[t]})
             energies[t].append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
-        f = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        f = context.getState(getForces=True).getForces(asNumpy=True)
+        f = f.value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
         f[virtual] = 0.0
         forces.append(f)
     return {t: np.array(e) for t, e in energies.items()}, np.array(forces)
@@ -222,7 +223,7 @@ MOL = "[ moleculetype ]\nM 1\n[ atoms ]\n1 P1 1 RES A 1 0\n2 P1 1 RES B 2 0\n[ b
     ('#include "ff.itp"\n' + MOL + "[ angles ]\n1 2 1 5 90 25\n",
      r"top.top:10: \[ angles \] function type 5 is not supported \(supported: 1, 2, 10\)"),
     ('#include "nowhere.itp"\n', r"top.top:1: #include 'nowhere.itp': no such file .* pass includeDir="),
-    (MOL + "[ system ]\nS\n[ molecules ]\nM 1\n", r"top.top:2: atom type 'P1' of molecule M is not in \[ atomtypes \]"),
+    (MOL + "[ system ]\nS\n[ molecules ]\nM 1\n", r"top.top:4: atom type 'P1' of molecule M is not in \[ atomtypes \]"),
     ('#include "ff.itp"\n[ system ]\nS\n[ molecules ]\nX 1\n', r"top.top:5: molecule 'X' has no \[ moleculetype \]"),
     ('#include "ff.itp"\n' + MOL.replace("1250", "") + "[ system ]\nS\n[ molecules ]\nM 1\n",
      r"top.top:8: \[ bonds \] type 1 without its 2 parameters"),

@@ -2,11 +2,13 @@
 the Martini force-field files write them) read into an OpenMM Topology and System.
 
 Shaped like ``openmm.app.GromacsTopFile``, but for what a Martini system uses and that class
-lacks: LJ from ``[ nonbond_params ]`` with GROMACS' potential shift, reaction-field
-electrostatics with GROMACS' exclusion and self terms, G96 and restricted-bending angles,
-harmonic impropers, ``[ virtual_sitesn ]``.  Everything else is refused with one
-:class:`HeroBMError` line naming the file and line.  The forms and the check against GROMACS
-itself: ``forces.py`` and ``BENCHMARKS.md`` ("Martini 3 in OpenMM vs GROMACS").
+lacks: LJ from ``[ nonbond_params ]`` (or the combination rule) with GROMACS' potential shift,
+reaction-field electrostatics with GROMACS' exclusion and self terms, G96 and restricted-bending
+angles, harmonic impropers, restricted and combined bending-torsion dihedrals, ``[ pairs ]``,
+virtual sites.  What is read is :data:`FUNCTIONS` (plus ``[ exclusions ]``, ``nrexcl`` and
+``[ virtual_sitesn ]`` types 1-3); anything else is refused with one :class:`HeroBMError` line
+naming the file and line.  The forms and the check against GROMACS itself: ``forces.py`` and
+``BENCHMARKS.md`` ("Martini 3 in OpenMM vs GROMACS").
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class _MoleculeType:
     name: str
     nrexcl: int
     where: str
-    atoms: list = field(default_factory=list)  # (type, resnr, resname, name, charge or None, mass or None)
+    atoms: list = field(default_factory=list)  # (type, resnr, resname, name, charge or None, mass or None, where)
     terms: dict = field(default_factory=dict)  # (directive, funct) -> _Terms
     exclusions: list = field(default_factory=list)  # (i, j) 0-based
     vsites_n: list = field(default_factory=list)  # (site, funct, [atoms], [weights] or None)
@@ -99,7 +101,6 @@ class _Preprocessor:
             _fail(where_included or str(path), f"cannot read {path} ({err.strerror}); check the path "
                                                "(or pass includeDir= for the folder it is in)")
         stack = []  # one bool per open #if: is this branch read
-        depth_ok = lambda: all(stack)
         pending = ""
         for number, raw in enumerate(text.splitlines(), 1):
             where = f"{path}:{number}"
@@ -127,7 +128,7 @@ class _Preprocessor:
                     if not stack:
                         _fail(where, "#endif without #ifdef/#ifndef")
                     stack.pop()
-                elif not depth_ok():
+                elif not all(stack):
                     continue
                 elif word == "define":
                     if len(words) < 2:
@@ -142,7 +143,7 @@ class _Preprocessor:
                     _fail(where, f"preprocessor directive #{word} is not supported (only #include, #define, "
                                  "#undef, #ifdef, #ifndef, #else, #endif)")
                 continue
-            if not depth_ok():
+            if not all(stack):
                 continue
             yield self._substitute(line), where
         if stack:
@@ -171,8 +172,10 @@ class MartiniTopFile:
     ``file``: the ``.top`` (its ``#include`` files are searched next to the including file, then in
     ``includeDir``: a folder or a list of them).  ``defines``: names to ``#define`` first (a dict
     name -> value, or names), e.g. ``{"FLEXIBLE": ""}``.  The periodic box is
-    ``periodicBoxVectors`` (3 Vec3, nm) or ``unitCellDimensions`` (Vec3, a rectangular box, nm);
-    without either the system is not periodic.
+    ``periodicBoxVectors`` (3 Vec3, nm, OpenMM's reduced form: :func:`gromacs_box` makes it from a
+    GROMACS box) or ``unitCellDimensions`` (Vec3, a rectangular box, nm); without either the system
+    is not periodic.  Positions must keep each molecule's virtual sites next to their atoms (whole
+    molecules, e.g. ``gmx trjconv -pbc mol``): OpenMM builds a site from the coordinates as given.
 
     ``.topology``: openmm.app.Topology, one chain per molecule, residues from ``[ atoms ]``, no
     elements (beads); bonds from ``[ bonds ]`` type 1 and ``[ constraints ]``.
@@ -195,7 +198,11 @@ class MartiniTopFile:
             _fail(str(self.path), "no [ molecules ]: nothing to build; is this the system's .top (not an .itp)?")
         self.topology = self._build_topology()
         if periodicBoxVectors is not None:
-            self.topology.setPeriodicBoxVectors(periodicBoxVectors)
+            try:
+                self.topology.setPeriodicBoxVectors(periodicBoxVectors)
+            except ValueError as err:
+                raise HeroBMError(f"periodicBoxVectors: {err} (OpenMM's); for a box as GROMACS writes it, "
+                                  "pass gromacs_box(box)") from None
         elif unitCellDimensions is not None:
             self.topology.setUnitCellDimensions(unitCellDimensions)
 
@@ -274,7 +281,7 @@ class MartiniTopFile:
                 _fail(where, f"atom number {fields[0]} out of order in {mol.name} (expected {len(mol.atoms) + 1})")
             charge = _number(fields[6], where, "charge") if len(fields) > 6 else None
             mass = _number(fields[7], where, "mass") if len(fields) > 7 else None
-            mol.atoms.append((fields[1], fields[2], fields[3], fields[4], charge, mass))
+            mol.atoms.append((fields[1], fields[2], fields[3], fields[4], charge, mass, where))
         elif directive == "exclusions":
             first = index(fields[0])
             mol.exclusions += [(first, index(f)) for f in fields[1:]]
@@ -339,10 +346,10 @@ class MartiniTopFile:
     def _atom_arrays(self, mol: _MoleculeType):
         """types (n,) str, charges (n,) e, masses (n,) Da of a molecule type; an unknown atom type fails."""
         types, charges, masses = [], [], []
-        for atype, *_, charge, mass in mol.atoms:
+        for atype, *_, charge, mass, where in mol.atoms:
             if atype not in self._atomtypes:
-                _fail(mol.where, f"atom type {atype!r} of molecule {mol.name} is not in [ atomtypes ]; #include "
-                                 "the force field's .itp (e.g. martini_v3.0.0.itp) before the molecule")
+                _fail(where, f"atom type {atype!r} of molecule {mol.name} is not in [ atomtypes ]; #include "
+                             "the force field's .itp (e.g. martini_v3.0.0.itp) before the molecule")
             t_mass, t_charge, *_ = self._atomtypes[atype]
             types.append(atype)
             charges.append(t_charge if charge is None else charge)
