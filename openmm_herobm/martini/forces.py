@@ -131,12 +131,11 @@ def shifted_lennard_jones(type_index: np.ndarray, c6: np.ndarray, c12: np.ndarra
     zero beyond; forces unchanged.  type_index (N,) int into the (T, T) tables c6 (kJ/mol nm^6)
     and c12 (kJ/mol nm^12); exclusions (E, 2) pairs that do not interact; cutoff nm."""
     force = _named(openmm.CustomNonbondedForce(
-        "C12(t1, t2)*(ir6*ir6 - irc6*irc6) - C6(t1, t2)*(ir6 - irc6); ir6 = 1/r^6"), LJ)
+        f"C12(t1, t2)*(ir6*ir6 - irc6*irc6) - C6(t1, t2)*(ir6 - irc6); ir6 = 1/r^6; irc6 = {cutoff ** -6!r}"), LJ)
     n_types = len(c6)
     # Discrete2DFunction is indexed x + T*y; the tables are symmetric
     force.addTabulatedFunction("C6", openmm.Discrete2DFunction(n_types, n_types, np.asarray(c6).T.ravel().tolist()))
     force.addTabulatedFunction("C12", openmm.Discrete2DFunction(n_types, n_types, np.asarray(c12).T.ravel().tolist()))
-    force.addGlobalParameter("irc6", cutoff ** -6)
     force.addPerParticleParameter("t")
     for t in type_index.tolist():
         force.addParticle((float(t),))
