@@ -11,6 +11,8 @@ Systems (each written with its ``.top`` into ``--out``):
   ``tests/data/real_frames``) with and without its elastic network, first MD frame, in Martini 3
   water + 0.15 M NaCl (``gmx solvate``/``genion``), minimised, then 2 frames 10 ps apart of MD at
   20 fs (single-precision ``gmx``, the Martini 3 mdp of ``scripts/make_real_frames.py``);
+* ``features_comb1``/``2``/``3``: a made-up molecule (27 copies) with every other form the reader
+  supports, under each combination rule, as a zero-step MD (GROMACS builds the virtual sites);
 * ``membrane``: the real mstool membrane frame (``shared/data/cg_real/mstool_mix8_419lipids.gro.gz``)
   with only the lipids whose Martini 3.0.0 topology (mstool's ``phospholipids.itp``) has the
   frame's beads: POPC and POPE, + W + ions.  Removed: CHOL, SSM, SAP6 (no Martini 3 .itp here),
@@ -26,17 +28,19 @@ GROMACS' single-precision frames, exactly what gmx_d read, so both programs see 
     python scripts/martini_gromacs_reference.py \
         --martini-itp /tmp/mstool/mstool-0.3.9/src/mstool/FF/martini3.0.0/martini.itp \
         --lipids-itp /tmp/mstool/mstool-0.3.9/src/mstool/FF/martini3.0.0/phospholipids.itp \
-        --out tests/data/martini
+        --water-box out/real_frames/forcefield/w_box.gro --out tests/data/martini
 
 ``--check`` compares the stored references with OpenMM (``MartiniTopFile``) and prints the
-per-term relative errors as a Markdown table (BENCHMARKS.md); ``--extra-chains`` adds rows for
-more martinize2 chains of ``out/real_frames`` (not stored).
+per-term relative errors as a Markdown table (BENCHMARKS.md); ``--extra-chains
+out/real_frames/test`` (with ``--martini-itp``) adds a table for every martinize2 chain there,
+protein alone, all frames, against gmx_d live (not stored).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import re
 import shutil
 import subprocess
@@ -154,15 +158,15 @@ def _read_gro(path: Path):
     return lines[2:2 + n], lines[2 + n]
 
 
-def build_protein(out: Path, mode: str, work: Path) -> tuple[str, Path]:
+def build_protein(out: Path, mode: str, work: Path, water_box: Path) -> tuple[str, Path]:
     """A solvated, neutralised, minimised protein and a short MD; returns (top name, trr of frames)."""
     work.mkdir(parents=True)
-    itp = f"../real_frames/test/{FIXTURE_CHAIN.name}/{mode}/molecule_0.itp"
+    itp = os.path.relpath(FIXTURE_CHAIN / mode / "molecule_0.itp", out)  # the fixture's .itp, not a copy
     ff = ["martini_v3.0.0_subset.itp", "martini_v3.0.0_solvents_ions.itp", itp]
     for name in ff:
         (work / Path(name).name).write_text((out / name).read_text())
     shutil.copy(FIXTURE_CHAIN / mode / "md.gro", work / "protein.gro")
-    run(["gmx", "solvate", "-cp", "protein.gro", "-cs", str(_water_box(work)), "-radius", "0.21", "-o", "solv.gro"],
+    run(["gmx", "solvate", "-cp", "protein.gro", "-cs", str(water_box), "-radius", "0.21", "-o", "solv.gro"],
         work)
     atoms, _ = _read_gro(work / "solv.gro")
     n_w = sum(1 for a in atoms if a[5:10].strip() == "W")
@@ -186,13 +190,6 @@ def build_protein(out: Path, mode: str, work: Path) -> tuple[str, Path]:
     top = f"protein_{mode}.top"
     (out / top).write_text(_top(ff, [(m, int(c)) for m, c in molecules], f"{FIXTURE_CHAIN.name} {mode}"))
     return top, work / "frames.trr"
-
-
-def _water_box(work: Path) -> Path:
-    box = ROOT.parent / "main" / "out" / "real_frames" / "forcefield" / "w_box.gro"
-    if not box.exists():
-        raise SystemExit(f"{box} missing: run scripts/make_real_frames.py first (it equilibrates the W box)")
-    return box
 
 
 def build_membrane(out: Path, work: Path) -> tuple[str, Path]:
@@ -521,6 +518,8 @@ def main(argv=None) -> int:
     p.add_argument("--martini-itp", type=Path, help="mstool's FF/martini3.0.0/martini.itp (its first 356,605 lines)")
     p.add_argument("--lipids-itp", type=Path, help="mstool's FF/martini3.0.0/phospholipids.itp")
     p.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "martini")
+    p.add_argument("--water-box", type=Path, default=ROOT / "out" / "real_frames" / "forcefield" / "w_box.gro",
+                   help="equilibrated Martini 3 W (scripts/make_real_frames.py writes it; default: its --out)")
     p.add_argument("--check", action="store_true", help="only compare the stored references with OpenMM")
     p.add_argument("--extra-chains", type=Path, help="also rerun every <chain>/<mode> of this folder "
                    "(scripts/make_real_frames.py output, e.g. out/real_frames/test), protein alone; nothing stored")
@@ -529,11 +528,13 @@ def main(argv=None) -> int:
     if not args.check:
         if args.martini_itp is None or args.lipids_itp is None:
             p.error("--martini-itp and --lipids-itp are needed to build the references")
+        if not args.water_box.is_file():
+            p.error(f"{args.water_box}: no W box; run scripts/make_real_frames.py first or pass --water-box")
         write_inputs(args.out, args.martini_itp, args.lipids_itp)
         stored = {}
         with tempfile.TemporaryDirectory() as tmp:
-            builds = [("protein_elastic", lambda w: build_protein(args.out, "elastic", w)),
-                      ("protein_plain", lambda w: build_protein(args.out, "plain", w)),
+            builds = [("protein_elastic", lambda w: build_protein(args.out, "elastic", w, args.water_box)),
+                      ("protein_plain", lambda w: build_protein(args.out, "plain", w, args.water_box)),
                       ("membrane", lambda w: build_membrane(args.out, w))]
             for system, build in builds:
                 top, frames = build(Path(tmp) / system)
