@@ -184,6 +184,11 @@ def test_topology_and_defines():
     assert bonds[flexible] == bonds[rigid] + 61 - 7
     assert not any(isinstance(f, openmm.CustomNonbondedForce) and f.getNonbondedMethod() == f.CutoffPeriodic
                    for f in rigid.getForces())  # no box: not periodic
+    cubic = MartiniTopFile(DATA / "protein_elastic.top", unitCellDimensions=openmm.Vec3(6, 6, 6) * unit.nanometer)
+    boxed = cubic.createSystem(nonbondedCutoff=1.2 * unit.nanometer)
+    lj = next(f for f in boxed.getForces() if f.getName() == "LJ (SR)")
+    assert lj.getNonbondedMethod() == lj.CutoffPeriodic and lj.getCutoffDistance() == 1.2 * unit.nanometer
+    assert boxed.getDefaultPeriodicBoxVectors()[2] == openmm.Vec3(0, 0, 6) * unit.nanometer
 
 
 def test_the_cpu_platform_agrees():
@@ -229,6 +234,7 @@ MOL = "[ moleculetype ]\nM 1\n[ atoms ]\n1 P1 1 RES A 1 0\n2 P1 1 RES B 2 0\n[ b
      r"top.top:8: \[ bonds \] type 1 without its 2 parameters"),
     ('#if FOO\n#endif\n', r"top.top:1: preprocessor directive #if is not supported"),
     ('#ifdef FOO\n', r"top.top:1: 1 #ifdef/#ifndef not closed"),
+    (MOL + MOL, r"top.top:9: molecule type 'M' defined twice \(first at .*top.top:2\)"),
     ('#include "ff.itp"\n' + MOL + "[ pairs ]\n1 2 1\n", r"top.top:10: \[ pairs \] type 1 without its 2 "),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, top, message):

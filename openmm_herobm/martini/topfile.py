@@ -227,6 +227,9 @@ class MartiniTopFile:
             if directive == "moleculetype":
                 if len(fields) < 2:
                     _fail(where, "[ moleculetype ] needs: name nrexcl")
+                if fields[0] in self._molecule_types:
+                    _fail(where, f"molecule type {fields[0]!r} defined twice (first at "
+                                 f"{self._molecule_types[fields[0]].where}); #include its .itp once")
                 molecule = _MoleculeType(fields[0], int(_number(fields[1], where, "nrexcl")), where)
                 self._molecule_types[fields[0]] = molecule
             elif directive in MOLECULE_DIRECTIVES:
