@@ -203,7 +203,7 @@ def test_the_cpu_platform_agrees():
 
 
 def test_gromacs_box_keeps_the_lattice():
-    """A dodecahedron box as GROMACS writes it (|c_x| a little over a_x/2) is accepted, same lattice."""
+    """A dodecahedron box as GROMACS writes it (|c_x| 5e-6 nm over a_x/2) is accepted, same lattice."""
     box = np.array([[5.1771102, 0, 0], [0, 5.1771102, 0], [2.5885601, 2.5885601, 3.66076994]])  # a real one
     assert box[2, 0] > box[0, 0] / 2  # the case OpenMM refuses as it is
     with pytest.raises(ValueError, match="reduced form"):

@@ -513,8 +513,8 @@ class MartiniTopFile:
 
 def gromacs_box(box) -> unit.Quantity:
     """A GROMACS box (3, 3) nm (rows a, b, c, as in a .gro/.trr) as OpenMM periodic box vectors.
-    GROMACS tolerates |c_x| slightly over a_x/2 (a dodecahedron's is a_x/2 to float rounding, or
-    more), OpenMM refuses it: c and b are reduced by whole lattice vectors, which leaves the
+    GROMACS tolerates |c_x| slightly over a_x/2 (a dodecahedron's is a_x/2, give or take 1e-5 nm),
+    OpenMM refuses it: c and b are reduced by whole lattice vectors, which leaves the
     lattice, and so every periodic distance, exactly as GROMACS has it."""
     a, b, c = np.array(box, dtype=float).reshape(3, 3)
     c = c - b * round(c[1] / b[1])
