@@ -79,7 +79,9 @@ gen-seed = 7
 
 
 def run(cmd: list[str], cwd: Path, stdin: str | None = None) -> str:
-    done = subprocess.run(cmd, cwd=cwd, input=stdin, text=True, capture_output=True, check=False)
+    # mdrun's -nt alone sets its threads: an OMP_NUM_THREADS set by a caller (a test run) contradicts it
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run(cmd, cwd=cwd, input=stdin, text=True, capture_output=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed in {cwd}:\n{done.stderr[-3000:]}")
     return done.stdout
