@@ -28,7 +28,8 @@ _MODULES = {"mapping": ("MappingSet", "MoleculeMapping", "SystemMapping", "avail
             "backmapping": ("backmap", "BackmapResult"),
             "pipeline": ("backmap_and_simulate", "Pipeline", "SimulationResult", "ProgressReporter", "JSONReporter",
                          "StageEvent"),
-            "model": ("load_model",), "training": ("deploy",), "evaluation": ("evaluate", "evaluate_files")}
+            "model": ("load_model",), "training": ("deploy",), "evaluation": ("evaluate", "evaluate_files"),
+            "martini": ("MartiniTopFile",)}
 #: modules that load torch: idle OpenMP threads are set to sleep first (openmm_herobm.threads)
 _TORCH = ("backmapping", "pipeline", "model", "training")
 

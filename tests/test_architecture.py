@@ -28,7 +28,7 @@ FACES = [p for p in SUBPACKAGES if p != "cli"]  # cli is the top: nothing import
 LAYERS = [
     {"errors", "chemistry", "resources", "faces"},
     {"geometry", "geometry_torch", "units", "threads", "progress"},
-    {"io"},
+    {"io", "martini"},
     {"mapping"},
     {"reconstruction"},
     {"model"},
