@@ -364,20 +364,19 @@ class GeometricFit:
         #    bead's tolerance set from that
         self._ideal_cb(x)
         loose = np.full(len(b), SCALE_START)
-        normal = ls.NormalEquations()  # one sparsity pattern for the three solves of this frame
         x = ls.solve(common + [prior, clash, self._bead_term(b, self.all_beads, loose)], x, moving,
-                     ITERATIONS_SCALE, tolerance=TOLERANCE, normal=normal).x
+                     ITERATIONS_SCALE, tolerance=TOLERANCE).x
         sigma = self.bead_scale(x, b)
         looseness = self.looseness(sigma)
         common = geometry + self._rama_terms(link, phi_psi, looseness)
         prior = ls.Linear(prior.matrix, prior.target, prior.sigma * looseness)  # the network's backbone
         x = ls.solve(common + [prior, clash, self._bead_term(b, self.all_beads, sigma)], x, moving,
-                     ITERATIONS_BACKBONE, tolerance=TOLERANCE, normal=normal).x
+                     ITERATIONS_BACKBONE, tolerance=TOLERANCE).x
         # 2. rotamers
         x, chi_terms = self._rotamers(x, b, excluded, x.copy(), sigma)
         # 3. everything, the chosen chi angles as soft targets
         x = ls.solve(common + chi_terms + [clash, self._bead_term(b, self.all_beads, sigma)], x, moving,
-                     ITERATIONS_ALL, tolerance=TOLERANCE, normal=normal).x
+                     ITERATIONS_ALL, tolerance=TOLERANCE).x
         if not np.isfinite(x).all():
             return np.asarray(xyz)
         return x.astype(np.asarray(xyz).dtype)

@@ -298,12 +298,8 @@ def merge(terms: list) -> list:
 
 
 def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30, damping: float = 1e-3,
-          tolerance: float = 1e-5, normal: "NormalEquations | None" = None) -> Result:
-    """Levenberg-Marquardt on ``sum_terms |r|^2`` over the ``moving`` atoms (indices) of ``x0`` ``(n, 3)``.
-
-    ``normal``: a :class:`NormalEquations` to reuse across the solves of one structure (same
-    ``moving``), so later solves start from the sparsity pattern (and symbolic analysis) of the
-    earlier ones."""
+          tolerance: float = 1e-5) -> Result:
+    """Levenberg-Marquardt on ``sum_terms |r|^2`` over the ``moving`` atoms (indices) of ``x0`` ``(n, 3)``."""
     terms = merge(terms)
     x = np.array(x0, np.float64)
     column = np.full(len(x), -1, np.int64)
@@ -331,7 +327,7 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
     cost = float(r @ r)
     lam = damping
     it = 0
-    solver = normal if normal is not None else NormalEquations()
+    solver = _NormalEquations()
     for it in range(1, iterations + 1):
         solver.set(J)
         g = J.T @ r
@@ -356,17 +352,16 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
     return Result(x, cost, it)
 
 
-class NormalEquations:
-    """The damped normal equations ``(J^T J + lam diag(J^T J)) delta = b`` of LM solves over the
-    same variables (the solves of one frame).
+class _NormalEquations:
+    """The damped normal equations ``(J^T J + lam diag(J^T J)) delta = b`` of one LM solve.
 
     ``J^T J`` is symmetric positive definite, so a sparse LDL^T (QDLDL) with a fill-reducing
     ordering does.  Its symbolic analysis is kept for as long as the sparsity pattern holds: the
     pattern only grows (a union with every earlier one, the extra entries zero), so the damping
     trials of an iteration and most iterations refactorise numerically only (~1 ms where
     SuperLU's full LU with its ordering took ~7 ms on a 150-residue chain).  New clash contacts
-    still grow the pattern; anticipating them (near pairs stored in advance) costs more fill
-    than the symbolic analyses it saves."""
+    still grow the pattern; anticipating them (near pairs stored in advance), or one pattern for
+    all three solves of a frame, costs more fill than the symbolic analyses it saves."""
 
     def __init__(self):
         self._solver = None
@@ -376,8 +371,6 @@ class NormalEquations:
 
     def set(self, J: scipy.sparse.csr_matrix) -> None:
         A = (J.T @ J).tocsc()
-        if self._holder is not None and self._holder.shape != A.shape:
-            self._holder = None  # other variables: start again
         if self._holder is None:
             n = A.shape[0]
             A = A + scipy.sparse.diags(np.full(n, self.TINY), format="csc")  # the diagonal always stored
