@@ -186,13 +186,14 @@ _CIS_BOND = (0.150, 0.134)  # nm: C-C single and C=C double bond of a cis alkene
 
 
 def repair_molecule_stereo(topology: app.Topology, positions_nm: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Fix inverted lipid stereocentres and trans-for-cis double bonds; positions (nm) and counts.
+    """Fix inverted lipid stereocentres and wrong cis/trans double bonds; positions (nm) and counts.
 
     * A centre with the wrong sign is reflected through the plane of its three listed
       neighbours: its bonds to them keep their lengths and the configuration flips.
     * A cis double bond A-B=C-D built trans gets B and C rebuilt in the plane of A, D and
       their old midpoint, on the same side (cis), with B-C 1.34 A and A-B = C-D 1.50 A
-      where the A-D distance allows it.  A and D (and the rest of the chain) stay.
+      where the A-D distance allows it.  A and D (and the rest of the chain) stay.  A trans
+      bond (SSM's sphingosine C4=C5, its amide) built cis gets B and C on opposite sides.
     """
     centres, double_bonds = _MOLECULE_CENTRES, DOUBLE_BOND_CHECKS
     pos = np.array(positions_nm, dtype=np.float64, copy=True)
@@ -215,12 +216,13 @@ def repair_molecule_stereo(topology: app.Topology, positions_nm: np.ndarray) -> 
             pos[atoms[centre]] = new
             fixed[key] = fixed.get(key, 0) + 1
         for key, (resnames, quad, kind) in double_bonds.items():
-            if kind != "cis" or not residue.name in resnames or not all(n in atoms for n in quad):
+            if not residue.name in resnames or not all(n in atoms for n in quad):
                 continue
             ia, ib, ic, id_ = (atoms[n] for n in quad)
-            if abs(dihedral(pos[ia], pos[ib], pos[ic], pos[id_])) < np.pi / 2:  # already cis
+            if (abs(dihedral(pos[ia], pos[ib], pos[ic], pos[id_])) < np.pi / 2) == (kind == "cis"):  # already right
                 continue
-            pos[ib], pos[ic] = _cis_pair(pos[ia], pos[id_], 0.5 * (pos[ib] + pos[ic]))
+            build = _cis_pair if kind == "cis" else _trans_pair
+            pos[ib], pos[ic] = build(pos[ia], pos[id_], 0.5 * (pos[ib] + pos[ic]))
             fixed[key] = fixed.get(key, 0) + 1
     return pos, fixed
 
@@ -241,9 +243,27 @@ def _cis_pair(a: np.ndarray, d: np.ndarray, hint: np.ndarray) -> tuple[np.ndarra
     return mid - half * u + h * w, mid + half * u + h * w
 
 
+def _trans_pair(a: np.ndarray, d: np.ndarray, hint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """B and C of a trans A-B=C-D between fixed A and D (nm): point-symmetric about the A-D
+    midpoint, B-C 0.134 nm and A-B = C-D 0.150 nm where the A-D distance allows it."""
+    single, double = _CIS_BOND
+    ad = d - a
+    length = np.linalg.norm(ad)
+    u = ad / length
+    w = (hint - a) - np.dot(hint - a, u) * u
+    if np.linalg.norm(w) < 1e-6:
+        w = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.9 else [0.0, 1.0, 0.0])
+    w /= np.linalg.norm(w)
+    # along u: s from the midpoint; across: h (B at +h, C at -h): |BC| = double, |AB| = single
+    s = min(max((length ** 2 / 4 + double ** 2 / 4 - single ** 2) / length, 0.0), 0.5 * double)
+    h = max(np.sqrt(max(double ** 2 / 4 - s ** 2, 0.0)), 0.02)
+    mid = 0.5 * (a + d)
+    return mid - s * u + h * w, mid + s * u - h * w
+
+
 def molecule_stereo_force(topology: app.Topology, k: float = 1.0e8, minimum: float = 1.5e-3,
                           k_cis: float = 1000.0, tolerance_deg: float = 30.0) -> list:
-    """Flat-bottom guards for lipid centres (signed volume) and cis double bonds (dihedral), for minimisation.
+    """Flat-bottom guards for lipid centres (signed volume) and cis/trans double bonds (dihedral), for minimisation.
 
     Zero on a correct structure; they stop the minimiser from inverting a centre or
     turning a cis double bond trans.  Empty list when the topology has none.
@@ -256,17 +276,20 @@ def molecule_stereo_force(topology: app.Topology, k: float = 1.0e8, minimum: flo
     chiral.addGlobalParameter("k_mol_chiral", k)
     chiral.addGlobalParameter("vmin_mol", minimum)
     chiral.addPerBondParameter("sign_v")
-    cis = mm.CustomTorsionForce("k_cis*step(d-tol_cis)*(d-tol_cis)^2; d=abs(atan2(sin(theta), cos(theta)))")
+    # one force for both kinds: x is how far the dihedral is past the tolerance, from 0 (cis) or pi (trans)
+    cis = mm.CustomTorsionForce("k_cis*step(x)*x^2; x=want_cis*(d-tol_cis) + (1-want_cis)*(3.141592653589793-tol_cis-d);"
+                                "d=abs(atan2(sin(theta), cos(theta)))")
     cis.addGlobalParameter("k_cis", k_cis)
     cis.addGlobalParameter("tol_cis", np.radians(tolerance_deg))
+    cis.addPerTorsionParameter("want_cis")
     for residue in topology.residues():
         atoms = {x.name: x.index for x in residue.atoms()}
         for resnames, centre, na, nb, nc, sign in centres.values():
             if residue.name in resnames and all(n in atoms for n in (centre, na, nb, nc)):
                 chiral.addBond([atoms[na], atoms[nb], atoms[nc], atoms[centre]], [float(sign)])
         for resnames, quad, kind in double_bonds.values():
-            if kind == "cis" and residue.name in resnames and all(n in atoms for n in quad):
-                cis.addTorsion(*(atoms[n] for n in quad), [])
+            if residue.name in resnames and all(n in atoms for n in quad):
+                cis.addTorsion(*(atoms[n] for n in quad), [1.0 if kind == "cis" else 0.0])
     chiral.setName(MOLECULE_CHIRALITY_FORCE)
     cis.setName(CIS_FORCE)
     return [f for f, n in ((chiral, chiral.getNumBonds()), (cis, cis.getNumTorsions())) if n]
