@@ -224,6 +224,7 @@ class Relaxer:
         self.context = mm.Context(system, self.integrator, mm.Platform.getPlatformByName("CPU"))
         self.steps = int(round(md_ps / 0.002))
         self.heavy = np.array([a.element.symbol != "H" for a in t.atoms])
+        self.elements = {a.name: a.element.symbol for a in t.atoms}
         self.bonds = np.array(t.bonds)
 
     def relax(self, start: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -298,10 +299,10 @@ def replace_popc(traj: mdtraj.Trajectory, relaxers: dict, starts: dict, fraction
                 log[resname] = log.get(resname, 0) + 1
             else:
                 log[f"{resname} rejected"] = log.get(f"{resname} rejected", 0) + 1
-        r = new_top.add_residue(made[0] if made else res.name, chain, resSeq=len(new_xyz) and new_top.n_residues + 1)
+        r = new_top.add_residue(made[0] if made else res.name, chain, resSeq=new_top.n_residues + 1)
         if made:
             for n in made[1]:
-                new_top.add_atom(n, mdtraj.element.get_by_symbol(_element(n, made[0])), r)
+                new_top.add_atom(n, mdtraj.element.get_by_symbol(rel.elements[n]), r)
             new_xyz.extend(made[2])
         else:
             for a in res.atoms:
@@ -310,13 +311,6 @@ def replace_popc(traj: mdtraj.Trajectory, relaxers: dict, starts: dict, fraction
     out = mdtraj.Trajectory(np.array(new_xyz, np.float32)[None], new_top)
     out.unitcell_vectors = traj.unitcell_vectors
     return out
-
-
-_ELEMENTS: dict = {}
-
-
-def _element(name: str, resname: str) -> str:
-    return _ELEMENTS[resname][name]
 
 
 def prepare(ff: app.ForceField, reference: mdtraj.Trajectory, md_ps: float, seed: int) -> tuple[dict, dict]:
@@ -344,7 +338,6 @@ def prepare(ff: app.ForceField, reference: mdtraj.Trajectory, md_ps: float, seed
         order = {n: i for i, n in enumerate(names)}
         t_names = [a.name for a in ff._templates[resname].atoms]
         start = mol.GetConformer().GetPositions()[[order[n] for n in t_names]] / 10.0
-        _ELEMENTS[resname] = {a.name: a.element.symbol for a in ff._templates[resname].atoms}
         anchors = anchors_for(resname, t_names, popc_names)
         relaxers[resname] = Relaxer(ff, resname, t_names, anchors, md_ps, seed + 1)
         starts[resname] = start

@@ -47,11 +47,11 @@ The six other lipids of the real frame (SSM, DLPE, PAPC, PAPS, POPE, SAP6; ``TEM
 have no all-atom snapshot: their atom names and bonds come from the CHARMM36 templates
 (``charmm36.xml`` and the package's ``pipeline/charmm36_lipids_extra.xml``; all-atom names
 DLIP = CHARMM36 DLIPE and SAP6 = SAPI24, at most 4 characters for PDB files), their heavy-atom
-membership is written out below: head beads as POPC's (the choline/ethanolamine/serine
-atoms and C11 in the head bead, the phosphate in PO4, glycerol C1/C2 with the sn-2 ester in
-GL1, C3 with the sn-1 ester in GL2; mstool 0.3.9's Martini 3 mapping file for these lipids,
-``examples/BackmappingMartini3/mapping.dat``, GPL-3.0, agrees but for C11/C1), tails by the
-same lipidome rule as POPC; SSM and the PI(4,5)P2 head of SAP6: see ``SSM_BEADS`` and
+membership is written out below: head beads as POPC's (the choline/serine atoms and C11 in
+the head bead; PE's C11 in PO4, as mstool, 0.1 A closer to the real NH3-PO4 distance; the
+phosphate in PO4, glycerol C1/C2 with the sn-2 ester in GL1, C3 with the sn-1 ester in GL2;
+mstool 0.3.9's Martini 3 mapping file for these lipids, ``examples/BackmappingMartini3/mapping.dat``,
+GPL-3.0, puts C1 in PO4 and groups the tails otherwise), tails by the same lipidome rule as POPC; SSM and the PI(4,5)P2 head of SAP6: see ``SSM_BEADS`` and
 ``SAP6_HEAD``.  ``--check-structures DIR`` compares their bonded bead distances in all-atom
 structures (``scripts/build_lipid_conformers.py`` output) with the real frame.
 
