@@ -61,7 +61,7 @@ def main(argv=None) -> None:
     print(f"{report['n_atoms']} atoms, force field {report['forcefield']}, platform {report['platform']}")
     print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()) + f"; wall {wall:.1f}")
     print(f"peak memory {peak_mb():.0f} MB")
-    checks = {k: v for k, v in report.items() if k.startswith(("chirality_errors", "cis_peptides_nonpro", "n_close",
+    checks = {k: v for k, v in report.items() if k.startswith(("chirality_errors", "double_bond_errors", "cis_peptides_nonpro", "n_close",
                                                                  "n_pierced"))}
     print("checks:", checks)
     for key in ("minimize", "solvent_rebuilt", "minimize_solvent"):

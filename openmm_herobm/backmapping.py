@@ -23,8 +23,9 @@ import scipy.sparse
 import torch
 from scipy.spatial import cKDTree
 
-from .chemistry import CG_RESIDUE_ALIASES, SOLVENT_RESIDUES, standard_residue
+from .chemistry import CG_RESIDUE_ALIASES, PROTEIN_RESIDUES, SOLVENT_RESIDUES, standard_residue
 from .errors import HeroBMError
+from .geometry import repair_stereo
 from .mapping import BeadDeformation, SystemMapping, residue_label
 from .model import LoadedModel, load_model, predict_chunked, shipped_models
 from .progress import say
@@ -47,6 +48,7 @@ class BackmapPart:
     targets: np.ndarray | None = None  # (frames, beads, 3) nm: the beads a real structure has (deformation undone)
     simulation_likeness: np.ndarray | None = None  # (frames,) alpha of the deformation model, 0 = mapped beads
     misfit: np.ndarray | None = None  # (frames, beads) nm: distance of the reconstruction's beads from ``targets``
+    stereo_repaired: dict = field(default_factory=dict)  # lipid centres / double bonds put right, all frames
 
 
 @dataclass
@@ -182,7 +184,10 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
     ``fit``: after the network, make proteins chemically sound and true to their beads
     (:mod:`openmm_herobm.reconstruction.geometric_fit`: ideal geometry, trans peptides, the
     Ramachandran and rotamer statistics of real proteins, beads as soft targets with a
-    tolerance, chain breaks from the beads); False keeps the raw network output.
+    tolerance, chain breaks from the beads) and lipids stereochemically right (every centre and
+    double bond of :data:`~openmm_herobm.chemistry.CHIRALITY_CHECKS` / ``DOUBLE_BOND_CHECKS`` the
+    network built wrong is put right geometrically, :func:`openmm_herobm.geometry.repair_stereo`;
+    counts in ``parts[i].stereo_repaired``); False keeps the raw network output.
     ``side_chains`` (with ``fit``): ``"rotamers"`` (real rotamers chosen with the model's
     side-chain library), ``"network"`` (rotamers without the library) or ``"mean"`` (the
     library's RMSD-optimal average of rotamers, not a physical conformation: for analysis);
@@ -231,9 +236,10 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
         sub = traj.atom_slice(beads) if len(beads) < traj.n_atoms else traj
         system = SystemMapping.from_cg(sub.topology, loaded.mapping_set, unmapped="fail", source=source)
         _check_neighbours(sub, loaded.cutoff, source)
-        xyz, dihedrals, targets, alpha = _predict(loaded, system, sub, chunk, fit, side_chains, deformation)
+        xyz, dihedrals, targets, alpha, repaired = _predict(loaded, system, sub, chunk, fit, side_chains, deformation)
         misfit = np.linalg.norm(system.map(xyz) - targets, axis=-1)
-        parts.append(BackmapPart(system, loaded, dihedrals, beads[system.cg_input_index], targets, alpha, misfit))
+        parts.append(BackmapPart(system, loaded, dihedrals, beads[system.cg_input_index], targets, alpha, misfit,
+                                 repaired))
         frames.append(mdtraj.Trajectory(xyz, system.aa_topology, time=traj.time))
     out = frames[0]
     for more in frames[1:]:
@@ -326,6 +332,11 @@ def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory
     targets = traj.xyz[:, system.cg_input_index].astype(np.float64)
     alpha = np.zeros(traj.n_frames)
     fitter = make_fit(system, loaded, side_chains) if fit else None
+    # with the fit, lipid stereo is right by construction: a centre or double bond the network
+    # built wrong is put right geometrically (the pipeline's repair, before any output)
+    stereo = [(r.name, {a.name: a.index for a in r.atoms}) for r in system.aa_topology.residues
+              if r.name not in PROTEIN_RESIDUES] if fit else []
+    repaired: dict = {}
     undo = BeadDeformation(system) if deformation else None
     next_word = time.perf_counter() + FRAME_PROGRESS_SECONDS
     with torch.no_grad():
@@ -342,5 +353,10 @@ def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory
             if fitter is not None:
                 atoms = fitter(atoms, pos.numpy(), dih.numpy())
             xyz[f] = atoms / 10.0
+            if stereo:
+                fixed, counts = repair_stereo(stereo, xyz[f])
+                xyz[f] = fixed
+                for key, n in counts.items():
+                    repaired[key] = repaired.get(key, 0) + n
             dihedrals[f] = dih.numpy()
-    return xyz, dihedrals, targets, alpha
+    return xyz, dihedrals, targets, alpha, repaired

@@ -33,11 +33,16 @@ PROTEIN_RESIDUES = AMINO_ACIDS | CAPS | frozenset(VARIANT_STANDARD)
 
 #: cholesterol: the shipped mapping's name, CHARMM36/CHARMM-GUI's, and that of many GROMACS setups
 CHOLESTEROL = ("CHL", "CHL1", "CHOL")
+#: glycerophospholipids of the lipid model besides POPC (all-atom names, at most 4 characters for
+#: PDB files: DLIP is CHARMM36's DLIPE, SAP6 its SAPI24; templates in
+#: pipeline/charmm36_lipids_extra.xml), and those with a 20:4 arachidonoyl sn-2 chain
+GLYCEROPHOSPHOLIPIDS = ("POPE", "PAPC", "PAPS", "DLIP", "SAP6")
+ARACHIDONOYL = ("PAPC", "PAPS", "SAP6")
 #: CG residue names that CHARMM-GUI and Martini tools write for protonation variants, read as the
 #: mapping set's variant (its hydrogens then follow the variant, not the pH)
 CG_RESIDUE_ALIASES = {"GLUP": "GLH", "ASPP": "ASH", "LSN": "LYN"}
 #: all-atom residue names read as the name of a shipped mapping
-RESIDUE_ALIASES = {"CHL1": "CHL", "CHOL": "CHL"}
+RESIDUE_ALIASES = {"CHL1": "CHL", "CHOL": "CHL", "DLIPE": "DLIP", "SAPI24": "SAP6"}
 #: the name the force field (CHARMM36) gives a mapping molecule.  The backmap writes it, so the heavy
 #: atoms written without refinement carry the names of the refined output (CHARMM36 has two
 #: cholesterol templates with the same atoms, CHL1 and CLOL: only the name tells them apart)
@@ -97,7 +102,9 @@ SOLVENT_RESIDUES = frozenset(WATER_BEADS + ION_BEADS)
 # with zero exceptions.  That is L-amino acids, L-Ile (2S,3S) and L-Thr (2S,3R).
 # Lipid centres (CHARMM36 names): the signs of every POPC glycerol C2 (100, sn-2 = R) and
 # of the eight cholesterol centres (24 molecules: 3S,8S,9S,10R,13R,14S,17R,20R) of the
-# NMRLipids CHARMM36 POPC/cholesterol bilayer, zero exceptions.
+# NMRLipids CHARMM36 POPC/cholesterol bilayer, zero exceptions.  The other lipids' signs are
+# those of molecules built from SMILES with explicit stereo whose RDKit CIP labels are the
+# literature's (scripts/build_lipid_conformers.py): their glycerol C2 has POPC's sign.
 _L_AMINO = tuple(sorted(AMINO_ACIDS - {"GLY"}))
 CHIRALITY_CHECKS: dict[str, tuple[tuple[str, ...], str, str, str, str, int]] = {
     "ca": (_L_AMINO, "CA", "N", "C", "CB", +1),
@@ -112,6 +119,18 @@ CHIRALITY_CHECKS: dict[str, tuple[tuple[str, ...], str, str, str, str, int]] = {
     "chol_c14": (CHOLESTEROL, "C14", "C8", "C13", "C15", -1),
     "chol_c17": (CHOLESTEROL, "C17", "C13", "C16", "C20", +1),
     "chol_c20": (CHOLESTEROL, "C20", "C17", "C21", "C22", +1),
+    # the other glycerophospholipids of the lipid model: the same sn-2 R centre and sign as POPC
+    "glycerol_c2": (GLYCEROPHOSPHOLIPIDS, "C2", "O21", "C1", "C3", -1),
+    "ps_serine_c12": (("PAPS",), "C12", "N", "C11", "C13", -1),  # L-serine (S)
+    "ssm_c2s": (("SSM",), "C2S", "NF", "C1S", "C3S", -1),  # D-erythro sphingosine 2S
+    "ssm_c3s": (("SSM",), "C3S", "O3", "C2S", "C4S", -1),  # 3R
+    # 1D-myo-inositol 4,5-bisphosphate, C1 bonded to the phosphodiester O12 (1R,2R,3S,4R,5R,6S)
+    "pip2_c11": (("SAP6",), "C11", "O12", "C12", "C16", +1),
+    "pip2_c12": (("SAP6",), "C12", "O2", "C11", "C13", -1),
+    "pip2_c13": (("SAP6",), "C13", "O3", "C12", "C14", -1),
+    "pip2_c14": (("SAP6",), "C14", "O4", "C13", "C15", +1),
+    "pip2_c15": (("SAP6",), "C15", "O5", "C14", "C16", -1),
+    "pip2_c16": (("SAP6",), "C16", "O6", "C15", "C11", +1),
 }
 #: the amino-acid centres of :data:`CHIRALITY_CHECKS` (the rest are lipid centres)
 PROTEIN_CENTRES = ("ca", "ile_cb", "thr_cb")
@@ -119,4 +138,11 @@ PROTEIN_CENTRES = ("ca", "ile_cb", "thr_cb")
 DOUBLE_BOND_CHECKS: dict[str, tuple[tuple[str, ...], tuple[str, str, str, str], str]] = {
     "popc_oleoyl_c9": (("POPC",), ("C28", "C29", "C210", "C211"), "cis"),
     "chol_c5": (CHOLESTEROL, ("C10", "C5", "C6", "C7"), "cis"),  # C5=C6 inside ring B
+    "pe_oleoyl_c9": (("POPE",), ("C28", "C29", "C210", "C211"), "cis"),
+    **{f"arachidonoyl_c{k}": (ARACHIDONOYL, (f"C2{k - 1}", f"C2{k}", f"C2{k + 1}", f"C2{k + 2}"), "cis")
+       for k in (5, 8, 11, 14)},  # 20:4 (5Z,8Z,11Z,14Z), sn-2
+    **{f"linoleoyl_{sn}_c{k}": (("DLIP",), tuple(f"C{chain}{i}" for i in range(k - 1, k + 3)), "cis")
+       for chain, sn in ((2, "sn2"), (3, "sn1")) for k in (9, 12)},  # 18:2 (9Z,12Z), both chains
+    "ssm_sphingosine_c4": (("SSM",), ("C3S", "C4S", "C5S", "C6S"), "trans"),  # 4E
+    "ssm_amide": (("SSM",), ("C2S", "NF", "C1F", "C2F"), "trans"),
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .chemistry import DISULFIDE_MAX, IDEAL_CB
+from .chemistry import CHIRALITY_CHECKS, DISULFIDE_MAX, DOUBLE_BOND_CHECKS, IDEAL_CB, PROTEIN_CENTRES
 
 
 def dihedral_of(b1: np.ndarray, b2: np.ndarray, b3: np.ndarray) -> np.ndarray:
@@ -60,3 +60,89 @@ def disulfide_pairs(sg: np.ndarray, cutoff: float = DISULFIDE_MAX) -> tuple[np.n
     (the unit of ``sg``; :data:`~openmm_herobm.chemistry.DISULFIDE_MAX` is in Angstrom), ordered by i, then j."""
     d = np.linalg.norm(sg[:, None] - sg[None], axis=-1)
     return np.nonzero(np.triu(d < cutoff, 1))
+
+
+# ------------------------------------------------------------------ lipid stereo repair
+
+_FLAT_NM3 = 0.8e-3  # nm^3 (0.8 A^3): a centre this flat is placed, not reflected
+_CIS_BOND = (0.150, 0.134)  # nm: C-C single and C=C double bond of a cis alkene (angles ~125 deg)
+
+
+def repair_stereo(residues, positions_nm: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Fix inverted lipid stereocentres and wrong cis/trans double bonds; positions (nm) and counts.
+
+    ``residues``: (residue name, {atom name: row of ``positions_nm``}) per residue; ``positions_nm``
+    (atoms, 3).  Checks: the non-protein ones of :data:`~openmm_herobm.chemistry.CHIRALITY_CHECKS`
+    and :data:`~openmm_herobm.chemistry.DOUBLE_BOND_CHECKS`.  Used on the model's output
+    (``backmap``) and again before the force field (``pipeline``).
+
+    * A centre with the wrong sign is reflected through the plane of its three listed
+      neighbours: its bonds to them keep their lengths and the configuration flips.
+    * A cis double bond A-B=C-D built trans gets B and C rebuilt in the plane of A, D and
+      their old midpoint, on the same side (cis), with B-C 1.34 A and A-B = C-D 1.50 A
+      where the A-D distance allows it.  A and D (and the rest of the chain) stay.  A trans
+      bond (SSM's sphingosine C4=C5, its amide) built cis gets B and C on opposite sides.
+    """
+    centres = {k: v for k, v in CHIRALITY_CHECKS.items() if k not in PROTEIN_CENTRES}
+    pos = np.array(positions_nm, dtype=np.float64, copy=True)
+    fixed: dict = {}
+    for name, atoms in residues:
+        for key, (resnames, centre, a, b, c, sign) in centres.items():
+            if name not in resnames or not all(n in atoms for n in (centre, a, b, c)):
+                continue
+            x0, xa, xb, xc = (pos[atoms[n]] for n in (centre, a, b, c))
+            if sign * signed_volume(x0, xa, xb, xc) > 0:
+                continue
+            normal = np.cross(xb - xa, xc - xa)
+            normal /= np.linalg.norm(normal)
+            new = x0 - 2 * np.dot(x0 - xa, normal) * normal
+            if sign * signed_volume(new, xa, xb, xc) < _FLAT_NM3:  # (nearly) flat: out of the plane on the right side
+                base = (xa + xb + xc) / 3
+                new = max((base + 0.05 * normal, base - 0.05 * normal),
+                          key=lambda x: sign * signed_volume(x, xa, xb, xc))
+            pos[atoms[centre]] = new
+            fixed[key] = fixed.get(key, 0) + 1
+        for key, (resnames, quad, kind) in DOUBLE_BOND_CHECKS.items():
+            if name not in resnames or not all(n in atoms for n in quad):
+                continue
+            ia, ib, ic, id_ = (atoms[n] for n in quad)
+            if (abs(dihedral(pos[ia], pos[ib], pos[ic], pos[id_])) < np.pi / 2) == (kind == "cis"):  # already right
+                continue
+            build = _cis_pair if kind == "cis" else _trans_pair
+            pos[ib], pos[ic] = build(pos[ia], pos[id_], 0.5 * (pos[ib] + pos[ic]))
+            fixed[key] = fixed.get(key, 0) + 1
+    return pos, fixed
+
+
+def _cis_pair(a: np.ndarray, d: np.ndarray, hint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    single, double = _CIS_BOND
+    ad = d - a
+    length = np.linalg.norm(ad)
+    u = ad / length
+    w = (hint - a) - np.dot(hint - a, u) * u
+    if np.linalg.norm(w) < 1e-6:
+        w = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.9 else [0.0, 1.0, 0.0])
+    w /= np.linalg.norm(w)
+    half = 0.5 * min(double, length)
+    offset = max(0.5 * (length - double), 0.0)
+    h = max(np.sqrt(max(single ** 2 - offset ** 2, 0.0)), 0.04)  # too far apart for cis: bent, minimisation relaxes
+    mid = 0.5 * (a + d)
+    return mid - half * u + h * w, mid + half * u + h * w
+
+
+def _trans_pair(a: np.ndarray, d: np.ndarray, hint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """B and C of a trans A-B=C-D between fixed A and D (nm): point-symmetric about the A-D
+    midpoint, B-C 0.134 nm and A-B = C-D 0.150 nm where the A-D distance allows it."""
+    single, double = _CIS_BOND
+    ad = d - a
+    length = np.linalg.norm(ad)
+    u = ad / length
+    w = (hint - a) - np.dot(hint - a, u) * u
+    if np.linalg.norm(w) < 1e-6:
+        w = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.9 else [0.0, 1.0, 0.0])
+    w /= np.linalg.norm(w)
+    # along u: s from the midpoint; across: h (B at +h, C at -h): |BC| = double, |AB| = single
+    s = min(max((length ** 2 / 4 + double ** 2 / 4 - single ** 2) / length, 0.0), 0.5 * double)
+    h = max(np.sqrt(max(double ** 2 / 4 - s ** 2, 0.0)), 0.02)
+    mid = 0.5 * (a + d)
+    return mid - s * u + h * w, mid + s * u - h * w

@@ -15,6 +15,11 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _package_dir(package: str, fallback: str) -> Path:
+    # a source checkout uses its own folders, even when another checkout is installed
+    # (editable): its mapping sets and models belong to its code
+    local = _REPO_ROOT / fallback
+    if (local / "__init__.py").is_file() and (_REPO_ROOT / "pyproject.toml").is_file():
+        return local
     spec = importlib.util.find_spec(package)
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])

@@ -43,6 +43,18 @@ deviations up to 1.3 A (POPC) and 2.4 A (cholesterol):
   all-pairs deviation from 1.22 to 0.44 A rms.  The official CHARMM36 mapping of that
   model was not available offline; replace ``CHOL_FITTED`` with it when it is.
 
+The six other lipids of the real frame (SSM, DLPE, PAPC, PAPS, POPE, SAP6; ``TEMPLATE_MOLECULES``)
+have no all-atom snapshot: their atom names and bonds come from the CHARMM36 templates
+(``charmm36.xml`` and the package's ``pipeline/charmm36_lipids_extra.xml``; all-atom names
+DLIP = CHARMM36 DLIPE and SAP6 = SAPI24, at most 4 characters for PDB files), their heavy-atom
+membership is written out below: head beads as POPC's (the choline/serine atoms and C11 in
+the head bead; PE's C11 in PO4, as mstool, 0.1 A closer to the real NH3-PO4 distance; the
+phosphate in PO4, glycerol C1/C2 with the sn-2 ester in GL1, C3 with the sn-1 ester in GL2;
+mstool 0.3.9's Martini 3 mapping file for these lipids, ``examples/BackmappingMartini3/mapping.dat``,
+GPL-3.0, puts C1 in PO4 and groups the tails otherwise), tails by the same lipidome rule as POPC; SSM and the PI(4,5)P2 head of SAP6: see ``SSM_BEADS`` and
+``SAP6_HEAD``.  ``--check-structures DIR`` compares their bonded bead distances in all-atom
+structures (``scripts/build_lipid_conformers.py`` output) with the real frame.
+
 Unless ``--no-check`` is given, the script then forward-maps every CHARMM36 snapshot
 and prints, for every pair of covalently linked beads, the mean distance in the mapped
 frames next to the one in the real Martini 3 frame (and with the plain CG2AT
@@ -120,6 +132,109 @@ MEMBERSHIP_FIXES = {
              **lipidome_tail("C3", 2, 16, ["C1B", "C2B", "C3B", "C4B"])},  # 16:0 palmitoyl (sn-1), cCCC
     "CHL": {atom: bead for bead, atoms in CHOL_FITTED.items() for atom in atoms.split()},
 }
+
+
+def _beads(table: dict[str, str]) -> dict[str, list[str]]:
+    """{bead: "atom atom ..."} -> {heavy atom: [beads]} (an atom under several beads is shared)."""
+    out: dict[str, list[str]] = {}
+    for bead, atoms in table.items():
+        for atom in atoms.split():
+            out.setdefault(atom, []).append(bead)
+    return out
+
+
+def _tail(prefix: str, first: int, last: int, beads: list[str]) -> dict[str, str]:
+    """lipidome_tail as {bead: "atoms"}."""
+    out: dict[str, list[str]] = {}
+    for atom, bead in lipidome_tail(prefix, first, last, beads).items():
+        out.setdefault(bead, []).append(atom)
+    return {b: " ".join(a) for b, a in out.items()}
+
+
+GLYCEROL = {"PO4": "P O11 O12 O13 O14", "GL1": "C1 C2 O21 C21 O22", "GL2": "C3 O31 C31 O32"}
+HEADS = {"PC": {"NC3": "N C12 C13 C14 C15 C11"}, "PE": {"NH3": "N C12", "PO4": "C11 P O11 O12 O13 O14"},
+         "PS": {"CNO": "N C12 C13 O13A O13B C11"}}
+#: PI(4,5)P2 head of SAP6 (Martini 3 phosphoinositides, Borges-Araujo et al. 2022: ring beads
+#: C1-C3, C4 a virtual site near the ring centre, P4/P5 the ring phosphates).  Fitted like the
+#: cholesterol beads: the real frame's bead geometry superposed on a CHARMM36 SAP6 and each head
+#: atom given to the nearest bead (C1 nearest PO4, P4 nearest C3, P5 nearest C2 in the real
+#: frame); C4, which has no atoms of its own, is the centre of the six ring carbons (shared).
+SAP6_HEAD = {"C1": "C11 C12 O2", "C2": "C15 C16 O5 O6", "C3": "C13 C14 O3", "C4": "C11 C12 C13 C14 C15 C16",
+             "P4": "O4 P4 OP42 OP43 OP44", "P5": "P5 OP52 OP53 OP54"}
+#: SSM (N-stearoyl sphingomyelin d18:1/18:0): phosphocholine as POPC's; OH1 the sphingosine
+#: C1S-C3S with the 3-hydroxyl (glycerol-like, C1S as POPC's C1 in GL1); AM2 the amide N-C(=O);
+#: the sphingosine chain C4S-C18S (T1A the trans C4S=C5S end) and the N-stearoyl C2F-C18F
+#: by the lipidome rule (C2F in C1B as POPC's C22 in C1A)
+SSM_BEADS = {**HEADS["PC"], "PO4": "P O11 O12 O13 O14", "OH1": "C1S C2S C3S O3", "AM2": "NF C1F OF",
+             "T1A": "C4S C5S C6S", "C2A": "C7S C8S C9S C10S", "C3A": "C11S C12S C13S C14S",
+             "C4A": "C15S C16S C17S C18S",
+             **{b: " ".join(f"C{k}F" for k in ks) for b, ks in
+                (("C1B", range(2, 7)), ("C2B", range(7, 11)), ("C3B", range(11, 15)), ("C4B", range(15, 19)))}}
+
+#: all-atom name -> (CG name, bead order of the real Martini 3 frame, {bead: heavy atoms})
+TEMPLATE_MOLECULES = {
+    "POPE": ("POPE", "NH3 PO4 GL1 GL2 C1A D2A C3A C4A C1B C2B C3B C4B",
+             {**GLYCEROL, **HEADS["PE"], **_tail("C2", 2, 18, ["C1A", "D2A", "C3A", "C4A"]),
+              **_tail("C3", 2, 16, ["C1B", "C2B", "C3B", "C4B"])}),
+    "DLIP": ("DLPE", "NH3 PO4 GL1 GL2 C1A D2A D3A C4A C1B D2B D3B C4B",
+             {**GLYCEROL, **HEADS["PE"], **_tail("C2", 2, 18, ["C1A", "D2A", "D3A", "C4A"]),
+              **_tail("C3", 2, 18, ["C1B", "D2B", "D3B", "C4B"])}),
+    "PAPC": ("PAPC", "NC3 PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B",
+             {**HEADS["PC"], **GLYCEROL, **_tail("C2", 2, 20, ["C1A", "D2A", "D3A", "D4A", "C5A"]),
+              **_tail("C3", 2, 16, ["C1B", "C2B", "C3B", "C4B"])}),
+    "PAPS": ("PAPS", "CNO PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B",
+             {**HEADS["PS"], **GLYCEROL, **_tail("C2", 2, 20, ["C1A", "D2A", "D3A", "D4A", "C5A"]),
+              **_tail("C3", 2, 16, ["C1B", "C2B", "C3B", "C4B"])}),
+    "SAP6": ("SAP6", "C1 C2 C3 C4 PO4 P4 P5 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B",
+             {**SAP6_HEAD, **GLYCEROL, **_tail("C2", 2, 20, ["C1A", "D2A", "D3A", "D4A", "C5A"]),
+              **_tail("C3", 2, 18, ["C1B", "C2B", "C3B", "C4B"])}),
+    "SSM": ("SSM", "NC3 PO4 OH1 AM2 T1A C2A C3A C4A C1B C2B C3B C4B", SSM_BEADS),
+}
+
+
+def build_from_template(resname: str, forcefield) -> MoleculeMapping:
+    """A TEMPLATE_MOLECULES mapping: names and bonds of the CHARMM36 template, hydrogens with
+    their heavy atom's bead(s) and no weight, heavy atoms shared equally where listed twice."""
+    cg_name, order, table = TEMPLATE_MOLECULES[resname]
+    order = order.split()
+    template = forcefield._templates[resname]
+    names = [a.name for a in template.atoms]
+    bonds = [(names[i], names[j]) for i, j in template.bonds]
+    heavy = _beads(table)
+    wanted = {a.name for a in template.atoms if a.element.symbol != "H"}
+    if set(heavy) != wanted or set(table) != set(order):
+        raise ValueError(f"{resname}: membership atoms differ from the template's heavy atoms: only listed "
+                         f"{sorted(set(heavy) - wanted)}, unlisted {sorted(wanted - set(heavy))}; beads {sorted(set(table) ^ set(order))}")
+    parent = {}
+    for a, b in bonds:
+        for h, x in ((a, b), (b, a)):
+            if element_from_name(h) == "H" and element_from_name(x) != "H":
+                parent[h] = x
+    atoms = []
+    for a in template.atoms:
+        element = a.element.symbol
+        beads = heavy[a.name] if element != "H" else heavy[parent[a.name]]
+        share = 0.0 if element == "H" else 1.0 / len(beads)
+        atoms.append(MappedAtom(a.name, (), element, tuple(BeadMembership(b, share) for b in beads)))
+    mapping = MoleculeMapping(resname, atoms, order, cg_name=cg_name if cg_name != resname else None, bonds=bonds,
+                              source=f"CHARMM36 template {resname}")
+    return complete_hierarchy(mapping, bonds)
+
+
+def write_template_molecule(mapping: MoleculeMapping, path: Path) -> None:
+    header = (
+        f"# {mapping.name}: GENERATED by scripts/build_lipid_mappings.py -- do not edit by hand.\n"
+        "# Atom names and bonds: CHARMM36 template (charmm36.xml + openmm_herobm/pipeline/charmm36_lipids_extra.xml).\n"
+        "# Bead membership: written out in the script (TEMPLATE_MOLECULES): heads as POPC's, compared with\n"
+        "#   mstool 0.3.9's Martini 3 mapping (GPL-3.0); tails by the Martini 3 lipidome rule.\n"
+        "# Bead names/order: real Martini 3 frames (mstool example membrane).\n"
+        "# Beads are mass-weighted centres of their heavy atoms; hydrogens carry no weight (!).\n"
+    )
+    text = header + mapping.to_yaml()
+    back = parse_molecule_mapping(yaml.safe_load(text), str(path))
+    if back.to_yaml() != mapping.to_yaml():
+        raise ValueError(f"{path}: YAML round trip changed the mapping")
+    path.write_text(text)
 
 
 # ---------------------------------------------------------------------- inputs
@@ -322,7 +437,7 @@ def mapped_bead_positions(mapping_set, snapshots: list[Path]) -> dict[str, np.nd
 
     out: dict[str, list[np.ndarray]] = {}
     for path in snapshots:
-        traj = load_gro_gz(path)
+        traj = load_gro_gz(path) if path.suffix == ".gz" else mdtraj.load(str(path))
         box = box_lengths(traj)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # water/ions have no mapping
@@ -352,11 +467,12 @@ def real_bead_positions(path: Path, bead_orders: dict[str, list[str]]) -> dict[s
     return {k: np.stack(v) for k, v in out.items()}
 
 
-def compare(mappings: list[MoleculeMapping], data: Path, baseline: list[MoleculeMapping] | None = None) -> list[tuple]:
+def compare(mappings: list[MoleculeMapping], data: Path, baseline: list[MoleculeMapping] | None = None,
+            snapshots: list[Path] | None = None) -> list[tuple]:
     """Rows (mol, pair, ours mean, ours sd, real mean, real sd, ours - real, baseline - real) in A."""
     from openmm_herobm.mapping import MappingSet
 
-    snapshots = sorted((data / "lipids").glob("*.gro.gz"))
+    snapshots = snapshots or sorted((data / "lipids").glob("*.gro.gz"))
     ours = mapped_bead_positions(MappingSet(mappings, name="martini3_lipids"), snapshots)
     base = mapped_bead_positions(MappingSet(baseline, name="cg2at"), snapshots) if baseline else None
     real = real_bead_positions(data / REAL_CG_FRAME, {m.cg_residue_name: m.beads for m in mappings})
@@ -377,8 +493,32 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (default: %(default)s)")
     parser.add_argument("--no-check", action="store_true", help="skip the comparison with the real Martini 3 frame")
+    parser.add_argument("--check-structures", type=Path, default=None,
+                        help="folder of all-atom .gro files with the TEMPLATE_MOLECULES lipids "
+                             "(build_lipid_conformers.py output) for their comparison with the real frame")
     args = parser.parse_args(argv)
     data = args.data
+
+    import openmm.app as app
+
+    forcefield = app.ForceField("charmm36.xml", str(ROOT / "openmm_herobm" / "pipeline" / "charmm36_lipids_extra.xml"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    templated = []
+    for resname in TEMPLATE_MOLECULES:
+        mapping = build_from_template(resname, forcefield)
+        write_template_molecule(mapping, OUT / f"{resname}.yaml")
+        templated.append(mapping)
+        print(f"{resname} (CG {mapping.cg_residue_name}): {len(mapping.atoms)} atoms, {len(mapping.bonds)} bonds, "
+              f"beads {mapping.beads}; hierarchy depth per bead: {hierarchy_depths(mapping)}")
+    if args.check_structures is not None:
+        files = sorted(args.check_structures.glob("*.gro"))
+        print(f"\nbonded bead distances (A): {len(files)} structures of {args.check_structures} vs the real frame")
+        worst = {}
+        for cg, pair, mo, so, mr, sr, diff, _ in compare(templated, data, None, files):
+            print(f"{cg:5s} {pair:9s} {mo:6.2f} {so:5.2f} {mr:6.2f} {sr:5.2f} {diff:+6.2f}")
+            worst.setdefault(cg, []).append(abs(diff))
+        for cg, w in worst.items():
+            print(f"{cg}: mean |diff| {np.mean(w):.2f} A, largest {np.max(w):.2f} A")
 
     reference = load_gro_gz(data / REFERENCE_SNAPSHOT)
     snapshots = sorted((data / "lipids").glob("*.gro.gz"))

@@ -1,8 +1,10 @@
 """Lipids on real data: stereo checks, their repair, the shipped lipid model and whole Martini 3 frames.
 
 References: the NMRLipids CHARMM36 POPC/cholesterol bilayer (held out of the lipid model's
-training) and a real Martini 3 membrane built with mstool (POPC and CHOL among six lipids
-we have no model for, W water, ions).  Thresholds come from BENCHMARKS.md with a margin.
+training), 12 molecules of the six other lipid types from the held-out mixed bilayer of
+scripts/build_lipid_conformers.py (tests/data/lipids), and a real Martini 3 membrane built
+with mstool (POPC, CHOL, SSM, DLPE, PAPC, PAPS, POPE, SAP6, W water, ions).  Thresholds come
+from BENCHMARKS.md with a margin.
 """
 
 import gzip
@@ -10,17 +12,21 @@ from pathlib import Path
 
 import mdtraj
 import numpy as np
+import openmm.app as app
 import pytest
 
 import openmm_herobm as hb
 from openmm_herobm.cli.main import main
 from openmm_herobm.io import load_structure, make_whole
 from openmm_herobm.pipeline.chirality import repair_molecule_stereo
+from openmm_herobm.pipeline.system import EXTRA_LIPIDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 BILAYER = DATA / "lipids" / "charmm36_POPCchol-20pct.gro.gz"
 MEMBRANE = DATA / "cg_real" / "mstool_mix8_419lipids.gro.gz"
+NEW_LIPID_FIXTURE = ROOT / "tests" / "data" / "lipids" / "new_lipids_heavy.pdb"
+NEW_LIPID_RMSD_MAX = 1.4  # A, per type; measured 0.85 (PAPS) - 1.11 (SSM) on these 12 molecules
 STEREO_KEYS = ("chirality_errors_popc_c2", "chirality_errors_chol_c3", "chirality_errors_chol_c8",
                "chirality_errors_chol_c9", "chirality_errors_chol_c10", "chirality_errors_chol_c13",
                "chirality_errors_chol_c14", "chirality_errors_chol_c17", "chirality_errors_chol_c20",
@@ -123,20 +129,151 @@ def test_lipid_patch_refined_with_charmm36_has_zero_stereo_errors(bilayer, tmp_p
 
 
 def test_real_martini3_membrane_frame(tmp_path, capsys):
-    """POPC and CHOL of a real 8-lipid Martini 3 membrane backmapped; the six unknown lipids listed."""
+    """All 419 lipids of a real 8-lipid Martini 3 membrane backmapped with ``--unmapped fail``:
+    every molecule kept, each type with its CHARMM36 template's heavy atoms, zero stereo and
+    cis/trans errors in the unrefined output (the network alone has hundreds on this frame)."""
     frame = tmp_path / "mix8.gro"
     frame.write_bytes(gzip.open(MEMBRANE).read())
     out = tmp_path / "mix8_aa.pdb"
-    assert main(["backmap", str(frame), "-o", str(out), "--no-minimize"]) == 2
-    err = capsys.readouterr().err
-    assert "SSM x74" in err and "DLPE x46" in err and "--unmapped drop" in err
-    assert not out.exists()  # nothing half-written
-    assert main(["backmap", str(frame), "-o", str(out), "--no-minimize", "--unmapped", "drop"]) == 0
+    assert main(["backmap", str(frame), "-o", str(out), "--no-minimize", "--unmapped", "fail"]) == 0
     printed = capsys.readouterr().out
     assert "W x6514" in printed and "NA x96" in printed and "CL x47" in printed
     traj = mdtraj.load(str(out))
     names = [r.name for r in traj.topology.residues]
-    assert names.count("POPC") == 80 and names.count("CHL1") == 126
+    assert {n: names.count(n) for n in set(names)} == NEW_FRAME_COUNTS
+    forcefield = app.ForceField("charmm36.xml", str(EXTRA_LIPIDS))
+    for name in set(names):
+        template = forcefield._templates[name]
+        heavy = sorted(a.name for a in template.atoms if a.element.symbol != "H")
+        residue = next(r for r in traj.topology.residues if r.name == name)
+        assert sorted(a.name for a in residue.atoms) == heavy, name
+    report = hb.evaluate(traj)  # stereo right by construction: every centre and double bond checked, none wrong
+    checked = report["chirality_checked"]
+    assert (checked["glycerol_c2"], checked["ssm_c2s"], checked["ps_serine_c12"], checked["pip2_c11"]) == (139, 74, 33, 4)
+    assert stereo_and_double_bond_errors(report) == {} and report["n_pierced_rings"] == 0
+
+
+def stereo_and_double_bond_errors(report):
+    """{check: errors} of every stereo and cis/trans check with errors (per-check counts only)."""
+    return {k: v for k, v in report.items()
+            if k.startswith(("chirality_errors_", "double_bond_errors_")) and isinstance(v, int) and v}
+
+
+#: the real 8-lipid frame, all-atom names (CHL1, DLIP = CHARMM36 DLIPE, SAP6 = SAPI24)
+NEW_FRAME_COUNTS = {"POPC": 80, "CHL1": 126, "SSM": 74, "DLIP": 46, "PAPC": 41, "PAPS": 33, "POPE": 15, "SAP6": 4}
+NEW_LIPIDS = ("POPE", "DLIP", "PAPC", "PAPS", "SAP6", "SSM")
+
+
+def test_extra_charmm36_templates_are_charmm36_lipids():
+    """PAPC/PAPS are charmm36.xml's SAPC/SAPS with POPC's 16:0 sn-1 end (C316 a CTL3 methyl, two
+    carbons fewer) and standard CTL2/CTL3 charges at the arachidonoyl end; DLIP's head is POPE's;
+    SAP6 is SAPI24 renamed.  Every template parametrises (charmm36.xml types)."""
+    c36 = app.ForceField("charmm36.xml")
+    both = app.ForceField("charmm36.xml", str(EXTRA_LIPIDS))
+
+    def table(ff, name):
+        t = ff._templates[name]
+        atoms = {a.name: (a.type, round(a.parameters["charge"], 4)) for a in t.atoms}
+        return atoms, {frozenset((t.atoms[i].name, t.atoms[j].name)) for i, j in t.bonds}
+
+    popc, _ = table(c36, "POPC")
+    for new, ref in (("PAPC", "SAPC"), ("PAPS", "SAPS")):
+        atoms, bonds = table(both, new)
+        ref_atoms, ref_bonds = table(c36, ref)
+        sn1_end = {"C316", "H16X", "H16Y", "H16Z"}
+        assert set(ref_atoms) - set(atoms) == {"C317", "C318", "H17X", "H17Y", "H18X", "H18Y", "H18Z"}
+        assert {n: atoms[n] for n in sn1_end} == {n: popc[n] for n in sn1_end}
+        differ = {n for n in atoms if n not in sn1_end and atoms[n] != ref_atoms[n]}
+        assert differ == {"C218", "C220"}  # charmm36.xml's SAPC/SAPS swap the CTL2/CTL3 charges there
+        assert (atoms["C218"], atoms["C220"]) == (("CTL2", -0.18), ("CTL3", -0.27))
+        assert bonds - ref_bonds == {frozenset(("C316", "H16Z"))}
+    dlip, _ = table(both, "DLIP")
+    pope, _ = table(c36, "POPE")
+    head = "N HN1 HN2 HN3 C12 H12A H12B C11 H11A H11B P O11 O12 O13 O14 C1 HA HB C2 HS C3 HX HY".split()
+    assert {n: dlip[n] for n in head} == {n: pope[n] for n in head}
+    assert table(both, "SAP6") == table(c36, "SAPI24")
+    charges = {n: round(sum(a.parameters["charge"] for a in both._templates[n].atoms), 6) for n in NEW_LIPIDS}
+    assert charges == {"POPE": 0, "DLIP": 0, "PAPC": 0, "PAPS": -1, "SAP6": -4, "SSM": 0}
+
+
+@pytest.fixture(scope="module")
+def new_lipids():
+    """Heavy atoms of 12 molecules (2 each of the six new types) of the held-out mixed bilayer
+    built by scripts/build_lipid_conformers.py (never trained on; see the fixture's README)."""
+    traj = load_structure(str(NEW_LIPID_FIXTURE))
+    traj.unitcell_vectors = None
+    return traj
+
+
+NEW_STEREO_CHECKS = {"glycerol_c2": 10, "ps_serine_c12": 2, "ssm_c2s": 2, "ssm_c3s": 2,
+                     **{f"pip2_c1{k}": 2 for k in range(1, 7)}}
+
+
+def test_new_lipid_stereo_is_checked_and_repaired(new_lipids):
+    """The built molecules pass every check; inverted centres and a trans-for-cis bond are found and repaired."""
+    report = hb.evaluate(new_lipids)
+    assert {k: report["chirality_checked"][k] for k in NEW_STEREO_CHECKS} == NEW_STEREO_CHECKS
+    assert not {k: v for k, v in report.items() if k.startswith(("chirality_errors_", "double_bond_errors_")) and v}
+    assert report["double_bond_errors_arachidonoyl_c8"] == 0 and report["double_bond_errors_ssm_sphingosine_c4"] == 0
+    xyz = new_lipids.xyz[0].astype(np.float64).copy()
+    top = new_lipids.topology
+    broken = {"SAP6": ("C13", "O3", "C12", "C14"), "SSM": ("C2S", "NF", "C1S", "C3S"), "PAPS": ("C12", "N", "C11", "C13")}
+    for residue in top.residues:
+        a = {x.name: x.index for x in residue.atoms}
+        if residue.name in broken:  # reflect the centre through its neighbours' plane
+            centre, *others = broken[residue.name]
+            p0, p1, p2 = (xyz[a[n]] for n in others)
+            n = np.cross(p1 - p0, p2 - p0)
+            n /= np.linalg.norm(n)
+            xyz[a[centre]] -= 2 * np.dot(xyz[a[centre]] - p0, n) * n
+        twist = {"PAPC": ("C214", "C215", "C216"), "SSM": ("C4S", "C5S", "C6S")}.get(residue.name)
+        if twist:  # the third atom rotated 180 deg about the double bond: cis <-> trans
+            b, c = xyz[a[twist[0]]], xyz[a[twist[1]]]
+            axis = (c - b) / np.linalg.norm(c - b)
+            v = xyz[a[twist[2]]] - c
+            xyz[a[twist[2]]] = c + 2 * np.dot(v, axis) * axis - v
+    found = hb.evaluate(mdtraj.Trajectory(xyz[None].astype(np.float32), top))
+    assert (found["chirality_errors_pip2_c13"], found["chirality_errors_ssm_c2s"], found["chirality_errors_ps_serine_c12"],
+            found["double_bond_errors_arachidonoyl_c14"], found["double_bond_errors_ssm_sphingosine_c4"]) == (2, 2, 2, 2, 2)
+    fixed, counts = repair_molecule_stereo(top.to_openmm(), xyz)
+    assert counts == {"pip2_c13": 2, "ssm_c2s": 2, "ps_serine_c12": 2, "arachidonoyl_c14": 2, "ssm_sphingosine_c4": 2}
+    again = hb.evaluate(mdtraj.Trajectory(fixed[None].astype(np.float32), top))
+    assert not {k: v for k, v in again.items() if k.startswith(("chirality_errors_", "double_bond_errors_")) and v}
+
+
+def test_shipped_lipid_model_on_the_new_lipids(new_lipids):
+    """Forward-mapped, backmapped with the shipped model: heavy RMSD per type (BENCHMARKS.md, with a margin)."""
+    cg = hb.map_structure(new_lipids, "martini3_lipids").cg
+    assert sorted({r.name for r in cg.topology.residues}) == ["DLPE", "PAPC", "PAPS", "POPE", "SAP6", "SSM"]
+    result = hb.backmap(cg)
+    assert result.model.path.name == "martini3_lipids.pt"
+    report = hb.evaluate(result.trajectory, new_lipids)
+    per_type = report["rmsd_heavy_per_residue_type"]
+    assert stereo_and_double_bond_errors(report) == {}
+    network = hb.evaluate(hb.backmap(cg, fit=False).trajectory)  # what backmap put right
+    assert sum(result.parts[0].stereo_repaired.values()) == sum(stereo_and_double_bond_errors(network).values()) > 0
+    assert set(per_type) == set(NEW_LIPIDS)
+    assert all(v < NEW_LIPID_RMSD_MAX for v in per_type.values()), per_type
+
+
+def test_real_frame_patch_of_every_lipid_type_refined_with_charmm36(tmp_path):
+    """Two molecules of each of the eight types of the real frame (CG, its periodic box):
+    refined with CHARMM36 (the extra templates loaded with charmm36.xml), zero stereo and
+    cis/trans errors, no close contacts."""
+    frame = load_structure(str(MEMBRANE))
+    keep, seen = [], {}
+    for residue in frame.topology.residues:
+        if residue.name not in ("W", "ION") and seen.get(residue.name, 0) < 2:
+            seen[residue.name] = seen.get(residue.name, 0) + 1
+            keep.extend(a.index for a in residue.atoms)
+    patch = frame.atom_slice(keep)
+    result = hb.backmap_and_simulate(patch, "martini3_lipids", solvent=None, output=tmp_path / "patch.pdb")
+    assert result.report["forcefield"] == "charmm36.xml"
+    heavy = result.trajectory.atom_slice(result.trajectory.topology.select("not element H"))
+    report = hb.evaluate(heavy)
+    errors = {k: v for k, v in report.items() if k.startswith(("chirality_errors_", "double_bond_errors_")) and v}
+    assert errors == {} and report["n_close_contacts"] == 0
+    assert sorted(r.name for r in heavy.topology.residues) == sorted(n for n in NEW_FRAME_COUNTS for _ in range(2))
 
 
 def test_protein_and_lipids_in_one_frame_go_to_their_models():

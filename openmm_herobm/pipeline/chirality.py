@@ -18,7 +18,7 @@ import numpy as np
 import openmm.app as app
 
 from ..chemistry import CHIRALITY_CHECKS, DOUBLE_BOND_CHECKS, NOT_SIDE_CHAIN, PROTEIN_CENTRES
-from ..geometry import dihedral, ideal_cb, signed_volume
+from ..geometry import dihedral, ideal_cb, repair_stereo, signed_volume
 
 _FLAT = 0.8e-3  # nm^3 (0.8 A^3)
 _NM = 10.0  # Angstrom per nm (geometry.ideal_cb's unit)
@@ -182,68 +182,16 @@ def ramachandran_force(topology: app.Topology, kj_per_kt: float = RAMA_KJ_MOL):
 # ------------------------------------------------------------------ lipids and other molecules
 
 
-_CIS_BOND = (0.150, 0.134)  # nm: C-C single and C=C double bond of a cis alkene (angles ~125 deg)
-
-
 def repair_molecule_stereo(topology: app.Topology, positions_nm: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Fix inverted lipid stereocentres and trans-for-cis double bonds; positions (nm) and counts.
-
-    * A centre with the wrong sign is reflected through the plane of its three listed
-      neighbours: its bonds to them keep their lengths and the configuration flips.
-    * A cis double bond A-B=C-D built trans gets B and C rebuilt in the plane of A, D and
-      their old midpoint, on the same side (cis), with B-C 1.34 A and A-B = C-D 1.50 A
-      where the A-D distance allows it.  A and D (and the rest of the chain) stay.
-    """
-    centres, double_bonds = _MOLECULE_CENTRES, DOUBLE_BOND_CHECKS
-    pos = np.array(positions_nm, dtype=np.float64, copy=True)
-    fixed: dict = {}
-    for residue in topology.residues():
-        atoms = {a.name: a.index for a in residue.atoms()}
-        for key, (resnames, centre, a, b, c, sign) in centres.items():
-            if not residue.name in resnames or not all(n in atoms for n in (centre, a, b, c)):
-                continue
-            x0, xa, xb, xc = (pos[atoms[n]] for n in (centre, a, b, c))
-            if sign * signed_volume(x0, xa, xb, xc) > 0:
-                continue
-            normal = np.cross(xb - xa, xc - xa)
-            normal /= np.linalg.norm(normal)
-            new = x0 - 2 * np.dot(x0 - xa, normal) * normal
-            if sign * signed_volume(new, xa, xb, xc) < _FLAT:  # (nearly) flat: out of the plane on the right side
-                base = (xa + xb + xc) / 3
-                new = max((base + 0.05 * normal, base - 0.05 * normal),
-                          key=lambda x: sign * signed_volume(x, xa, xb, xc))
-            pos[atoms[centre]] = new
-            fixed[key] = fixed.get(key, 0) + 1
-        for key, (resnames, quad, kind) in double_bonds.items():
-            if kind != "cis" or not residue.name in resnames or not all(n in atoms for n in quad):
-                continue
-            ia, ib, ic, id_ = (atoms[n] for n in quad)
-            if abs(dihedral(pos[ia], pos[ib], pos[ic], pos[id_])) < np.pi / 2:  # already cis
-                continue
-            pos[ib], pos[ic] = _cis_pair(pos[ia], pos[id_], 0.5 * (pos[ib] + pos[ic]))
-            fixed[key] = fixed.get(key, 0) + 1
-    return pos, fixed
-
-
-def _cis_pair(a: np.ndarray, d: np.ndarray, hint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    single, double = _CIS_BOND
-    ad = d - a
-    length = np.linalg.norm(ad)
-    u = ad / length
-    w = (hint - a) - np.dot(hint - a, u) * u
-    if np.linalg.norm(w) < 1e-6:
-        w = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.9 else [0.0, 1.0, 0.0])
-    w /= np.linalg.norm(w)
-    half = 0.5 * min(double, length)
-    offset = max(0.5 * (length - double), 0.0)
-    h = max(np.sqrt(max(single ** 2 - offset ** 2, 0.0)), 0.04)  # too far apart for cis: bent, minimisation relaxes
-    mid = 0.5 * (a + d)
-    return mid - half * u + h * w, mid + half * u + h * w
+    """Fix inverted lipid stereocentres and wrong cis/trans double bonds; positions (nm) and counts
+    (:func:`openmm_herobm.geometry.repair_stereo` on an OpenMM topology's residues)."""
+    residues = [(r.name, {a.name: a.index for a in r.atoms()}) for r in topology.residues()]
+    return repair_stereo(residues, positions_nm)
 
 
 def molecule_stereo_force(topology: app.Topology, k: float = 1.0e8, minimum: float = 1.5e-3,
                           k_cis: float = 1000.0, tolerance_deg: float = 30.0) -> list:
-    """Flat-bottom guards for lipid centres (signed volume) and cis double bonds (dihedral), for minimisation.
+    """Flat-bottom guards for lipid centres (signed volume) and cis/trans double bonds (dihedral), for minimisation.
 
     Zero on a correct structure; they stop the minimiser from inverting a centre or
     turning a cis double bond trans.  Empty list when the topology has none.
@@ -256,17 +204,20 @@ def molecule_stereo_force(topology: app.Topology, k: float = 1.0e8, minimum: flo
     chiral.addGlobalParameter("k_mol_chiral", k)
     chiral.addGlobalParameter("vmin_mol", minimum)
     chiral.addPerBondParameter("sign_v")
-    cis = mm.CustomTorsionForce("k_cis*step(d-tol_cis)*(d-tol_cis)^2; d=abs(atan2(sin(theta), cos(theta)))")
+    # one force for both kinds: x is how far the dihedral is past the tolerance, from 0 (cis) or pi (trans)
+    cis = mm.CustomTorsionForce("k_cis*step(x)*x^2; x=want_cis*(d-tol_cis) + (1-want_cis)*(3.141592653589793-tol_cis-d);"
+                                "d=abs(atan2(sin(theta), cos(theta)))")
     cis.addGlobalParameter("k_cis", k_cis)
     cis.addGlobalParameter("tol_cis", np.radians(tolerance_deg))
+    cis.addPerTorsionParameter("want_cis")
     for residue in topology.residues():
         atoms = {x.name: x.index for x in residue.atoms()}
         for resnames, centre, na, nb, nc, sign in centres.values():
             if residue.name in resnames and all(n in atoms for n in (centre, na, nb, nc)):
                 chiral.addBond([atoms[na], atoms[nb], atoms[nc], atoms[centre]], [float(sign)])
         for resnames, quad, kind in double_bonds.values():
-            if kind == "cis" and residue.name in resnames and all(n in atoms for n in quad):
-                cis.addTorsion(*(atoms[n] for n in quad), [])
+            if residue.name in resnames and all(n in atoms for n in quad):
+                cis.addTorsion(*(atoms[n] for n in quad), [1.0 if kind == "cis" else 0.0])
     chiral.setName(MOLECULE_CHIRALITY_FORCE)
     cis.setName(CIS_FORCE)
     return [f for f, n in ((chiral, chiral.getNumBonds()), (cis, cis.getNumTorsions())) if n]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import openmm as mm
 import openmm.app as app
 import openmm.unit as unit
@@ -17,6 +19,10 @@ SEED = 20241205
 IMPLICIT = "implicit/obc2.xml"
 EXPLICIT_WATER = "amber14/tip3pfb.xml"
 CHARMM_WATER = "charmm36/water.xml"  # CHARMM TIP3P and ions
+#: CHARMM36 templates of lipids that charmm36.xml lacks or names with more than 4 characters
+#: (PAPC, PAPS, DLIP, SAP6; provenance in the file), loaded with every charmm36.xml
+EXTRA_LIPIDS = Path(__file__).resolve().parent / "charmm36_lipids_extra.xml"
+CHARMM36_FILES = ("charmm36.xml",)
 CUTOFF_NM = 1.0  # nonbonded cutoff of every System (a periodic box must be at least twice as wide)
 
 
@@ -27,6 +33,8 @@ def load_forcefield(forcefield: str | list[str] | app.ForceField, solvent: str |
     if isinstance(forcefield, app.ForceField):
         return forcefield
     files = [forcefield] if isinstance(forcefield, str) else list(forcefield)
+    if any(Path(f).name in CHARMM36_FILES for f in files) and str(EXTRA_LIPIDS) not in files:
+        files.append(str(EXTRA_LIPIDS))
     if solvent == "implicit":
         files.append(IMPLICIT)
     elif solvent == "explicit":
