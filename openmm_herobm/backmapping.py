@@ -29,7 +29,7 @@ from .geometry import repair_stereo
 from .mapping import BeadDeformation, SystemMapping, residue_label
 from .model import LoadedModel, load_model, predict_chunked, shipped_models
 from .progress import say
-from .reconstruction import PEPTIDE_LINK_MAX, GeometricFit, ProteinFit
+from .reconstruction import PEPTIDE_LINK_MAX, GeometricFit, LipidFit, ProteinFit
 
 #: ``side_chains`` choices of :func:`backmap`: real rotamers chosen with the model's library (the
 #: default), the library's RMSD-optimal conditional mean (an average of rotamers, for analysis), or
@@ -336,6 +336,8 @@ def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory
     # built wrong is put right geometrically (the pipeline's repair, before any output)
     stereo = [(r.name, {a.name: a.index for a in r.atoms}) for r in system.aa_topology.residues
               if r.name not in PROTEIN_RESIDUES] if fit else []
+    # ... and bonds and angles are CHARMM36's, the atoms moved as little as they can
+    lipid_fit = LipidFit(stereo, system.n_atoms) if stereo else None
     repaired: dict = {}
     undo = BeadDeformation(system) if deformation else None
     next_word = time.perf_counter() + FRAME_PROGRESS_SECONDS
@@ -355,6 +357,11 @@ def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory
             xyz[f] = atoms / 10.0
             if stereo:
                 fixed, counts = repair_stereo(stereo, xyz[f])
+                if lipid_fit is not None and not lipid_fit.empty:
+                    # the repair first (a centre reflected, a double bond rebuilt), then the
+                    # geometry, then the repair again should it find anything left
+                    fixed, again = repair_stereo(stereo, lipid_fit(fixed * 10.0) / 10.0)
+                    counts = Counter(counts) + Counter(again)
                 xyz[f] = fixed
                 for key, n in counts.items():
                     repaired[key] = repaired.get(key, 0) + n

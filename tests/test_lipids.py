@@ -8,6 +8,7 @@ from BENCHMARKS.md with a margin.
 """
 
 import gzip
+import json
 from pathlib import Path
 
 import mdtraj
@@ -16,6 +17,8 @@ import openmm.app as app
 import pytest
 
 import openmm_herobm as hb
+from openmm_herobm.chemistry import DOUBLE_BOND_CHECKS
+from openmm_herobm.geometry import dihedral
 from openmm_herobm.cli.main import main
 from openmm_herobm.io import load_structure, make_whole
 from openmm_herobm.pipeline.chirality import repair_molecule_stereo
@@ -151,6 +154,37 @@ def test_real_martini3_membrane_frame(tmp_path, capsys):
     checked = report["chirality_checked"]
     assert (checked["glycerol_c2"], checked["ssm_c2s"], checked["ps_serine_c12"], checked["pip2_c11"]) == (139, 74, 33, 4)
     assert stereo_and_double_bond_errors(report) == {} and report["n_pierced_rings"] == 0
+    # ... and bonds by construction: every heavy bond within 0.1 A of CHARMM36's length (the
+    # network alone puts 1,207 outside 1.2-1.9 A on this frame), double bonds planar
+    assert report["n_bonds_out_of_range"] == 0
+    deviation, planar = charmm36_bond_deviation(traj), double_bond_planarity(traj)
+    assert len(deviation) > 18_000 and np.abs(deviation).max() < 0.1
+    assert len(planar) == 865 and np.median(planar) < 2.0 and np.percentile(planar, 99) < 15.0
+
+
+def charmm36_bond_deviation(traj) -> np.ndarray:
+    """Heavy-atom bond length minus CHARMM36's equilibrium length (A), every bond of every lipid."""
+    table = json.loads((Path(hb.__file__).parent / "reconstruction" / "lipid_geometry.json").read_text())["residues"]
+    x = traj.xyz[0] * 10.0
+    out = []
+    for residue in traj.topology.residues:
+        index = {a.name: a.index for a in residue.atoms}
+        for a, b, length in table[residue.name]["bonds"]:
+            out.append(np.linalg.norm(x[index[a]] - x[index[b]]) - length)
+    return np.asarray(out)
+
+
+def double_bond_planarity(traj) -> np.ndarray:
+    """|dihedral - (0 cis or 180 trans)| (degrees) of every checked lipid double bond."""
+    x = traj.xyz[0]
+    out = []
+    for residue in traj.topology.residues:
+        index = {a.name: a.index for a in residue.atoms}
+        for resnames, quad, kind in DOUBLE_BOND_CHECKS.values():
+            if residue.name in resnames and all(n in index for n in quad):
+                phi = abs(np.degrees(dihedral(*(x[index[n]] for n in quad))))
+                out.append(phi if kind == "cis" else 180.0 - phi)
+    return np.asarray(out)
 
 
 def stereo_and_double_bond_errors(report):

@@ -12,6 +12,7 @@ from ..faces import lazy_face
 _MODULES = {"hierarchical": ("gather_atoms", "place_slots", "reconstruct", "recenter"),
             "geometric_fit": ("GeometricFit", "RAMA_ALLOWED"),
             "protein_fit": ("ProteinFit",),
+            "lipid_fit": ("LipidFit",),
             "protein_geometry": ("PEPTIDE_LINK_MAX", "RAMA_CLASSES", "RamachandranPotential", "rama_class",
                                  "protein_geometry"),
             "least_squares": ("least_squares",),
