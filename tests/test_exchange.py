@@ -90,3 +90,134 @@ def test_a_topology_of_another_molecule_is_refused(cycle, tmp_path):
                      "[ system ]\nother\n[ molecules ]\nmolecule_0 1\n")
     with pytest.raises(HeroBMError, match="residue|bead"):
         to_coarse_grained(cycle["aa"], MartiniTopFile(other))
+
+
+# -- Hamiltonian resolution exchange on alanine dipeptide (benchmarks/resolution_exchange.py) ----------
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("resolution_exchange_bench",
+                                                  ROOT / "benchmarks" / "resolution_exchange.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def dipeptide():
+    from openmm_herobm.exchange import resolution_system
+
+    bench = _bench()
+    pdb, system = bench.setup()
+    return bench, pdb, system, resolution_system(pdb.topology, system, pdb.positions, str(bench.TOP))
+
+
+def _reference_context(system, positions):
+    import openmm
+
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    return context
+
+
+def test_the_exchange_system_is_all_atom_plus_martini_of_the_mapped_beads(dipeptide):
+    """Groups 0 + 1 are the all-atom System exactly; group 2 is the Martini System at M x, its
+    forces M^T F_CG on the atoms (the exactness of the sampler rests on this decomposition)."""
+    from openmm_herobm.exchange import CG_GROUP
+    from openmm_herobm.mapping import map_structure
+    import mdtraj
+
+    bench, pdb, system, rex_system = dipeptide
+    x = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer) + 0.01 * np.random.default_rng(3).normal(
+        size=(22, 3))  # off the minimum: every term has a force
+    kj = unit.kilojoule_per_mole
+    mixed, plain = _reference_context(rex_system, x), _reference_context(system, x)
+    aa = mixed.getState(getEnergy=True, groups={0, 1}).getPotentialEnergy().value_in_unit(kj)
+    assert aa == pytest.approx(plain.getState(getEnergy=True).getPotentialEnergy().value_in_unit(kj), abs=1e-8)
+
+    mapped = map_structure(mdtraj.Trajectory(x[None], mdtraj.Topology.from_openmm(pdb.topology)), "martini3")
+    top = MartiniTopFile(bench.TOP)
+    cg = _reference_context(top.createSystem(), mapped.cg.xyz[0].astype(np.float64))
+    weights = mapped.system.weights.toarray()
+    beads = weights @ x
+    cg.setPositions(beads)
+    state = mixed.getState(getEnergy=True, getForces=True, groups={CG_GROUP})
+    reference = cg.getState(getEnergy=True, getForces=True)
+    e_cg = state.getPotentialEnergy().value_in_unit(kj)
+    assert abs(e_cg) > 1.0
+    assert e_cg == pytest.approx(reference.getPotentialEnergy().value_in_unit(kj), rel=1e-9)
+    f_atoms = state.getForces(asNumpy=True).value_in_unit(kj / unit.nanometer)
+    f_beads = reference.getForces(asNumpy=True).value_in_unit(kj / unit.nanometer)
+    np.testing.assert_allclose(f_atoms, weights.T @ f_beads, atol=1e-6 * np.abs(f_beads).max())
+
+
+def test_identical_states_always_swap_and_a_checkpoint_resumes(dipeptide, tmp_path):
+    from openmm_herobm.exchange import ResolutionExchange, resolution_states
+
+    _, pdb, _, rex_system = dipeptide
+    rex = ResolutionExchange(rex_system, pdb.positions, resolution_states([1.0, 1.0, 1.0]), steps=20,
+                             platform="Reference", seed=2)
+    rex.run(4)
+    assert rex.acceptance.tolist() == [1.0, 1.0]  # delta = 0 exactly
+    rex.save(tmp_path / "rex.npz")
+    again = ResolutionExchange(rex_system, pdb.positions, resolution_states([1.0, 1.0, 1.0]), steps=20,
+                               platform="Reference", seed=99)
+    again.load(tmp_path / "rex.npz")
+    assert again.iteration == 4 and (again.state_of == rex.state_of).all()
+    x = again.contexts[1].getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    np.testing.assert_allclose(x, rex.contexts[1].getState(getPositions=True).getPositions(asNumpy=True)
+                               .value_in_unit(unit.nanometer))
+    again.run(2)
+    assert again.iteration == 6 and len(again.history) == 6 and len(again.samples) == 6
+    with pytest.raises(HeroBMError, match="replicas"):
+        ResolutionExchange(rex_system, pdb.positions, resolution_states([0.5, 1.0]), steps=1,
+                           platform="Reference").load(tmp_path / "rex.npz")
+
+
+def _plain_md_energies(system, positions, iterations, steps, seed=3):
+    """(iterations, 2) E_bonded, E_rest of plain Langevin MD (the reference for the target state)."""
+    import openmm
+
+    from openmm_herobm.exchange import resolution_states  # noqa: F401  (the same groups as the exchange)
+
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    for force in system.getForces():
+        force.setForceGroup(0 if isinstance(force, (openmm.HarmonicBondForce, openmm.HarmonicAngleForce)) else 1)
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picosecond)
+    integrator.setRandomNumberSeed(seed)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    context.applyConstraints(1e-6)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, seed)
+    out = []
+    for _ in range(iterations):
+        integrator.step(steps)
+        out.append([context.getState(getEnergy=True, groups={g}).getPotentialEnergy()
+                    .value_in_unit(unit.kilojoule_per_mole) for g in (0, 1)])
+    return np.array(out)
+
+
+def test_the_all_atom_replica_samples_the_all_atom_ensemble(dipeptide):
+    """A 5-state resolution exchange (fixed seed, 200 iterations of 0.25 ps): every neighbour pair
+    swaps, replicas make round trips, and the all-atom state's bonded and non-bonded energies have
+    plain MD's means (block errors; a Martini force leaking into the l = 1 state, a wrong
+    temperature or a wrong swap rule moves them by several kJ/mol).  The phi/psi populations need
+    nanoseconds (alpha_R <-> beta is slow in both samplers): benchmarks/resolution_exchange.py."""
+    from openmm_herobm.exchange import ResolutionExchange, resolution_states
+
+    bench, pdb, system, rex_system = dipeptide
+    rex = ResolutionExchange(rex_system, pdb.positions, resolution_states([0.3, 0.45, 0.6, 0.8, 1.0]),
+                             steps=125, platform="Reference", seed=7)
+    target = []
+    for _ in range(200):
+        rex.step()
+        target.append(rex.group_energies(int(np.flatnonzero(rex.state_of == rex.target)[0]))[:2])
+    assert (rex.acceptance > 0.3).all(), rex.acceptance
+    assert rex.round_trips() >= 5
+    history = np.array(rex.history)
+    assert all(len(set(history[:, r])) == 5 for r in range(5))  # every replica visits every state
+    md = _plain_md_energies(system, pdb.positions, 800, 125)
+    for k in range(2):
+        a, b = np.array(target)[20:, k], md[80:, k]
+        se = np.hypot(*(x.reshape(10, -1).mean(1).std(ddof=1) / np.sqrt(10) for x in (a[:len(a) // 10 * 10],
+                                                                                        b[:len(b) // 10 * 10])))
+        assert abs(a.mean() - b.mean()) < 3 * se + 0.5, (k, a.mean(), b.mean(), se)
