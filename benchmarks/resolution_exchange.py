@@ -26,12 +26,11 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 import openmm as mm
-import openmm.app as app
-import openmm.unit as unit
+from openmm import app, unit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import write_result  # noqa: E402
+from _common import write_result
 
 DATA = HERE.parent / "tests" / "data" / "exchange"
 PDB = DATA / "alanine_dipeptide.pdb"

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import openmm as mm
-import openmm.app as app
-import openmm.unit as unit
+from openmm import app, unit
 
 import openmm_herobm as hb
 from openmm_herobm.exchange import cg_positions, to_all_atom, to_coarse_grained

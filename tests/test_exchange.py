@@ -10,8 +10,8 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-import openmm.unit as unit
 import pytest
+from openmm import unit
 
 from openmm_herobm import HeroBMError
 from openmm_herobm.exchange import cg_positions, to_all_atom, to_coarse_grained
@@ -33,7 +33,7 @@ def cycle():
     """One CG -> AA -> CG round: 100 Martini steps (2 ps), backmap, 100 all-atom steps (0.2 ps), back."""
     ex = _example()
     top = MartiniTopFile(ex.TOP)
-    import openmm.app as app
+    from openmm import app
 
     cg = ex.cg_simulation(top, app.GromacsGroFile(str(ex.START)).getPositions())
     cg.step(100)
@@ -43,7 +43,7 @@ def cycle():
     e_aa0 = ex.energy(aa)
     aa.step(100)
     back = to_coarse_grained(aa, top, platform="CPU")
-    return dict(ex=ex, top=top, beads=beads, aa=aa, mapped=mapped, e_aa0=e_aa0, back=back)
+    return {"ex": ex, "top": top, "beads": beads, "aa": aa, "mapped": mapped, "e_aa0": e_aa0, "back": back}
 
 
 def test_backmapped_frame_keeps_the_beads(cycle):
@@ -122,9 +122,10 @@ def _reference_context(system, positions):
 def test_the_exchange_system_is_all_atom_plus_martini_of_the_mapped_beads(dipeptide):
     """Groups 0 + 1 are the all-atom System exactly; group 2 is the Martini System at M x, its
     forces M^T F_CG on the atoms (the exactness of the sampler rests on this decomposition)."""
+    import mdtraj
+
     from openmm_herobm.exchange import CG_GROUP
     from openmm_herobm.mapping import map_structure
-    import mdtraj
 
     bench, pdb, system, rex_system = dipeptide
     x = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer) + 0.01 * np.random.default_rng(3).normal(
@@ -177,8 +178,6 @@ def _plain_md_energies(system, positions, iterations, steps, seed=3):
     """(iterations, 2) E_bonded, E_rest of plain Langevin MD (the reference for the target state)."""
     import openmm
 
-    from openmm_herobm.exchange import resolution_states  # noqa: F401  (the same groups as the exchange)
-
     system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
     for force in system.getForces():
         force.setForceGroup(0 if isinstance(force, (openmm.HarmonicBondForce, openmm.HarmonicAngleForce)) else 1)
@@ -204,7 +203,7 @@ def test_the_all_atom_replica_samples_the_all_atom_ensemble(dipeptide):
     nanoseconds (alpha_R <-> beta is slow in both samplers): benchmarks/resolution_exchange.py."""
     from openmm_herobm.exchange import ResolutionExchange, resolution_states
 
-    bench, pdb, system, rex_system = dipeptide
+    _, pdb, system, rex_system = dipeptide
     rex = ResolutionExchange(rex_system, pdb.positions, resolution_states([0.3, 0.45, 0.6, 0.8, 1.0]),
                              steps=125, platform="Reference", seed=7)
     target = []

@@ -14,4 +14,4 @@ _MODULES = {"switching": ("to_all_atom", "to_coarse_grained", "cg_positions"),
             "sampler": ("ResolutionExchange", "resolution_system", "resolution_states", "temperature_states",
                         "centroid_forces", "mixed_langevin", "all_atom_system", "CG_GROUP")}
 __getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
-__all__ = [*_names]
+__all__ = _names

@@ -24,8 +24,7 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 import openmm as mm
-import openmm.app as app
-import openmm.unit as unit
+from openmm import app, unit
 
 from ..errors import HeroBMError
 from ..mapping import map_structure

@@ -12,17 +12,16 @@ from __future__ import annotations
 import mdtraj
 import numpy as np
 import openmm as mm
-import openmm.app as app
-import openmm.unit as unit
+from openmm import app, unit
 
+from ..backmapping import backmap
 from ..chemistry import SOLVENT_RESIDUES
 from ..errors import HeroBMError
-from ..backmapping import backmap
 from ..evaluation import evaluate
 from ..mapping import map_structure
 from ..martini import MartiniTopFile
 from ..pipeline import Pipeline, build_simulation
-from ..units import KELVIN, NANOMETER, PICOSECOND, value_in
+from ..units import KELVIN, PICOSECOND, value_in
 
 #: seed of the velocities and Langevin noise when none is given (OpenMM's 0 would be a new one each run)
 SEED = 16
