@@ -220,3 +220,27 @@ def test_the_all_atom_replica_samples_the_all_atom_ensemble(dipeptide):
         se = np.hypot(*(x.reshape(10, -1).mean(1).std(ddof=1) / np.sqrt(10) for x in (a[:len(a) // 10 * 10],
                                                                                         b[:len(b) // 10 * 10])))
         assert abs(a.mean() - b.mean()) < 3 * se + 0.5, (k, a.mean(), b.mean(), se)
+
+
+def test_herobm_exchange_resumes_a_killed_run(tmp_path, capsys):
+    """``herobm exchange CONFIG.yaml``: 3 iterations, then the same config asking for 5 resumes at
+    3 (the checkpoint), writes the JSON report; a bad key is one line with exit status 2."""
+    import json
+
+    from openmm_herobm.cli.main import main
+
+    config = tmp_path / "rex.yaml"
+    body = (f"structure: {DATA}/exchange/alanine_dipeptide.pdb\nmartini: {DATA}/exchange/alanine_dipeptide_martini.top\n"
+            "lambdas: [0.5, 1.0]\nsteps: 10\nplatform: Reference\ncheckpoint_every: 1\n")
+    config.write_text(body + "iterations: 3\n")
+    assert main(["exchange", str(config)]) == 0
+    first = json.loads((tmp_path / "exchange.report.json").read_text())
+    assert first["iterations"] == 3 and first["resumed_from"] == 0
+    config.write_text(body + "iterations: 5\n")
+    assert main(["exchange", str(config), "--no-progress"]) == 0
+    second = json.loads((tmp_path / "exchange.report.json").read_text())
+    assert second["iterations"] == 5 and second["resumed_from"] == 3 and second["samples"] == 5
+    assert "iteration 3" in capsys.readouterr().err
+    config.write_text(body + "iterations: 5\nlambda: [1]\n")
+    assert main(["exchange", str(config)]) == 2
+    assert "unknown key(s) lambda" in capsys.readouterr().err
