@@ -35,6 +35,7 @@ LAYERS = [
     {"backmapping"},
     {"evaluation"},
     {"pipeline"},
+    {"exchange"},
     {"training"},
     {"batch"},
     {"cli"},

@@ -188,6 +188,16 @@ def _cmd_ligand_params(args) -> int:
     return 0
 
 
+def _cmd_exchange(args) -> int:
+    from ..exchange import run_exchange
+
+    report = run_exchange(args.config, progress=not args.no_progress)
+    acc = " ".join(f"{a:.2f}" for a in report["acceptance"])
+    print(f"{report['iterations']} iterations (resumed from {report['resumed_from']}), acceptance {acc}, "
+          f"{report['round_trips']} round trips; report {report['config']['report']}")
+    return 0
+
+
 def _cmd_train(args) -> int:
     from ..training import TrainConfig, train
 
@@ -409,6 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--charge", type=int, default=0, help="net charge (default 0)")
     lp.add_argument("-o", "--output", required=True, help="OpenMM force-field XML to write")
     lp.set_defaults(func=_cmd_ligand_params)
+
+    x = sub.add_parser("exchange", help="resolution replica exchange (Martini 3 <-> all-atom) from a YAML config",
+                       description="Hamiltonian replicas U = U_bonded + l U_rest + (1 - l) U_Martini(M x) in all-atom "
+                                   "coordinates; the l = 1 replica samples the all-atom ensemble exactly "
+                                   "(docs/resolution-exchange.md).  Checkpointed every checkpoint_every iterations: "
+                                   "run the same command again to resume a killed run.  Config keys: structure "
+                                   "(all-atom PDB with hydrogens), martini (.top of the same molecule), forcefield, "
+                                   "solvent, lambdas, temperature, timestep, friction, steps, iterations, seed, "
+                                   "platform, checkpoint, checkpoint_every, report.")
+    x.add_argument("config", help="exchange config YAML")
+    x.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    x.set_defaults(func=_cmd_exchange)
 
     t = sub.add_parser("train", help="train a HEroBM model from a YAML config",
                        description="Train on patches of a dataset built by `herobm dataset`; validates every "

@@ -16,6 +16,7 @@ from ..faces import lazy_face
 #: module -> the public names it defines, imported on first use
 _MODULES = {"simulate": ("Pipeline", "PipelineOptions", "SimulationResult", "backmap_and_simulate", "output_paths"),
             "reporters": ("JSONReporter", "ProgressReporter", "StageEvent"),
-            "ligand_params": ("gaff_parameters",)}
+            "ligand_params": ("gaff_parameters",),
+            "system": ("build_simulation", "load_forcefield")}
 __getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
 __all__ = _names
