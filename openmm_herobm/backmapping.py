@@ -35,6 +35,7 @@ from .reconstruction import PEPTIDE_LINK_MAX, GeometricFit, LipidFit, ProteinFit
 #: default), the library's RMSD-optimal conditional mean (an average of rotamers, for analysis), or
 #: rotamers without the library (wells of the training split and the network's own side chain)
 SIDE_CHAIN_MODES = ("rotamers", "mean", "network")
+LIPID_FIT_ROUNDS = 3  # lipid geometry fit + stereo check rounds per frame
 FRAME_PROGRESS_SECONDS = 15.0  # s between "frame k of n" lines while the model runs over a trajectory
 
 
@@ -356,12 +357,15 @@ def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory
                 atoms = fitter(atoms, pos.numpy(), dih.numpy())
             xyz[f] = atoms / 10.0
             if stereo:
-                fixed, counts = repair_stereo(stereo, xyz[f])
+                fixed, counts = repair_stereo(stereo, xyz[f])  # counts: what the network built wrong
                 if lipid_fit is not None and not lipid_fit.empty:
                     # the repair first (a centre reflected, a double bond rebuilt), then the
-                    # geometry, then the repair again should it find anything left
-                    fixed, again = repair_stereo(stereo, lipid_fit(fixed * 10.0) / 10.0)
-                    counts = Counter(counts) + Counter(again)
+                    # geometry; a nearly flat centre the fit pushed through is reflected back
+                    # and fitted again (rare: 1 of 60 lipids once; at most LIPID_FIT_ROUNDS)
+                    for _ in range(LIPID_FIT_ROUNDS):
+                        fixed, again = repair_stereo(stereo, lipid_fit(fixed * 10.0) / 10.0)
+                        if not again:
+                            break
                 xyz[f] = fixed
                 for key, n in counts.items():
                     repaired[key] = repaired.get(key, 0) + n

@@ -114,15 +114,21 @@ def repair_stereo(residues, positions_nm: np.ndarray) -> tuple[np.ndarray, dict]
     return pos, fixed
 
 
-def _cis_pair(a: np.ndarray, d: np.ndarray, hint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    single, double = _CIS_BOND
+def _double_bond_frame(a: np.ndarray, d: np.ndarray, hint: np.ndarray):
+    """|A-D|, the unit vector u from A to D, and the unit vector w across it towards ``hint``
+    (any perpendicular if the hint is on the A-D line): the plane B and C are built in."""
     ad = d - a
     length = np.linalg.norm(ad)
     u = ad / length
     w = (hint - a) - np.dot(hint - a, u) * u
     if np.linalg.norm(w) < 1e-6:
         w = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.9 else [0.0, 1.0, 0.0])
-    w /= np.linalg.norm(w)
+    return length, u, w / np.linalg.norm(w)
+
+
+def _cis_pair(a: np.ndarray, d: np.ndarray, hint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    single, double = _CIS_BOND
+    length, u, w = _double_bond_frame(a, d, hint)
     half = 0.5 * min(double, length)
     offset = max(0.5 * (length - double), 0.0)
     h = max(np.sqrt(max(single ** 2 - offset ** 2, 0.0)), 0.04)  # too far apart for cis: bent, minimisation relaxes
@@ -134,13 +140,7 @@ def _trans_pair(a: np.ndarray, d: np.ndarray, hint: np.ndarray) -> tuple[np.ndar
     """B and C of a trans A-B=C-D between fixed A and D (nm): point-symmetric about the A-D
     midpoint, B-C 0.134 nm and A-B = C-D 0.150 nm where the A-D distance allows it."""
     single, double = _CIS_BOND
-    ad = d - a
-    length = np.linalg.norm(ad)
-    u = ad / length
-    w = (hint - a) - np.dot(hint - a, u) * u
-    if np.linalg.norm(w) < 1e-6:
-        w = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.9 else [0.0, 1.0, 0.0])
-    w /= np.linalg.norm(w)
+    length, u, w = _double_bond_frame(a, d, hint)
     # along u: s from the midpoint; across: h (B at +h, C at -h): |BC| = double, |AB| = single
     s = min(max((length ** 2 / 4 + double ** 2 / 4 - single ** 2) / length, 0.0), 0.5 * double)
     h = max(np.sqrt(max(double ** 2 / 4 - s ** 2, 0.0)), 0.02)

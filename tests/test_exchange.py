@@ -21,11 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 
 
-def _example():
-    spec = importlib.util.spec_from_file_location("resolution_cycle", ROOT / "examples" / "resolution_cycle.py")
+def _script(name: str, path: Path):
+    """A script of the repository (example or benchmark) imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _example():
+    return _script("resolution_cycle", ROOT / "examples" / "resolution_cycle.py")
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +100,7 @@ def test_a_topology_of_another_molecule_is_refused(cycle, tmp_path):
 # -- Hamiltonian resolution exchange on alanine dipeptide (benchmarks/resolution_exchange.py) ----------
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("resolution_exchange_bench",
-                                                  ROOT / "benchmarks" / "resolution_exchange.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script("resolution_exchange_bench", ROOT / "benchmarks" / "resolution_exchange.py")
 
 
 @pytest.fixture(scope="module")

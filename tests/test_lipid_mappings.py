@@ -191,8 +191,9 @@ def test_bonded_bead_distances_match_real_frame(system, whole_xyz, cg, lipid_set
         assert np.mean(np.abs(list(diffs.values()))) <= TOLERANCE[cg_name]["mean"], f"{cg_name}: {report}"
 
 
-def test_hierarchical_round_trip_is_exact(system, aa):
-    xyz = aa.xyz[0].astype(np.float64) * 10  # A; the round trip must not need whole molecules
+def round_trip(system, xyz):
+    """The all-atom ``xyz`` (A) mapped to beads, its slot vectors taken and rebuilt from both:
+    (rebuilt (n_atoms, 3) A, slot atom indices)."""
     bead_pos = system.map(xyz)
     vectors = system.slot_vectors(xyz, bead_pos)
     slot_atom = np.where(system.slot_valid, system.slot_atom, -1)
@@ -200,6 +201,12 @@ def test_hierarchical_round_trip_is_exact(system, aa):
                           torch.from_numpy(system.slot_anchor), torch.from_numpy(system.slot_level),
                           torch.from_numpy(slot_atom), torch.from_numpy(system.slot_weight),
                           system.n_atoms)[0].numpy()
+    return rebuilt, slot_atom
+
+
+def test_hierarchical_round_trip_is_exact(system, aa):
+    xyz = aa.xyz[0].astype(np.float64) * 10  # A; the round trip must not need whole molecules
+    rebuilt, slot_atom = round_trip(system, xyz)
     heavy = [int(res.atoms[k]) for res in system.residues for k, a in enumerate(res.mapping.atoms) if not a.is_hydrogen]
     assert len(heavy) == 100 * 52 + 24 * 28  # POPC C42 N O8 P, cholesterol C27 O
     assert set(heavy) <= set(slot_atom[slot_atom >= 0].tolist()), "a heavy atom has no slot"
@@ -231,12 +238,6 @@ def test_new_lipids_have_the_real_frames_beads_and_round_trip_exactly(lipid_set,
     aa = mdtraj.load(str(NEW_FIXTURE))
     system = SystemMapping.from_atomistic(aa.topology, lipid_set)
     xyz = aa.xyz[0].astype(np.float64) * 10
-    bead_pos = system.map(xyz)
-    vectors = system.slot_vectors(xyz, bead_pos)
-    slot_atom = np.where(system.slot_valid, system.slot_atom, -1)
-    rebuilt = reconstruct(torch.from_numpy(bead_pos[None]), torch.from_numpy(vectors[None]),
-                          torch.from_numpy(system.slot_anchor), torch.from_numpy(system.slot_level),
-                          torch.from_numpy(slot_atom), torch.from_numpy(system.slot_weight),
-                          system.n_atoms)[0].numpy()
+    rebuilt, slot_atom = round_trip(system, xyz)
     assert system.n_atoms == aa.n_atoms == 654
     assert np.abs(rebuilt - xyz).max() < 1e-3
