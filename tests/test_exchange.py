@@ -152,6 +152,46 @@ def test_the_exchange_system_is_all_atom_plus_martini_of_the_mapped_beads(dipept
     np.testing.assert_allclose(f_atoms, weights.T @ f_beads, atol=1e-6 * np.abs(f_beads).max())
 
 
+def test_martini_virtual_sites_are_centres_of_the_mapped_atoms(cycle):
+    """A real protein (2X9A: three virtual_sitesn beads, aromatic side chains): the CG group of the
+    exchange System is the Martini energy with the virtual sites built from the mapped beads, as
+    Martini builds them (the composed atom weights), to 1e-9."""
+    from openmm_herobm.exchange import CG_GROUP, CONSTRAINT_K, resolution_system
+
+    aa, ex = cycle["aa"], cycle["ex"]
+    flexible = MartiniTopFile(ex.TOP, defines={"FLEXIBLE": ""})
+    cg_system = flexible.createSystem()
+    assert sum(cg_system.isVirtualSite(i) for i in range(cg_system.getNumParticles())) == 3
+    x = aa.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    rex_system = resolution_system(aa.topology, aa.system, x, flexible)
+    kj = unit.kilojoule_per_mole
+    e_cg = _reference_context(rex_system, x).getState(getEnergy=True, groups={CG_GROUP}).getPotentialEnergy()
+    import mdtraj
+    import openmm
+
+    from openmm_herobm.exchange.sampler import _bead_order
+    from openmm_herobm.mapping import map_structure
+
+    # the mapped beads in Martini's order, as they are (no constraint projection, no minimisation)
+    mapped = map_structure(mdtraj.Trajectory(x[None], mdtraj.Topology.from_openmm(aa.topology)), "martini3")
+    weights = mapped.system.weights.tocsr()
+    weights = weights.multiply(1.0 / weights.sum(axis=1)).tocsr()
+    beads = (weights @ x)[_bead_order(flexible.topology, mapped.cg.topology)]  # float64
+    for force in cg_system.getForces():  # the reaction field's self term, a constant, is left out
+        force.setForceGroup(1 if isinstance(force, openmm.CustomExternalForce) else 0)
+    reference = _reference_context(cg_system, beads)
+    reference.computeVirtualSites()  # Martini's own sites, from the mapped beads
+    e_ref = reference.getState(getEnergy=True, groups={0}).getPotentialEnergy().value_in_unit(kj)
+    # + the constraints martinize2 keeps under FLEXIBLE (helix backbone, the disulfide), as bonds
+    bonds = [cg_system.getConstraintParameters(i) for i in range(cg_system.getNumConstraints())]
+    assert len(bonds) == 7
+    beads = reference.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    e_ref += sum(0.5 * CONSTRAINT_K * (np.linalg.norm(beads[a] - beads[b]) - r0.value_in_unit(unit.nanometer)) ** 2
+                 for a, b, r0 in bonds)
+    assert abs(e_ref) > 10.0
+    assert e_cg.value_in_unit(kj) == pytest.approx(e_ref, rel=1e-9)
+
+
 def test_identical_states_always_swap_and_a_checkpoint_resumes(dipeptide, tmp_path):
     from openmm_herobm.exchange import ResolutionExchange, resolution_states
 
@@ -241,7 +281,35 @@ def test_herobm_exchange_resumes_a_killed_run(tmp_path, capsys):
     assert main(["exchange", str(config), "--no-progress"]) == 0
     second = json.loads((tmp_path / "exchange.report.json").read_text())
     assert second["iterations"] == 5 and second["resumed_from"] == 3 and second["samples"] == 5
+    import mdtraj  # the all-atom state's trajectory: one frame per iteration, all 22 atoms
+
+    traj = mdtraj.load(str(tmp_path / "exchange.dcd"), top=str(DATA / "exchange" / "alanine_dipeptide.pdb"))
+    assert traj.n_frames == 5 and traj.n_atoms == 22 and np.isfinite(traj.xyz).all()
     assert "iteration 3" in capsys.readouterr().err
     config.write_text(body + "iterations: 5\nlambda: [1]\n")
     assert main(["exchange", str(config)]) == 2
     assert "unknown key(s) lambda" in capsys.readouterr().err
+
+
+def test_real_protein_exchange_example(tmp_path):
+    """examples/exchange_protein.py, shortened: a martinize2 protein with Martini virtual sites,
+    HEroBM's all-atom start, 4 replicas; writes the all-atom trajectory and the statistics."""
+    import json
+
+    import mdtraj
+
+    ex = _script("exchange_protein", ROOT / "examples" / "exchange_protein.py")
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        report = ex.main(["-o", str(tmp_path), "--iterations", "2", "--steps", "10"])
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    assert report["iterations"] == 2 and len(report["acceptance"]) == 3
+    assert json.loads((tmp_path / "exchange.report.json").read_text())["samples"] == 2
+    traj = mdtraj.load(str(tmp_path / "exchange.dcd"), top=str(tmp_path / "aa_start.pdb"))
+    assert traj.n_frames == 2 and traj.n_atoms == 900 and np.isfinite(traj.xyz).all()
+    # the all-atom state stays near its start: no blow-up in 2 x 10 steps
+    start = mdtraj.load(str(tmp_path / "aa_start.pdb"))
+    assert float(np.sqrt(((traj.xyz[-1] - start.xyz[0]) ** 2).sum(1).mean())) < 0.1

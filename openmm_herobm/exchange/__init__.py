@@ -13,7 +13,7 @@ from ..faces import lazy_face
 #: module -> the public names it defines, imported on first use
 _MODULES = {"switching": ("to_all_atom", "to_coarse_grained", "cg_positions"),
             "sampler": ("ResolutionExchange", "resolution_system", "resolution_states", "temperature_states",
-                        "centroid_forces", "mixed_langevin", "all_atom_system", "CG_GROUP"),
+                        "centroid_forces", "mixed_langevin", "all_atom_system", "CG_GROUP", "CONSTRAINT_K"),
             "workflow": ("run_exchange", "read_config")}
 __getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
 __all__ = _names

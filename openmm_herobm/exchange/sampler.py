@@ -35,6 +35,7 @@ from .switching import _bead_order
 
 BONDED, REST, CG = 0, 1, 2  # force groups
 CG_GROUP = CG
+CONSTRAINT_K = 1.0e6  # kJ/mol/nm^2: a Martini constraint as a bond on mapped beads (FLEXIBLE's value)
 BONDED_FORCES = (mm.HarmonicBondForce, mm.HarmonicAngleForce, mm.CMMotionRemover)
 KB = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 
@@ -70,6 +71,41 @@ def _copy_globals_and_functions(source, target) -> None:
         target.addTabulatedFunction(source.getTabulatedFunctionName(i), copy)
 
 
+def _site_weights(site: mm.VirtualSite) -> tuple[list[int], list[float]] | None:
+    """(particles, weights) of a virtual site that is a fixed weighted centre; None otherwise."""
+    n = site.getNumParticles()
+    particles = [site.getParticle(i) for i in range(n)]
+    if isinstance(site, (mm.TwoParticleAverageSite, mm.ThreeParticleAverageSite)):
+        return particles, [site.getWeight(i) for i in range(n)]
+    if isinstance(site, mm.LocalCoordinatesSite) and not any(site.getLocalPosition().value_in_unit(unit.nanometer)):
+        return particles, list(site.getOriginWeights())
+    return None
+
+
+def _virtual_site_groups(cg_system: mm.System, groups: list) -> list:
+    """``groups`` with each virtual particle's group replaced by the weighted centre of the
+    groups of the particles it is built from (atom weights summed over them)."""
+    groups = list(groups)
+    for i in range(cg_system.getNumParticles()):
+        if not cg_system.isVirtualSite(i):
+            continue
+        linear = _site_weights(cg_system.getVirtualSite(i))
+        if linear is None:
+            raise HeroBMError(f"Martini particle {i + 1} is a virtual site that is not a weighted centre "
+                              f"({type(cg_system.getVirtualSite(i)).__name__}); the resolution exchange "
+                              "supports centres only")
+        weight: dict[int, float] = {}
+        for particle, w in zip(*linear):
+            if cg_system.isVirtualSite(particle):
+                raise HeroBMError(f"Martini particle {i + 1}: a virtual site built from another virtual site")
+            atoms, atom_weights = groups[particle]
+            for a, aw in zip(atoms.tolist(), atom_weights.tolist()):
+                weight[a] = weight.get(a, 0.0) + w * aw
+        atoms = np.array(sorted(weight), dtype=int)
+        groups[i] = (atoms, np.array([weight[a] for a in atoms]))
+    return groups
+
+
 def centroid_forces(cg_system: mm.System, groups: list[tuple[np.ndarray, np.ndarray]]) -> list[mm.Force]:
     """The forces of a Martini ``cg_system`` acting on bead k = the weighted centre of the atoms
     ``groups[k] = (atom indices, weights summing to 1)``: U_CG(M x) as forces on all-atom particles.
@@ -77,13 +113,28 @@ def centroid_forces(cg_system: mm.System, groups: list[tuple[np.ndarray, np.ndar
     Bonds, angles, torsions (native and custom) and the cut-off pair forces (every non-excluded
     pair within the cut-off, as the CG System has it; non-periodic) are converted; a constant
     (``CustomExternalForce`` without positions, the reaction-field self term) cancels in every swap
-    and is left out.  A CG System with constraints or virtual sites is refused.
+    and is left out.  A virtual site that is a weighted centre of beads (martinize2's
+    ``virtual_sitesn``, ``virtual_sites2``/``3`` of type 1) is the same weighted centre of their
+    atoms: its group composes the two maps, so U_CG sees it where Martini builds it from the
+    mapped beads.  Constraints become bonds of ``CONSTRAINT_K`` (Martini's FLEXIBLE side-chain
+    value).  A non-linear virtual site is refused.
     """
-    if cg_system.getNumConstraints():
-        raise HeroBMError("the Martini System has constraints; build it with defines={'FLEXIBLE': ''}")
-    if any(cg_system.isVirtualSite(i) for i in range(cg_system.getNumParticles())):
-        raise HeroBMError("the Martini System has virtual sites, which the resolution exchange does not support yet")
+    groups = _virtual_site_groups(cg_system, groups)
     out = []
+    if cg_system.getNumConstraints():
+        # constraints martinize2 writes outside #ifdef FLEXIBLE (helical backbone, disulfides):
+        # stiff bonds here, as FLEXIBLE makes the others; U_CG only biases the replicas below
+        # the all-atom one, so any smooth choice keeps that one exact
+        f = _centroid("0.5*k*(r-r0)^2", "r", "distance(g1,g2)", 2, None)
+        f.setName("Martini constraints as bonds")
+        f.addGlobalParameter("k", CONSTRAINT_K)
+        f.addPerBondParameter("r0")
+        for k in range(len(groups)):
+            f.addGroup(groups[k][0].tolist(), groups[k][1].tolist())
+        for i in range(cg_system.getNumConstraints()):
+            a, b, r0 = cg_system.getConstraintParameters(i)
+            f.addBond([a, b], [r0.value_in_unit(unit.nanometer)])
+        out.append(f)
 
     def new(force, expression, variable, geometry, n, cutoff=None):
         f = _centroid(expression, variable, geometry, n, cutoff)
@@ -129,9 +180,9 @@ def centroid_forces(cg_system: mm.System, groups: list[tuple[np.ndarray, np.ndar
                 *atoms, params = getattr(force, get)(i)
                 f.addBond(list(atoms), list(params))
         elif isinstance(force, mm.CustomNonbondedForce):
-            if force.getUseSwitchingFunction() or force.getNumInteractionGroups() or force.usesPeriodicBoundaryConditions():
-                raise HeroBMError(f"Martini force {force.getName()!r}: switching, interaction groups or a periodic "
-                                  "box are not supported by the resolution exchange")
+            if force.getUseSwitchingFunction() or force.usesPeriodicBoundaryConditions():
+                raise HeroBMError(f"Martini force {force.getName()!r}: switching or a periodic box are not supported "
+                                  "by the resolution exchange")
             cutoff = None if force.getNonbondedMethod() == mm.CustomNonbondedForce.NoCutoff \
                 else force.getCutoffDistance().value_in_unit(unit.nanometer)
             f = new(force, force.getEnergyFunction(), "r", "distance(g1,g2)", 2, cutoff)
@@ -142,10 +193,15 @@ def centroid_forces(cg_system: mm.System, groups: list[tuple[np.ndarray, np.ndar
                     f.addPerBondParameter(name + suffix)
             excluded = {tuple(sorted(force.getExclusionParticles(i))) for i in range(force.getNumExclusions())}
             params = [force.getParticleParameters(i) for i in range(force.getNumParticles())]
+            # interaction groups (the reaction field's charged particles): only their pairs
+            sets = [tuple(map(set, force.getInteractionGroupParameters(i))) for i in range(force.getNumInteractionGroups())]
             for a in range(force.getNumParticles()):
                 for b in range(a + 1, force.getNumParticles()):
-                    if (a, b) not in excluded:
-                        f.addBond([a, b], [*params[a], *params[b]])
+                    if (a, b) in excluded:
+                        continue
+                    if sets and not any((a in s1 and b in s2) or (a in s2 and b in s1) for s1, s2 in sets):
+                        continue
+                    f.addBond([a, b], [*params[a], *params[b]])
         elif isinstance(force, mm.CMMotionRemover) or (isinstance(force, mm.CustomExternalForce)
                                                         and force.getEnergyFunction().strip() == "e"):
             continue  # no energy; a constant

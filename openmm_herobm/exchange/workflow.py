@@ -16,7 +16,8 @@ from ..errors import HeroBMError
 DEFAULTS = {"structure": None, "martini": None, "forcefield": "amber14-all.xml", "solvent": "implicit",
             "lambdas": [0.3, 0.45, 0.6, 0.8, 1.0], "temperature": 300.0, "timestep": 0.002, "friction": 1.0,
             "steps": 250, "iterations": 1000, "seed": 1, "platform": "CPU", "checkpoint": "exchange.npz",
-            "checkpoint_every": 50, "report": "exchange.report.json"}
+            "checkpoint_every": 50, "report": "exchange.report.json",
+            "trajectory": "exchange.dcd"}
 
 
 def read_config(path) -> dict:
@@ -35,7 +36,7 @@ def read_config(path) -> dict:
     missing = [k for k, v in config.items() if v is None]
     if missing:
         raise HeroBMError(f"{path}: missing {', '.join(missing)}")
-    for key in ("structure", "martini", "checkpoint", "report"):
+    for key in ("structure", "martini", "checkpoint", "report", "trajectory"):
         config[key] = str((path.parent / config[key]).resolve())
     return config
 
@@ -95,12 +96,26 @@ def run_exchange(config, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     rex.run(max(int(config["iterations"]) - rex.iteration, 0), reporters)
     rex.save(checkpoint)
+    _write_trajectory(config["trajectory"], pdb.topology, rex.samples)
     report = {"iterations": rex.iteration, "resumed_from": resumed, "seconds_this_run": time.perf_counter() - t0,
               "lambdas": list(map(float, config["lambdas"])), "acceptance": rex.acceptance.tolist(),
               "round_trips": rex.round_trips(), "samples": len(rex.samples), "checkpoint": str(checkpoint),
+              "trajectory": config["trajectory"],
               "config": config}
     path = Path(config["report"])
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
     tmp.replace(path)
     return report
+
+
+def _write_trajectory(path, topology, samples) -> None:
+    """The all-atom state's samples (one frame per iteration, nm) as a DCD, written atomically."""
+    import mdtraj
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.dcd")
+    mdtraj.Trajectory(np.asarray(samples, dtype=np.float32).reshape(len(samples), -1, 3),
+                      mdtraj.Topology.from_openmm(topology)).save_dcd(str(tmp))
+    tmp.replace(path)
