@@ -134,6 +134,11 @@ CHIRALITY_CHECKS: dict[str, tuple[tuple[str, ...], str, str, str, str, int]] = {
 }
 #: the amino-acid centres of :data:`CHIRALITY_CHECKS` (the rest are lipid centres)
 PROTEIN_CENTRES = ("ca", "ile_cb", "thr_cb")
+#: the lipid (non-amino-acid) centres of :data:`CHIRALITY_CHECKS`
+MOLECULE_CENTRES = {k: v for k, v in CHIRALITY_CHECKS.items() if k not in PROTEIN_CENTRES}
+#: nm^3 (0.8 A^3): a stereo centre with a smaller signed volume is (nearly) flat: repairs place
+#: it out of the plane instead of reflecting it
+FLAT_CENTRE_NM3 = 0.8e-3
 # Double bonds whose geometry is fixed: name -> (resnames, four atoms of the dihedral, "cis"|"trans").
 DOUBLE_BOND_CHECKS: dict[str, tuple[tuple[str, ...], tuple[str, str, str, str], str]] = {
     "popc_oleoyl_c9": (("POPC",), ("C28", "C29", "C210", "C211"), "cis"),

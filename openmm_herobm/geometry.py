@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .chemistry import CHIRALITY_CHECKS, DISULFIDE_MAX, DOUBLE_BOND_CHECKS, IDEAL_CB, PROTEIN_CENTRES
+from .chemistry import DISULFIDE_MAX, DOUBLE_BOND_CHECKS, FLAT_CENTRE_NM3, IDEAL_CB, MOLECULE_CENTRES
 
 
 def dihedral_of(b1: np.ndarray, b2: np.ndarray, b3: np.ndarray) -> np.ndarray:
@@ -64,7 +64,6 @@ def disulfide_pairs(sg: np.ndarray, cutoff: float = DISULFIDE_MAX) -> tuple[np.n
 
 # ------------------------------------------------------------------ lipid stereo repair
 
-_FLAT_NM3 = 0.8e-3  # nm^3 (0.8 A^3): a centre this flat is placed, not reflected
 _CIS_BOND = (0.150, 0.134)  # nm: C-C single and C=C double bond of a cis alkene (angles ~125 deg)
 
 
@@ -83,11 +82,10 @@ def repair_stereo(residues, positions_nm: np.ndarray) -> tuple[np.ndarray, dict]
       where the A-D distance allows it.  A and D (and the rest of the chain) stay.  A trans
       bond (SSM's sphingosine C4=C5, its amide) built cis gets B and C on opposite sides.
     """
-    centres = {k: v for k, v in CHIRALITY_CHECKS.items() if k not in PROTEIN_CENTRES}
     pos = np.array(positions_nm, dtype=np.float64, copy=True)
     fixed: dict = {}
     for name, atoms in residues:
-        for key, (resnames, centre, a, b, c, sign) in centres.items():
+        for key, (resnames, centre, a, b, c, sign) in MOLECULE_CENTRES.items():
             if name not in resnames or not all(n in atoms for n in (centre, a, b, c)):
                 continue
             x0, xa, xb, xc = (pos[atoms[n]] for n in (centre, a, b, c))
@@ -96,7 +94,7 @@ def repair_stereo(residues, positions_nm: np.ndarray) -> tuple[np.ndarray, dict]
             normal = np.cross(xb - xa, xc - xa)
             normal /= np.linalg.norm(normal)
             new = x0 - 2 * np.dot(x0 - xa, normal) * normal
-            if sign * signed_volume(new, xa, xb, xc) < _FLAT_NM3:  # (nearly) flat: out of the plane on the right side
+            if sign * signed_volume(new, xa, xb, xc) < FLAT_CENTRE_NM3:  # (nearly) flat: out of the plane on the right side
                 base = (xa + xb + xc) / 3
                 new = max((base + 0.05 * normal, base - 0.05 * normal),
                           key=lambda x: sign * signed_volume(x, xa, xb, xc))

@@ -29,7 +29,7 @@ from openmm import app, unit
 from ..errors import HeroBMError
 from ..mapping import map_structure
 from ..martini import MartiniTopFile
-from ..pipeline import build_simulation, load_forcefield
+from ..pipeline import build_simulation, choose_platform, load_forcefield
 from ..units import KELVIN, PICOSECOND, value_in
 from .switching import _bead_order
 
@@ -300,9 +300,7 @@ class ResolutionExchange:
         self.target = int(exact[0]) if target is None and len(exact) else target
         if self.target is None:
             raise HeroBMError("no state is the all-atom one (1, 1, 0); give target=")
-        if isinstance(platform, str):
-            platform = mm.Platform.getPlatformByName(platform)
-        platform = platform or mm.Platform.getPlatformByName("CPU")
+        platform = choose_platform(platform or "CPU")
         friction = value_in(friction, 1 / PICOSECOND, "friction")
         timestep = value_in(timestep, PICOSECOND, "timestep")
         self.contexts = []

@@ -15,12 +15,12 @@ import openmm as mm
 from openmm import app, unit
 
 from ..backmapping import backmap
-from ..chemistry import SOLVENT_RESIDUES
+from ..chemistry import SOLVENT_RESIDUES, standard_residue
 from ..errors import HeroBMError
 from ..evaluation import evaluate
 from ..mapping import map_structure
 from ..martini import MartiniTopFile
-from ..pipeline import Pipeline, build_simulation
+from ..pipeline import Pipeline, build_simulation, choose_platform
 from ..units import KELVIN, PICOSECOND, value_in
 
 #: seed of the velocities and Langevin noise when none is given (OpenMM's 0 would be a new one each run)
@@ -92,7 +92,7 @@ def _bead_order(martini: app.Topology, cg: mdtraj.Topology) -> np.ndarray:
     order = []
     for mr, cr in zip(mres, cg_residues):
         beads = {a.name: a.index for a in cr.atoms}
-        if mr.name[:3] != cr.name[:3] and not (mr.name in {"HIS", "HSD", "HSE", "HSP", "HIE", "HID", "HIP"}):
+        if mr.name[:3] != cr.name[:3] and standard_residue(mr.name) != standard_residue(cr.name):  # HSD ~ HIE
             raise HeroBMError(f"residue {mr.index + 1}: {mr.name} in the Martini topology, {cr.name} mapped")
         for atom in mr.atoms():
             if atom.name not in beads:
@@ -127,9 +127,7 @@ def to_coarse_grained(aa_simulation: app.Simulation, martini, *, temperature=300
                                             / unit.picosecond, value_in(step_size, PICOSECOND, "step_size")
                                             * unit.picosecond)
     integrator.setRandomNumberSeed(seed)
-    if isinstance(platform, str):
-        platform = mm.Platform.getPlatformByName(platform)
-    args = () if platform is None else (platform,)
+    args = () if platform is None else (choose_platform(platform),)
     simulation = app.Simulation(top.topology, system, integrator, *args)
     simulation.context.setPositions(cg.xyz[0][order] * unit.nanometer)
     simulation.context.computeVirtualSites()

@@ -17,6 +17,7 @@ from ..faces import lazy_face
 _MODULES = {"simulate": ("Pipeline", "PipelineOptions", "SimulationResult", "backmap_and_simulate", "output_paths"),
             "reporters": ("JSONReporter", "ProgressReporter", "StageEvent"),
             "ligand_params": ("gaff_parameters",),
-            "system": ("build_simulation", "load_forcefield")}
+            "system": ("build_simulation", "load_forcefield"),
+            "platform": ("choose_platform",)}
 __getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
 __all__ = _names

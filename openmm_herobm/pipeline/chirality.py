@@ -17,17 +17,15 @@ from __future__ import annotations
 import numpy as np
 import openmm.app as app
 
-from ..chemistry import CHIRALITY_CHECKS, DOUBLE_BOND_CHECKS, NOT_SIDE_CHAIN, PROTEIN_CENTRES
+from ..chemistry import (CHIRALITY_CHECKS, DOUBLE_BOND_CHECKS, FLAT_CENTRE_NM3, MOLECULE_CENTRES, NOT_SIDE_CHAIN,
+                         PROTEIN_CENTRES)
 from ..geometry import dihedral, ideal_cb, repair_stereo, signed_volume
 
-_FLAT = 0.8e-3  # nm^3 (0.8 A^3)
 _NM = 10.0  # Angstrom per nm (geometry.ideal_cb's unit)
 #: the three neighbours of CA; per residue name, the two branches (after CA) of its CB centre and the centre's key
 _CA_LIGANDS = CHIRALITY_CHECKS["ca"][2:5]
 _BRANCHES = {resnames[0]: (a, b, key) for key, (resnames, _, _, a, b, _) in CHIRALITY_CHECKS.items()
              if key in ("ile_cb", "thr_cb")}
-#: the non-protein stereocentres (lipids)
-_MOLECULE_CENTRES = {k: v for k, v in CHIRALITY_CHECKS.items() if k not in PROTEIN_CENTRES}
 
 
 def _volume_expression() -> str:
@@ -55,7 +53,7 @@ def repair_chirality(topology: app.Topology, positions_nm: np.ndarray) -> tuple[
             pos[side] -= 2 * d[:, None] * normal  # mirror through the N-CA-C plane
             fixed["ca"] += 1
         cb = pos[atoms["CB"]]
-        if signed_volume(ca, n, c, cb) < _FLAT:
+        if signed_volume(ca, n, c, cb) < FLAT_CENTRE_NM3:
             side = [i for name, i in atoms.items() if name not in NOT_SIDE_CHAIN]
             pos[side] += ideal_cb(n, ca, c, _NM) - cb
             fixed["ca"] += 1
@@ -68,7 +66,7 @@ def repair_chirality(topology: app.Topology, positions_nm: np.ndarray) -> tuple[
                 if residue.name == "ILE" and "CD1" in atoms:
                     pos[atoms["CD1"]] += shift  # CD1 stays bonded to CG1
                 fixed[key] += 1
-            if signed_volume(pos[atoms["CB"]], pos[atoms["CA"]], pos[atoms[a]], pos[atoms[b]]) < _FLAT:
+            if signed_volume(pos[atoms["CB"]], pos[atoms["CA"]], pos[atoms[a]], pos[atoms[b]]) < FLAT_CENTRE_NM3:
                 # a flat centre: put CG2 where a tetrahedral centre has it (same construction as CB)
                 pos[atoms[b]] = ideal_cb(pos[atoms["CA"]], pos[atoms["CB"]], pos[atoms[a]], _NM)
                 fixed[key] += 1
@@ -198,7 +196,7 @@ def molecule_stereo_force(topology: app.Topology, k: float = 1.0e8, minimum: flo
     """
     import openmm as mm
 
-    centres, double_bonds = _MOLECULE_CENTRES, DOUBLE_BOND_CHECKS
+    centres, double_bonds = MOLECULE_CENTRES, DOUBLE_BOND_CHECKS
     volume = _volume_expression()
     chiral = mm.CustomCompoundBondForce(4, f"k_mol_chiral*step(vmin_mol-v)*(vmin_mol-v)^2; v=sign_v*({volume})")
     chiral.addGlobalParameter("k_mol_chiral", k)
