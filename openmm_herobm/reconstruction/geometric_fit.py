@@ -179,7 +179,9 @@ class GeometricFit:
                            "plane": max(math.radians(spread["O-C-+N-+CA"]), SIGMA_DIHEDRAL)}
 
     def _groups(self, system, library) -> list[_Group]:
-        coo = self.weights
+        by_atom = self.weights.tocsc()  # column slices of a CSR matrix cost O(nnz) each
+        beads_of = lambda a: by_atom.indices[by_atom.indptr[a]:by_atom.indptr[a + 1]]  # noqa: E731
+        bb_beads = set(self.bb_beads.tolist())
         groups: dict[str, dict] = {}
         for k, r in enumerate(self.keep):
             name = self.names[r]
@@ -189,9 +191,9 @@ class GeometricFit:
                 continue
             atoms = np.array([at[n] for n in side])
             # the side-chain beads: every bead any side-chain atom beyond CB weighs in
-            beads = np.unique(np.concatenate([coo[:, a].nonzero()[0] for a in atoms[1:]])) if len(atoms) > 1 \
-                else np.unique(coo[:, atoms[0]].nonzero()[0])
-            beads = np.array([b for b in beads if b not in set(self.bb_beads)], np.int64)
+            beads = np.unique(np.concatenate([beads_of(a) for a in atoms[1:]])) if len(atoms) > 1 \
+                else np.unique(beads_of(atoms[0]))
+            beads = np.array([b for b in beads if b not in bb_beads], np.int64)
             if len(beads) == 0:
                 continue
             g = groups.setdefault(name, {"residue": [], "frame": [], "atoms": [], "beads": []})
@@ -206,10 +208,14 @@ class GeometricFit:
                 continue
             atoms = np.array(g["atoms"])
             beads = np.array(g["beads"])
+            # dense (q, b, m) weights: each bead's row of the CSR matrix, looked up at the atoms
+            w = self.weights
             dense = np.zeros(beads.shape + (atoms.shape[1],))
             for q in range(len(atoms)):
-                sub = self.weights[beads[q]][:, atoms[q]].toarray()
-                dense[q] = sub
+                for k, bead in enumerate(beads[q]):
+                    cols, vals = w.indices[w.indptr[bead]:w.indptr[bead + 1]], w.data[w.indptr[bead]:w.indptr[bead + 1]]
+                    hit = cols[:, None] == atoms[q][None]
+                    dense[q, k] = (vals[:, None] * hit).sum(0)
             group = _Group(name, np.array(g["residue"]), np.array(g["frame"]), atoms, beads, dense)
             if library is not None and name in library.residues and library.residues[name].weight >= 0:
                 lib = library.residues[name]
@@ -275,7 +281,8 @@ class GeometricFit:
         if len(sg) < 2:
             return np.zeros((0, 2), np.int64)
         atoms = np.array([a for _, a in sg])
-        bead = np.array([self.weights[:, a].nonzero()[0][0] for a in atoms])
+        by_atom = self.weights[:, atoms].tocsc()  # one column slice, not one per cysteine
+        bead = by_atom.indices[by_atom.indptr[:-1]]
         pairs = cKDTree(beads[bead]).query_pairs(DISULFIDE_BEADS, output_type="ndarray")
         distance = np.linalg.norm(beads[bead[pairs[:, 0]]] - beads[bead[pairs[:, 1]]], axis=1) if len(pairs) else []
         used, out = set(), []
