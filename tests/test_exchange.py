@@ -240,8 +240,9 @@ def test_the_all_atom_replica_samples_the_all_atom_ensemble(dipeptide):
     """A 5-state resolution exchange (fixed seed, 200 iterations of 0.25 ps): every neighbour pair
     swaps, replicas make round trips, and the all-atom state's bonded and non-bonded energies have
     plain MD's means (block errors; a Martini force leaking into the l = 1 state, a wrong
-    temperature or a wrong swap rule moves them by several kJ/mol).  The phi/psi populations need
-    nanoseconds (alpha_R <-> beta is slow in both samplers): benchmarks/resolution_exchange.py."""
+    temperature or a wrong swap rule moves them by several kJ/mol).  The alpha_R / beta weights need
+    nanoseconds (benchmarks/resolution_exchange.py); the phi/psi populations inside the beta basin:
+    test_the_all_atom_replica_has_plain_md_phi_psi_populations."""
     from openmm_herobm.exchange import ResolutionExchange, resolution_states
 
     _, pdb, system, rex_system = dipeptide
@@ -261,6 +262,79 @@ def test_the_all_atom_replica_samples_the_all_atom_ensemble(dipeptide):
         se = np.hypot(*(x.reshape(10, -1).mean(1).std(ddof=1) / np.sqrt(10) for x in (a[:len(a) // 10 * 10],
                                                                                         b[:len(b) // 10 * 10])))
         assert abs(a.mean() - b.mean()) < 3 * se + 0.5, (k, a.mean(), b.mean(), se)
+
+
+# the beta basin (phi < 0 outside alpha_R: -120 <= psi < 60) split into regions whose populations
+# relax in picoseconds; masks over the 12 x 12 cells of scripts/alanine_dipeptide_md_reference.py
+_PHI, _PSI = np.meshgrid(np.arange(-180, 180, 30), np.arange(-180, 180, 30), indexing="ij")  # cell lower edges
+_BETA_BASIN = (_PHI < 0) & ~((_PSI >= -120) & (_PSI < 60))
+_REGIONS = {"beta (phi < -120)": _BETA_BASIN & (_PHI < -120),
+            "PPII": _BETA_BASIN & (_PHI >= -120) & ~((_PSI >= 60) & (_PSI < 120)),
+            "C7eq (60 <= psi < 120)": _BETA_BASIN & (_PHI >= -120) & (_PSI >= 60) & (_PSI < 120)}
+
+
+def _basin_populations(counts: np.ndarray) -> dict:
+    """{region: (population within the beta basin, block standard error)} from (blocks, 144) cell
+    counts; the error of the ratio by the delta method: SE of the block means of
+    1[region] - p 1[basin], over the basin's fraction."""
+    counts = np.asarray(counts, dtype=float)
+    frames, basin = counts.sum(1), counts[:, _BETA_BASIN.ravel()].sum(1)
+    out = {}
+    for name, mask in _REGIONS.items():
+        region = counts[:, mask.ravel()].sum(1)
+        p = region.sum() / basin.sum()
+        z = (region - p * basin) / frames
+        out[name] = (p, z.std(ddof=1) / np.sqrt(len(z)) / (basin.sum() / frames.sum()))
+    return out
+
+
+def _biased_exchange_populations(dipeptide, seed: int, iterations: int = 1000, warmup: int = 40, blocks: int = 10):
+    """The l = 1 state's beta-basin populations of a 3-state resolution exchange (l = 0.45, 0.75, 1;
+    0.25 ps per iteration) whose low-l states carry, in the CG group, a phi bias
+    -40 cos(phi + 150 deg) kJ/mol (c = 1 - l of it: 22 kJ/mol at l = 0.45) towards beta (phi ~ -150)
+    from PPII / C7eq (phi ~ -70).  Returns (populations, the exchange)."""
+    import mdtraj
+    import openmm
+
+    from openmm_herobm.exchange import CG_GROUP, ResolutionExchange, resolution_states
+
+    bench, pdb, _, rex_system = dipeptide
+    reference = _script("alanine_dipeptide_md_reference", ROOT / "scripts" / "alanine_dipeptide_md_reference.py")
+    rex_system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(rex_system))
+    bias = openmm.CustomTorsionForce("-k_phi*cos(theta + 2.6179938779914944)")
+    bias.addPerTorsionParameter("k_phi")
+    phi = mdtraj.compute_phi(mdtraj.Trajectory(np.zeros((1, 22, 3)), mdtraj.Topology.from_openmm(pdb.topology)))[0][0]
+    bias.addTorsion(*map(int, phi), [40.0])
+    bias.setForceGroup(CG_GROUP)
+    rex_system.addForce(bias)
+    rex = ResolutionExchange(rex_system, pdb.positions, resolution_states([0.45, 0.75, 1.0]), steps=125,
+                             platform="Reference", seed=seed)
+    rex.run(iterations)
+    angles = bench.phi_psi(pdb.topology, np.array(rex.samples[warmup:]))
+    return _basin_populations(reference.block_counts(angles, blocks)), rex
+
+
+def test_the_all_atom_replica_has_plain_md_phi_psi_populations(dipeptide):
+    """The all-atom state of a resolution exchange whose lower states are strongly biased in phi
+    (fixed seed, 1000 iterations of 0.25 ps, 3 states) has plain MD's phi/psi populations inside
+    the beta basin (beta, PPII, C7eq: they relax in picoseconds) within 4 combined block errors;
+    the reference: 40 ns of plain Amber14/OBC2 MD (tests/data/exchange/alanine_dipeptide_md_phipsi.json,
+    scripts/alanine_dipeptide_md_reference.py; beta 0.223, PPII 0.731, C7eq 0.047).  The swaps
+    carry the biased states' configurations into the l = 1 state, so a wrong swap rule shows:
+    accepting every swap, dropping the CG term from the energy difference, flipping its sign or
+    0.1 of U_CG leaking into l = 1 give beta 0.43-0.63 (shifts of 6.7 to 23 errors; BENCHMARKS.md).  The
+    alpha_R / beta basin weights need nanoseconds (benchmarks/resolution_exchange.py)."""
+    import json
+
+    populations, rex = _biased_exchange_populations(dipeptide, seed=5)
+    assert (rex.acceptance > 0.1).all(), rex.acceptance
+    holder = np.argmax(np.array(rex.history) == rex.target, axis=1)
+    assert (np.diff(holder) != 0).sum() >= 50  # the l = 1 state keeps receiving swapped configurations
+    reference = json.loads((DATA / "exchange" / "alanine_dipeptide_md_phipsi.json").read_text())
+    md = _basin_populations(reference["counts"])
+    for name, (p, se) in populations.items():
+        p_md, se_md = md[name]
+        assert abs(p - p_md) < 4 * np.hypot(se, se_md), (name, p, se, p_md, se_md)
 
 
 def test_herobm_exchange_resumes_a_killed_run(tmp_path, capsys):
