@@ -339,6 +339,7 @@ def merge(terms: list) -> list:
     return out
 
 
+LAM_UP, LAM_DOWN = 4.0, 3.0  # damping after a rejected / an accepted step (8, 3: 12% less CPU on a trajectory, beads 0.015 A further, Ramachandran outliers +0.3 points: kept 4, 3)
 BATCH_ATOMS = 4_000  # solve: parts in batches of about this many moving atoms (100k beads: 336k atoms)
 RESTRICT_BELOW = 0.7  # solve: evaluate only the unfinished parts once fewer than this fraction of them is left
 
@@ -446,7 +447,7 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
         better = np.zeros(n_parts, bool)
         better[live] = np.isfinite(new_cost[live]) & (new_cost[live] < cost[live])
         worse = active & ~better
-        lam[worse] *= 4.0
+        lam[worse] *= LAM_UP
         trials[worse] += 1
         active[worse & (trials >= 8)] = False
         if better.any():
@@ -454,7 +455,7 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
             x[moved] = trial[moved]
             improvement = (cost[better] - new_cost[better]) / np.maximum(cost[better], 1e-12)
             cost[better] = new_cost[better]
-            lam[better] = np.maximum(lam[better] / 3.0, 1e-7)
+            lam[better] = np.maximum(lam[better] / LAM_DOWN, 1e-7)
             steps[better] += 1
             fresh[better] = True
             done = np.flatnonzero(better)[(improvement < tolerance) | (steps[better] >= iterations)]

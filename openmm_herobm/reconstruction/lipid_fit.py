@@ -4,9 +4,9 @@ The network places each atom from its beads; nothing in it knows that a C-C bond
 raw lipids come out with bonds off by up to ~1 A.  Here the heavy atoms move as little as
 possible (a soft pull to where the network put them) while every bond and angle goes to its
 CHARMM36 equilibrium value (``lipid_geometry.json``, written by
-``scripts/build_lipid_geometry.py`` from the force field itself).  One sparse
-Levenberg-Marquardt solve over all molecules of the frame
-(:mod:`~openmm_herobm.reconstruction.least_squares`).
+``scripts/build_lipid_geometry.py`` from the force field itself).  Sparse Levenberg-Marquardt
+(:mod:`~openmm_herobm.reconstruction.least_squares`): one call for the frame, in which every
+molecule is its own problem (own damping and stopping rule).
 
 Double bonds are held planar at their cis/trans value (``chemistry.DOUBLE_BOND_CHECKS``: the
 caller's stereo repair has put them right before) and CHARMM36's impropers at theirs; chirality
@@ -29,7 +29,7 @@ TABLE = Path(__file__).resolve().parent / "lipid_geometry.json"
 SIGMA_BOND, SIGMA_ANGLE = 0.01, math.radians(2.0)  # A, rad: the force field's values are (nearly) hard
 SIGMA_PLANAR = math.radians(3.0)  # impropers and double bonds (cis 0, trans 180 degrees)
 SIGMA_PRIOR = 0.3  # A: how far an atom may leave the network's placement, softly
-ITERATIONS, TOLERANCE = 60, 1e-6  # molecules share one solve: converge all of them
+ITERATIONS, TOLERANCE = 60, 1e-6  # at most; a molecule stops when a step gains less than TOLERANCE
 
 _table: dict | None = None
 
