@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""CHARMM36 conformations of six more lipids inside real bilayers, for the Martini 3 lipid model.
+"""CHARMM36 conformations of the lipids besides POPC inside real bilayers, for the Martini 3 lipid model.
 
 The real Martini 3 membrane ``cg_real/mstool_mix8_419lipids`` holds, besides POPC and
-cholesterol, SSM, DLPE, PAPC, PAPS, POPE and SAP6.  No all-atom structure of them is in the
-data, so they are made here, each one *in the place of a real POPC* of the CHARMM36 bilayers
+cholesterol, SSM, DLPE, PAPC, PAPS, POPE and SAP6; the model also knows the further PC, PE, PS,
+PG and PA lipids of ``chemistry.LIPID_COMPOSITION`` and DPSM (CHARMM36 PSM).  No all-atom
+structure of them is in the data, so they are made here (``--types``; SMILES from head + chains,
+``glycerophospholipid`` / ``sphingomyelin``), each one *in the place of a real POPC* of the CHARMM36 bilayers
 (``scripts/build_lipid_training_set.py`` output: POPC + cholesterol, molecules whole):
 
 1. one molecule per lipid from SMILES with explicit stereochemistry (RDKit ETKDG): glycerol
-   sn-2 R, L-serine, sphingosine 2S,3R with the trans 4-5 double bond, all tail double bonds
+   sn-2 R, L-serine, the PG head's 1'-sn-glycerol C2' S, sphingosine 2S,3R with the trans 4-5 double bond, all tail double bonds
    cis; the inositol centres of SAP6 follow mstool's chirality table, calibrated on the glycerol
    C2 of the real CHARMM36 POPC (see ``inositol_stereo``); CIP labels are printed for checking;
 2. atom names from the CHARMM36 template (``charmm36.xml`` + the package's
