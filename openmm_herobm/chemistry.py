@@ -134,7 +134,9 @@ SOLVENT_RESIDUES = frozenset(WATER_BEADS + ION_BEADS)
 # literature's (scripts/build_lipid_conformers.py): their glycerol C2 has POPC's sign.
 _L_AMINO = tuple(sorted(AMINO_ACIDS - {"GLY"}))
 #: sign of the PG head's glycerol C12 (2'S) volume (OC2, C11, C13): that of the molecules built from
-#: SMILES with the S label (scripts/build_lipid_conformers.py checks it)
+#: SMILES with the S label (scripts/build_lipid_conformers.py checks it); mstool's CHARMM36 chirality
+#: table (mapping/martini.lipid.c36.dat, POPG: "H12A C12 OC2 C13 C11", the same improper as its
+#: glycerol "HS C2 O21 C1 C3") gives the same configuration
 PG_GLYCEROL_SIGN = +1
 CHIRALITY_CHECKS: dict[str, tuple[tuple[str, ...], str, str, str, str, int]] = {
     "ca": (_L_AMINO, "CA", "N", "C", "CB", +1),
