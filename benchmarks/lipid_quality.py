@@ -14,7 +14,8 @@
    close contacts, rings pierced by a bond.
    With ``--bilayer`` another all-atom bilayer is the reference (e.g. the held-out mixed
    bilayer of ``scripts/build_lipid_conformers.py``: POPC, CHL and the six other lipid types);
-   every lipid type then gets its own row: heavy RMSD per molecule (mean / p95), stereo and
+   every lipid type then gets its own row (``--bilayer`` repeated: several bilayers side by side,
+   pooled): heavy RMSD per molecule (mean / p95), stereo and
    cis/trans errors, bonds between heavy atoms outside 1.2-1.9 A (``herobm evaluate`` on that
    type's molecules alone).
 4. Radial distribution functions of reconstructed vs true head-group nitrogen (N),
@@ -51,17 +52,37 @@ STEREO = ("chirality_errors_popc_c2", "chirality_errors_chol_c3", "chirality_err
 BINS = np.linspace(0.0, 1.5, 31)  # nm (0.5 A bins: one snapshot, 100 molecules)
 
 
-LIPIDS = ("POPC", "CHL", "POPE", "DLIP", "PAPC", "PAPS", "SAP6", "SSM")  # all-atom names of the model's lipids
+def _lipids() -> tuple[str, ...]:
+    """All-atom names of the model's lipids: POPC, CHL, then the others of ``chemistry``."""
+    from openmm_herobm.chemistry import LIPID_COMPOSITION, SPHINGOMYELINS
+
+    return ("POPC", "CHL", *(n for n in LIPID_COMPOSITION if n != "POPC"), *SPHINGOMYELINS)
 
 
-def reference(path: Path = BILAYER):
+LIPIDS = _lipids()
+
+
+#: nm between bilayers given together (--bilayer twice): far beyond the model's 8 A cutoff
+SPACING = 50.0
+
+
+def reference(path: Path | list[Path] = BILAYER):
+    """Heavy lipid atoms of the bilayer(s), molecules whole, no box; several bilayers side by side
+    (``SPACING`` apart in x), so that their molecules are evaluated together but never see each other."""
     from openmm_herobm.io import load_structure, make_whole
 
-    traj = make_whole(load_structure(str(path)))
-    traj = traj.atom_slice([a.index for a in traj.topology.atoms
-                            if a.residue.name in LIPIDS and a.element.symbol != "H"])
-    traj.unitcell_vectors = None
-    return traj
+    parts = []
+    for k, one in enumerate(path if isinstance(path, list) else [path]):
+        traj = make_whole(load_structure(str(one)))
+        traj = traj.atom_slice([a.index for a in traj.topology.atoms
+                                if a.residue.name in LIPIDS and a.element.symbol != "H"])
+        traj.unitcell_vectors = None
+        traj.xyz[..., 0] += k * SPACING
+        parts.append(traj)
+    out = parts[0]
+    for more in parts[1:]:
+        out = out.stack(more)
+    return out
 
 
 def per_type_checks(heavy, name: str) -> dict:
@@ -135,7 +156,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--plot", default=None, help="PNG of the RDFs")
     ap.add_argument("--markdown", action="store_true")
-    ap.add_argument("--bilayer", type=Path, default=BILAYER, help="all-atom reference (default: %(default)s)")
+    ap.add_argument("--bilayer", type=Path, action="append", default=None,
+                    help=f"all-atom reference (default: {BILAYER}); repeat it to evaluate several bilayers together")
     args = ap.parse_args(argv)
     os.environ["OPENMM_CPU_THREADS"] = str(args.threads)
     import torch
@@ -143,6 +165,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     import openmm_herobm as hb
 
+    args.bilayer = args.bilayer or [BILAYER]
     ref = reference(args.bilayer)
     cg = hb.map_structure(ref, "martini3_lipids").cg
     results, trajs, timings = {}, {"true": ref}, {}
@@ -173,7 +196,7 @@ def main(argv=None) -> int:
     counts = {}
     for r in ref.topology.residues:
         counts[r.name] = counts.get(r.name, 0) + 1
-    record = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "reference": str(args.bilayer.name),
+    record = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "reference": " + ".join(b.name for b in args.bilayer),
               "lipids": counts, "results": results, "seconds": timings, "rdf_bins_nm": BINS.tolist(),
               "rdf": rdfs, "rdf_relative_l1_difference": similarity}
     if args.out:

@@ -33,14 +33,41 @@ PROTEIN_RESIDUES = AMINO_ACIDS | CAPS | frozenset(VARIANT_STANDARD)
 
 #: cholesterol: the shipped mapping's name, CHARMM36/CHARMM-GUI's, and that of many GROMACS setups
 CHOLESTEROL = ("CHL", "CHL1", "CHOL")
-#: glycerophospholipids of the lipid model besides POPC (all-atom names, at most 4 characters for
-#: PDB files: DLIP is CHARMM36's DLIPE, SAP6 its SAPI24; templates in
-#: pipeline/charmm36_lipids_extra.xml), and those with a 20:4 arachidonoyl sn-2 chain
-GLYCEROPHOSPHOLIPIDS = ("POPE", "PAPC", "PAPS", "DLIP", "SAP6")
-ARACHIDONOYL = ("PAPC", "PAPS", "SAP6")
+#: acyl chains of the lipid model: name -> (carbons, k of every cis Ck=C(k+1) double bond)
+ACYL_CHAINS = {"lauroyl": (12, ()), "palmitoyl": (16, ()), "stearoyl": (18, ()), "oleoyl": (18, (9,)),
+               "linoleoyl": (18, (9, 12)), "arachidonoyl": (20, (5, 8, 11, 14))}
+#: glycerophospholipids of the lipid model (all-atom = CHARMM36 names, at most 4 characters for PDB
+#: files: DLIP is CHARMM36's DLIPE, SAP6 its SAPI24; PAPC, PAPS, DLIP, SAP6 templates in
+#: pipeline/charmm36_lipids_extra.xml, the others in charmm36.xml) -> (head, sn-1 chain, sn-2 chain).
+#: CHARMM36 names the sn-2 acyl carbons C21.., the sn-1 ones C31..  (Martini names: see
+#: scripts/build_lipid_mappings.py, MARTINI_NAMES)
+LIPID_COMPOSITION = {
+    "POPC": ("PC", "palmitoyl", "oleoyl"), "POPE": ("PE", "palmitoyl", "oleoyl"),
+    "DLIP": ("PE", "linoleoyl", "linoleoyl"), "PAPC": ("PC", "palmitoyl", "arachidonoyl"),
+    "PAPS": ("PS", "palmitoyl", "arachidonoyl"), "SAP6": ("PIP2", "stearoyl", "arachidonoyl"),
+    "DPPC": ("PC", "palmitoyl", "palmitoyl"), "DOPC": ("PC", "oleoyl", "oleoyl"),
+    "DLPC": ("PC", "lauroyl", "lauroyl"), "PLPC": ("PC", "palmitoyl", "linoleoyl"),
+    "DPPE": ("PE", "palmitoyl", "palmitoyl"), "DOPE": ("PE", "oleoyl", "oleoyl"),
+    "PLPE": ("PE", "palmitoyl", "linoleoyl"),
+    "POPS": ("PS", "palmitoyl", "oleoyl"), "DPPS": ("PS", "palmitoyl", "palmitoyl"), "DOPS": ("PS", "oleoyl", "oleoyl"),
+    "POPG": ("PG", "palmitoyl", "oleoyl"), "DPPG": ("PG", "palmitoyl", "palmitoyl"), "DOPG": ("PG", "oleoyl", "oleoyl"),
+    "POPA": ("PA", "palmitoyl", "oleoyl"), "DPPA": ("PA", "palmitoyl", "palmitoyl"), "DOPA": ("PA", "oleoyl", "oleoyl"),
+}
+#: sphingomyelins (d18:1 sphingosine, N-acyl chain; CHARMM36 names): SSM N-stearoyl, PSM N-palmitoyl
+SPHINGOMYELINS = {"SSM": "stearoyl", "PSM": "palmitoyl"}
+#: glycerophospholipids of the lipid model besides POPC (whose checks keep their own names)
+GLYCEROPHOSPHOLIPIDS = tuple(n for n in LIPID_COMPOSITION if n != "POPC")
+ARACHIDONOYL = tuple(n for n, (_, _, sn2) in LIPID_COMPOSITION.items() if sn2 == "arachidonoyl")
+
+
+def lipids_with_head(head: str) -> tuple[str, ...]:
+    """All-atom names of the glycerophospholipids with that head (PC, PE, PS, PG, PA, PIP2)."""
+    return tuple(n for n, (h, _, _) in LIPID_COMPOSITION.items() if h == head)
 #: CG residue names that CHARMM-GUI and Martini tools write for protonation variants, read as the
 #: mapping set's variant (its hydrogens then follow the variant, not the pH)
-CG_RESIDUE_ALIASES = {"GLUP": "GLH", "ASPP": "ASH", "LSN": "LYN"}
+CG_RESIDUE_ALIASES = {"GLUP": "GLH", "ASPP": "ASH", "LSN": "LYN",
+                      # Martini 3 v1's name of dilinoleoyl-PE (the lipidome and mstool write DLPE)
+                      "DIPE": "DLPE"}
 #: all-atom residue names read as the name of a shipped mapping
 RESIDUE_ALIASES = {"CHL1": "CHL", "CHOL": "CHL", "DLIPE": "DLIP", "SAPI24": "SAP6"}
 #: the name the force field (CHARMM36) gives a mapping molecule.  The backmap writes it, so the heavy
@@ -106,6 +133,11 @@ SOLVENT_RESIDUES = frozenset(WATER_BEADS + ION_BEADS)
 # those of molecules built from SMILES with explicit stereo whose RDKit CIP labels are the
 # literature's (scripts/build_lipid_conformers.py): their glycerol C2 has POPC's sign.
 _L_AMINO = tuple(sorted(AMINO_ACIDS - {"GLY"}))
+#: sign of the PG head's glycerol C12 (2'S) volume (OC2, C11, C13): that of the molecules built from
+#: SMILES with the S label (scripts/build_lipid_conformers.py checks it); mstool's CHARMM36 chirality
+#: table (mapping/martini.lipid.c36.dat, POPG: "H12A C12 OC2 C13 C11", the same improper as its
+#: glycerol "HS C2 O21 C1 C3") gives the same configuration
+PG_GLYCEROL_SIGN = +1
 CHIRALITY_CHECKS: dict[str, tuple[tuple[str, ...], str, str, str, str, int]] = {
     "ca": (_L_AMINO, "CA", "N", "C", "CB", +1),
     "ile_cb": (("ILE",), "CB", "CA", "CG1", "CG2", +1),
@@ -121,9 +153,11 @@ CHIRALITY_CHECKS: dict[str, tuple[tuple[str, ...], str, str, str, str, int]] = {
     "chol_c20": (CHOLESTEROL, "C20", "C17", "C21", "C22", +1),
     # the other glycerophospholipids of the lipid model: the same sn-2 R centre and sign as POPC
     "glycerol_c2": (GLYCEROPHOSPHOLIPIDS, "C2", "O21", "C1", "C3", -1),
-    "ps_serine_c12": (("PAPS",), "C12", "N", "C11", "C13", -1),  # L-serine (S)
-    "ssm_c2s": (("SSM",), "C2S", "NF", "C1S", "C3S", -1),  # D-erythro sphingosine 2S
-    "ssm_c3s": (("SSM",), "C3S", "O3", "C2S", "C4S", -1),  # 3R
+    "ps_serine_c12": (lipids_with_head("PS"), "C12", "N", "C11", "C13", -1),  # L-serine (S)
+    # PG head: glycerol C2' of the natural 1'-sn-glycerol (S; CHARMM36 C12, OH on OC2, C11 on the phosphate)
+    "pg_glycerol_c12": (lipids_with_head("PG"), "C12", "OC2", "C11", "C13", PG_GLYCEROL_SIGN),
+    "ssm_c2s": (tuple(SPHINGOMYELINS), "C2S", "NF", "C1S", "C3S", -1),  # D-erythro sphingosine 2S
+    "ssm_c3s": (tuple(SPHINGOMYELINS), "C3S", "O3", "C2S", "C4S", -1),  # 3R
     # 1D-myo-inositol 4,5-bisphosphate, C1 bonded to the phosphodiester O12 (1R,2R,3S,4R,5R,6S)
     "pip2_c11": (("SAP6",), "C11", "O12", "C12", "C16", +1),
     "pip2_c12": (("SAP6",), "C12", "O2", "C11", "C13", -1),
@@ -139,15 +173,30 @@ MOLECULE_CENTRES = {k: v for k, v in CHIRALITY_CHECKS.items() if k not in PROTEI
 #: nm^3 (0.8 A^3): a stereo centre with a smaller signed volume is (nearly) flat: repairs place
 #: it out of the plane instead of reflecting it
 FLAT_CENTRE_NM3 = 0.8e-3
+
+
+def _chain_double_bonds() -> dict:
+    """The cis double bonds of the acyl chains of LIPID_COMPOSITION (POPC's own check aside)."""
+    out: dict = {}
+    for resname, (_, *chains) in LIPID_COMPOSITION.items():
+        for prefix, sn, chain in (("C3", "sn1", chains[0]), ("C2", "sn2", chains[1])):
+            for k in ACYL_CHAINS[chain][1]:
+                if resname == "POPC":
+                    continue
+                key = f"arachidonoyl_c{k}" if (chain, sn) == ("arachidonoyl", "sn2") else f"{chain}_{sn}_c{k}"
+                atoms = tuple(f"{prefix}{i}" for i in range(k - 1, k + 3))
+                names = out[key][0] if key in out else ()
+                out[key] = (names + (resname,), atoms, "cis")
+    return out
+
+
 # Double bonds whose geometry is fixed: name -> (resnames, four atoms of the dihedral, "cis"|"trans").
 DOUBLE_BOND_CHECKS: dict[str, tuple[tuple[str, ...], tuple[str, str, str, str], str]] = {
     "popc_oleoyl_c9": (("POPC",), ("C28", "C29", "C210", "C211"), "cis"),
     "chol_c5": (CHOLESTEROL, ("C10", "C5", "C6", "C7"), "cis"),  # C5=C6 inside ring B
-    "pe_oleoyl_c9": (("POPE",), ("C28", "C29", "C210", "C211"), "cis"),
-    **{f"arachidonoyl_c{k}": (ARACHIDONOYL, (f"C2{k - 1}", f"C2{k}", f"C2{k + 1}", f"C2{k + 2}"), "cis")
-       for k in (5, 8, 11, 14)},  # 20:4 (5Z,8Z,11Z,14Z), sn-2
-    **{f"linoleoyl_{sn}_c{k}": (("DLIP",), tuple(f"C{chain}{i}" for i in range(k - 1, k + 3)), "cis")
-       for chain, sn in ((2, "sn2"), (3, "sn1")) for k in (9, 12)},  # 18:2 (9Z,12Z), both chains
-    "ssm_sphingosine_c4": (("SSM",), ("C3S", "C4S", "C5S", "C6S"), "trans"),  # 4E
-    "ssm_amide": (("SSM",), ("C2S", "NF", "C1F", "C2F"), "trans"),
+    # every cis bond of every other glycerophospholipid's chains (ACYL_CHAINS): "{chain}_{sn}_c{k}";
+    # the sn-2 arachidonoyl bonds are "arachidonoyl_c{k}"
+    **_chain_double_bonds(),
+    "ssm_sphingosine_c4": (tuple(SPHINGOMYELINS), ("C3S", "C4S", "C5S", "C6S"), "trans"),  # 4E
+    "ssm_amide": (tuple(SPHINGOMYELINS), ("C2S", "NF", "C1F", "C2F"), "trans"),
 }

@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""CHARMM36 conformations of six more lipids inside real bilayers, for the Martini 3 lipid model.
+"""CHARMM36 conformations of the lipids besides POPC inside real bilayers, for the Martini 3 lipid model.
 
 The real Martini 3 membrane ``cg_real/mstool_mix8_419lipids`` holds, besides POPC and
-cholesterol, SSM, DLPE, PAPC, PAPS, POPE and SAP6.  No all-atom structure of them is in the
-data, so they are made here, each one *in the place of a real POPC* of the CHARMM36 bilayers
+cholesterol, SSM, DLPE, PAPC, PAPS, POPE and SAP6; the model also knows the further PC, PE, PS,
+PG and PA lipids of ``chemistry.LIPID_COMPOSITION`` and DPSM (CHARMM36 PSM).  No all-atom
+structure of them is in the data, so they are made here (``--types``; SMILES from head + chains,
+``glycerophospholipid`` / ``sphingomyelin``), each one *in the place of a real POPC* of the CHARMM36 bilayers
 (``scripts/build_lipid_training_set.py`` output: POPC + cholesterol, molecules whole):
 
 1. one molecule per lipid from SMILES with explicit stereochemistry (RDKit ETKDG): glycerol
-   sn-2 R, L-serine, sphingosine 2S,3R with the trans 4-5 double bond, all tail double bonds
+   sn-2 R, L-serine, the PG head's 1'-sn-glycerol C2' S, sphingosine 2S,3R with the trans 4-5 double bond, all tail double bonds
    cis; the inositol centres of SAP6 follow mstool's chirality table, calibrated on the glycerol
    C2 of the real CHARMM36 POPC (see ``inositol_stereo``); CIP labels are printed for checking;
 2. atom names from the CHARMM36 template (``charmm36.xml`` + the package's
@@ -43,44 +45,61 @@ import openmm as mm
 import openmm.app as app
 import openmm.unit as unit
 
+from openmm_herobm.chemistry import ACYL_CHAINS, LIPID_COMPOSITION, SPHINGOMYELINS
 from openmm_herobm.evaluation import evaluate
 from openmm_herobm.pipeline.system import EXTRA_LIPIDS
 
 # --------------------------------------------------------------------------- chemistry
-# Fatty acyl chains as SMILES: SN1 written from the methyl end up to the ester carbonyl,
-# SN2 from the carbon after the carbonyl to the methyl end; cis double bonds ``/C=C\``.
-SN1 = {"P": "CCCCCCCCCCCCCCCC(=O)",                     # 16:0 palmitoyl
-       "S": "CCCCCCCCCCCCCCCCCC(=O)",                   # 18:0 stearoyl
-       "L": "CCCCC/C=C\\C/C=C\\CCCCCCCC(=O)"}           # 18:2 (9Z,12Z) linoleoyl
-SN2 = {"O": "CCCCCCC/C=C\\CCCCCCCC",                    # 18:1 (9Z) oleoyl
-       "A": "CCC/C=C\\C/C=C\\C/C=C\\C/C=C\\CCCCC",      # 20:4 (5Z,8Z,11Z,14Z) arachidonoyl
-       "L": "CCCCCCC/C=C\\C/C=C\\CCCCC"}                # 18:2 (9Z,12Z) linoleoyl
+def chain_smiles(chain: str, sn: int) -> str:
+    """SMILES of an acyl chain of :data:`~openmm_herobm.chemistry.ACYL_CHAINS` with its cis double
+    bonds (``/C=C\\``): ``sn=1`` from the methyl end up to the ester carbonyl ``C(=O)``, ``sn=2``
+    from the carbon after the carbonyl to the methyl end."""
+    n, double = ACYL_CHAINS[chain]
+    pairs = {frozenset((k, k + 1)) for k in double}
+    seq = list(range(n, 1, -1)) if sn == 1 else list(range(2, n + 1))
+    out = []
+    for j, atom in enumerate(seq):
+        bond = ""
+        if j > 0:
+            if frozenset((seq[j - 1], atom)) in pairs:
+                bond = "="
+            elif j + 1 < len(seq) and frozenset((atom, seq[j + 1])) in pairs:
+                bond = "/"
+            elif j > 1 and frozenset((seq[j - 2], seq[j - 1])) in pairs:
+                bond = "\\"
+        out.append(bond + "C")
+    return "".join(out) + ("C(=O)" if sn == 1 else "")
+
+
 HEAD = {"PC": "CC[N+](C)(C)C",
         "PE": "CC[NH3+]",
         "PS": "C[C@H]([NH3+])C(=O)[O-]",                # L-serine (S), checked by CIP below
+        "PG": "C[C@@H](O)CO",                           # 1'-sn-glycerol (C2' S), checked by CIP below
+        "PA": "",                                       # P-OH: CHARMM36's PA is the -1 monoanion
         # myo-inositol 1-phosphodiester, 4-phosphate HPO3-, 5-phosphate PO3 2-; ring
         # stereo set afterwards (inositol_stereo)
         "PIP2": "C1C(O)C(O)C(OP(=O)(O)[O-])C(OP(=O)([O-])[O-])C1O"}
 
 
-def glycerophospholipid(sn1: str, sn2: str, head: str) -> str:
+def glycerophospholipid(resname: str) -> str:
+    head, sn1, sn2 = LIPID_COMPOSITION[resname]
     # the glycerol written as in PubChem's POPC (sn-glycero-3-phospho: C2 is R)
-    return f"{SN1[sn1]}OC[C@H](COP(=O)([O-])O{HEAD[head]})OC(=O){SN2[sn2]}"
+    return f"{chain_smiles(sn1, 1)}OC[C@H](COP(=O)([O-])O{HEAD[head]})OC(=O){chain_smiles(sn2, 2)}"
 
 
-#: all-atom residue name (CHARMM36 template) -> SMILES
-SMILES = {
-    "POPE": glycerophospholipid("P", "O", "PE"),
-    "PAPC": glycerophospholipid("P", "A", "PC"),
-    "PAPS": glycerophospholipid("P", "A", "PS"),
-    "DLIP": glycerophospholipid("L", "L", "PE"),
-    "SAP6": glycerophospholipid("S", "A", "PIP2"),
-    # N-stearoyl-D-erythro-sphingosylphosphorylcholine (2S,3R,4E), d18:1/18:0
-    "SSM": "CCCCCCCCCCCCCCCCCC(=O)N[C@@H](COP(=O)([O-])OCC[N+](C)(C)C)[C@@H](/C=C/CCCCCCCCCCCCC)O",
-}
+def sphingomyelin(resname: str) -> str:
+    """N-acyl-D-erythro-sphingosylphosphorylcholine (2S,3R,4E), d18:1 with the chain of SPHINGOMYELINS."""
+    return (f"{chain_smiles(SPHINGOMYELINS[resname], 1)}N[C@@H](COP(=O)([O-])OCC[N+](C)(C)C)"
+            "[C@@H](/C=C/CCCCCCCCCCCCC)O")
+
+
+#: all-atom residue name (CHARMM36 template) -> SMILES: every lipid of the model but POPC
+SMILES = {**{n: glycerophospholipid(n) for n in LIPID_COMPOSITION if n != "POPC"},
+          **{n: sphingomyelin(n) for n in SPHINGOMYELINS}}
 #: expected CIP labels (CHARMM36 names), checked on the built molecule
 EXPECTED_CIP = {"C2": "R", "C2S": "S", "C3S": "R"}
-EXPECTED_CIP_PS = {"C12": "S"}  # L-serine
+HEAD_CIP = {"PS": {"C12": "S"}, "PG": {"C12": "S"}}  # L-serine; the PG head's 1'-sn-glycerol C2'
+
 #: PI(4,5)P2 inositol: (1R,2R,3S,4R,5R,6S) as the IUPAC name of 1D-myo-inositol 4,5-bisphosphate
 #: 1-phosphodiesters gives it; printed next to the configuration mstool's table produces
 LITERATURE_CIP_INOSITOL = {"C11": "R", "C12": "R", "C13": "S", "C14": "R", "C15": "R", "C16": "S"}
@@ -92,8 +111,8 @@ MSTOOL_GLYCEROL = ("C2", "O21", "C1", "C3")
 
 GLYCEROL_CORE = "P O11 O12 O13 O14 C1 C2 C3 O21 O22 C21 O31 O32 C31".split()
 #: head atoms placed on the POPC atom of the same name
-HEAD_ANCHORS = {"POPE": ["N", "C12", "C11"], "DLIP": ["N", "C12", "C11"], "PAPC": ["N", "C12", "C11"],
-                "PAPS": ["N", "C12", "C11"], "SAP6": ["C11"]}
+HEAD_ANCHORS = {"PC": ["N", "C12", "C11"], "PE": ["N", "C12", "C11"], "PS": ["N", "C12", "C11"],
+                "PG": ["C11", "C12"], "PA": [], "PIP2": ["C11"]}
 #: SSM atom -> POPC atom: phosphocholine by name; the sphingosine C1S-C2S-C3S on glycerol
 #: C1-C2-C3, the amide N-C(=O) on the sn-2 ester O21-C21(=O22) and the N-acyl chain on the
 #: sn-2 chain; the sphingosine chain from C4S on the sn-1 O31-C31-C32-... by position
@@ -257,10 +276,10 @@ def kabsch(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def anchors_for(resname: str, names: list[str], popc_names: list[str]) -> dict[str, str]:
-    if resname == "SSM":
+    if resname in SPHINGOMYELINS:
         return {a: b for a, b in SSM_ANCHORS.items() if a in names and b in popc_names}
     tails = [n for n in names if n[:2] in ("C2", "C3") and len(n) > 2 and n in popc_names and n not in GLYCEROL_CORE]
-    return {n: n for n in GLYCEROL_CORE + HEAD_ANCHORS[resname] + tails}
+    return {n: n for n in GLYCEROL_CORE + HEAD_ANCHORS[LIPID_COMPOSITION[resname][0]] + tails}
 
 
 def stereo_ok(topology: app.Topology, pos_nm: np.ndarray) -> tuple[bool, dict]:
@@ -313,21 +332,23 @@ def replace_popc(traj: mdtraj.Trajectory, relaxers: dict, starts: dict, fraction
     return out
 
 
-def prepare(ff: app.ForceField, reference: mdtraj.Trajectory, md_ps: float, seed: int) -> tuple[dict, dict]:
+def prepare(ff: app.ForceField, reference: mdtraj.Trajectory, md_ps: float, seed: int,
+            types: list[str]) -> tuple[dict, dict]:
     """Relaxer and start structure (template order, nm) per lipid; prints the stereo checks."""
     popc = next(r for r in reference.topology.residues if r.name == "POPC")
     popc_names = [a.name for a in popc.atoms]
     popc_xyz = reference.xyz[0][[a.index for a in popc.atoms]].astype(np.float64)
     sign = mstool_sign(popc_xyz, popc_names)
     relaxers, starts = {}, {}
-    for resname in SMILES:
+    for resname in types:
         mol = rdkit_molecule(resname, seed)
         tgraph = template_graph(ff, resname)
         names = name_atoms(mol, tgraph)
         if resname == "SAP6":
             mol = inositol_stereo(mol, names, sign, seed)
         cip = cip_labels(mol, names)
-        expected = {**EXPECTED_CIP, **(EXPECTED_CIP_PS if resname == "PAPS" else {})}
+        head = LIPID_COMPOSITION[resname][0] if resname in LIPID_COMPOSITION else "SM"
+        expected = {**EXPECTED_CIP, **HEAD_CIP.get(head, {})}
         wrong = {n: (cip.get(n), want) for n, want in expected.items() if n in names and cip.get(n) != want}
         if wrong:
             raise RuntimeError(f"{resname}: CIP labels (found, expected) {wrong}")
@@ -342,7 +363,7 @@ def prepare(ff: app.ForceField, reference: mdtraj.Trajectory, md_ps: float, seed
         relaxers[resname] = Relaxer(ff, resname, t_names, anchors, md_ps, seed + 1)
         starts[resname] = start
         print(f"{resname}: {len(t_names)} atoms, {len(anchors)} anchors on POPC atoms, CIP "
-              f"{ {n: cip[n] for n in ('C2', 'C2S', 'C3S', 'C12') if n in cip and (n != 'C12' or resname == 'PAPS')} }")
+              f"{ {n: cip[n] for n in ('C2', 'C2S', 'C3S', 'C12') if n in cip and n in expected} }")
     return relaxers, starts
 
 
@@ -354,13 +375,20 @@ def main(argv=None) -> None:
     ap.add_argument("--md-ps", type=float, default=1.0, help="restrained MD per molecule (ps)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="only this many bilayers per folder (testing)")
+    ap.add_argument("--types", default=",".join(SMILES),
+                    help="comma-separated all-atom names of the lipids to make (default: all but POPC: %(default)s)")
+    ap.add_argument("--splits", default="train,val,test", help="folders of --input to use (default: %(default)s)")
     args = ap.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
     ff = forcefield()
-    files = {split: sorted((Path(args.input) / split).glob("*.gro")) for split in ("train", "val", "test")}
+    types = [t for t in args.types.split(",") if t]
+    unknown = set(types) - set(SMILES)
+    if unknown:
+        ap.error(f"--types: unknown lipids {sorted(unknown)} (known: {', '.join(SMILES)})")
+    files = {split: sorted((Path(args.input) / split).glob("*.gro")) for split in args.splits.split(",")}
     reference = mdtraj.load(str(next(f for fs in files.values() for f in fs)))
-    relaxers, starts = prepare(ff, reference, args.md_ps, args.seed)
+    relaxers, starts = prepare(ff, reference, args.md_ps, args.seed, types)
     t0 = time.perf_counter()
     total: dict = {}
     for split, paths in files.items():

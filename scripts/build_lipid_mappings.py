@@ -44,7 +44,9 @@ deviations up to 1.3 A (POPC) and 2.4 A (cholesterol):
   model was not available offline; replace ``CHOL_FITTED`` with it when it is.
 
 The six other lipids of the real frame (SSM, DLPE, PAPC, PAPS, POPE, SAP6; ``TEMPLATE_MOLECULES``)
-have no all-atom snapshot: their atom names and bonds come from the CHARMM36 templates
+and the further glycerophospholipids of ``chemistry.LIPID_COMPOSITION`` (PC, PE, PS, PG and PA heads
+x palmitoyl/oleoyl/lauroyl/linoleoyl tails, built generically from head + tails:
+``glycerophospholipid``) and DPSM (CHARMM36 PSM, ``sphingomyelin``) have no all-atom snapshot: their atom names and bonds come from the CHARMM36 templates
 (``charmm36.xml`` and the package's ``pipeline/charmm36_lipids_extra.xml``; all-atom names
 DLIP = CHARMM36 DLIPE and SAP6 = SAPI24, at most 4 characters for PDB files), their heavy-atom
 membership is written out below: head beads as POPC's (the choline/serine atoms and C11 in
@@ -76,6 +78,7 @@ import mdtraj
 import numpy as np
 import yaml
 
+from openmm_herobm.chemistry import ACYL_CHAINS, LIPID_COMPOSITION, SPHINGOMYELINS
 from openmm_herobm.mapping import bonds_from_structure, complete_hierarchy
 from openmm_herobm.mapping.molecule import (BeadMembership, MappedAtom, MoleculeMapping, element_from_name,
                                             parse_molecule_mapping)
@@ -153,7 +156,10 @@ def _tail(prefix: str, first: int, last: int, beads: list[str]) -> dict[str, str
 
 GLYCEROL = {"PO4": "P O11 O12 O13 O14", "GL1": "C1 C2 O21 C21 O22", "GL2": "C3 O31 C31 O32"}
 HEADS = {"PC": {"NC3": "N C12 C13 C14 C15 C11"}, "PE": {"NH3": "N C12", "PO4": "C11 P O11 O12 O13 O14"},
-         "PS": {"CNO": "N C12 C13 O13A O13B C11"}}
+         "PS": {"CNO": "N C12 C13 O13A O13B C11"},
+         # PG: the head glycerol C2'-C3' with both hydroxyls in GL0, its C1' (C11) in PO4 as PE's (and
+         # mstool's Martini mapping); PA: the protonated phosphate (its H follows O12) is PO4
+         "PG": {"GL0": "C12 C13 OC2 OC3", "PO4": "C11 P O11 O12 O13 O14"}, "PA": {}}
 #: PI(4,5)P2 head of SAP6 (Martini 3 phosphoinositides, Borges-Araujo et al. 2022: ring beads
 #: C1-C3, C4 a virtual site near the ring centre, P4/P5 the ring phosphates).  Fitted like the
 #: cholesterol beads: the real frame's bead geometry superposed on a CHARMM36 SAP6 and each head
@@ -171,24 +177,53 @@ SSM_BEADS = {**HEADS["PC"], "PO4": "P O11 O12 O13 O14", "OH1": "C1S C2S C3S O3",
              **{b: " ".join(f"C{k}F" for k in ks) for b, ks in
                 (("C1B", range(2, 7)), ("C2B", range(7, 11)), ("C3B", range(11, 15)), ("C4B", range(15, 19)))}}
 
-#: all-atom name -> (CG name, bead order of the real Martini 3 frame, {bead: heavy atoms})
+#: all-atom (CHARMM36) name -> Martini 3 CG name, where they differ.  Martini 3 names the
+#: tails by bead count: its "DP" (4-bead saturated tails) stands for C16 and C18 alike, its
+#: "DL" for C12 (3 beads; CHARMM36 DLPC is dilauroyl too); we give each name the chemistry of
+#: the .itp comment (DPPC = 16:0/16:0, DOPC = 18:1/18:1, PIPC = 16:0/18:2, ...).  One exception,
+#: the real frame's DLPE: its tails are linoleoyl (D beads; M3 v1 calls that model DIPE, read
+#: as DLPE by chemistry.CG_RESIDUE_ALIASES), so Martini 3 v1's dilauroyl DLPE is not covered.
+MARTINI_NAMES = {"DLIP": "DLPE", "PLPC": "PIPC", "PLPE": "PIPE", "PSM": "DPSM"}
+#: Martini 3 head beads before PO4 (PA has none)
+HEAD_BEADS = {"PC": ["NC3"], "PE": ["NH3"], "PS": ["CNO"], "PG": ["GL0"], "PA": []}
+#: Martini 3 tail beads per acyl chain (C saturated, D with a cis double bond), numbered from the glycerol
+TAIL_BEADS = {"lauroyl": "CCC", "palmitoyl": "CCCC", "stearoyl": "CCCC", "oleoyl": "CDCC", "linoleoyl": "CDDC",
+              "arachidonoyl": "CDDDC"}
+
+
+def tail_beads(chain: str, letter: str) -> list[str]:
+    return [f"{kind}{i}{letter}" for i, kind in enumerate(TAIL_BEADS[chain], 1)]
+
+
+def glycerophospholipid(resname: str) -> tuple[str, str, dict[str, str]]:
+    """(CG name, bead order, {bead: heavy atoms}) of a LIPID_COMPOSITION lipid with a PC/PE/PS/PG/PA
+    head: the head as HEADS, glycerol as GLYCEROL, sn-2 (CHARMM36 C2x) in the A beads and sn-1 (C3x)
+    in the B beads by the lipidome rule."""
+    head, sn1, sn2 = LIPID_COMPOSITION[resname]
+    a, b = tail_beads(sn2, "A"), tail_beads(sn1, "B")
+    order = HEAD_BEADS[head] + ["PO4", "GL1", "GL2"] + a + b
+    table = {**GLYCEROL, **HEADS[head], **_tail("C2", 2, ACYL_CHAINS[sn2][0], a),
+             **_tail("C3", 2, ACYL_CHAINS[sn1][0], b)}
+    return MARTINI_NAMES.get(resname, resname), " ".join(order), table
+
+
+def sphingomyelin(resname: str) -> tuple[str, str, dict[str, str]]:
+    """SSM_BEADS with the N-acyl chain (C2F..) of SPHINGOMYELINS cut by the lipidome rule."""
+    n = ACYL_CHAINS[SPHINGOMYELINS[resname]][0]
+    chain = _tail("C", 2, n, ["C1B", "C2B", "C3B", "C4B"])  # C2 .. Cn, named C2F .. CnF in CHARMM36
+    table = {**SSM_BEADS, **{bead: " ".join(f"{a}F" for a in atoms.split()) for bead, atoms in chain.items()}}
+    return MARTINI_NAMES.get(resname, resname), "NC3 PO4 OH1 AM2 T1A C2A C3A C4A C1B C2B C3B C4B", table
+
+
+#: the template molecules that the real Martini 3 frame holds (their bead order is checked against it)
+IN_REAL_FRAME = ("POPE", "DLIP", "PAPC", "PAPS", "SAP6", "SSM")
+#: all-atom name -> (CG name, Martini 3 bead order, {bead: heavy atoms})
 TEMPLATE_MOLECULES = {
-    "POPE": ("POPE", "NH3 PO4 GL1 GL2 C1A D2A C3A C4A C1B C2B C3B C4B",
-             {**GLYCEROL, **HEADS["PE"], **_tail("C2", 2, 18, ["C1A", "D2A", "C3A", "C4A"]),
-              **_tail("C3", 2, 16, ["C1B", "C2B", "C3B", "C4B"])}),
-    "DLIP": ("DLPE", "NH3 PO4 GL1 GL2 C1A D2A D3A C4A C1B D2B D3B C4B",
-             {**GLYCEROL, **HEADS["PE"], **_tail("C2", 2, 18, ["C1A", "D2A", "D3A", "C4A"]),
-              **_tail("C3", 2, 18, ["C1B", "D2B", "D3B", "C4B"])}),
-    "PAPC": ("PAPC", "NC3 PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B",
-             {**HEADS["PC"], **GLYCEROL, **_tail("C2", 2, 20, ["C1A", "D2A", "D3A", "D4A", "C5A"]),
-              **_tail("C3", 2, 16, ["C1B", "C2B", "C3B", "C4B"])}),
-    "PAPS": ("PAPS", "CNO PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B",
-             {**HEADS["PS"], **GLYCEROL, **_tail("C2", 2, 20, ["C1A", "D2A", "D3A", "D4A", "C5A"]),
-              **_tail("C3", 2, 16, ["C1B", "C2B", "C3B", "C4B"])}),
+    **{n: glycerophospholipid(n) for n, (head, _, _) in LIPID_COMPOSITION.items() if n != "POPC" and head != "PIP2"},
     "SAP6": ("SAP6", "C1 C2 C3 C4 PO4 P4 P5 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B",
              {**SAP6_HEAD, **GLYCEROL, **_tail("C2", 2, 20, ["C1A", "D2A", "D3A", "D4A", "C5A"]),
               **_tail("C3", 2, 18, ["C1B", "C2B", "C3B", "C4B"])}),
-    "SSM": ("SSM", "NC3 PO4 OH1 AM2 T1A C2A C3A C4A C1B C2B C3B C4B", SSM_BEADS),
+    **{n: sphingomyelin(n) for n in SPHINGOMYELINS},
 }
 
 
@@ -227,8 +262,10 @@ def write_template_molecule(mapping: MoleculeMapping, path: Path) -> None:
         "# Atom names and bonds: CHARMM36 template (charmm36.xml + openmm_herobm/pipeline/charmm36_lipids_extra.xml).\n"
         "# Bead membership: written out in the script (TEMPLATE_MOLECULES): heads as POPC's, compared with\n"
         "#   mstool 0.3.9's Martini 3 mapping (GPL-3.0); tails by the Martini 3 lipidome rule.\n"
-        "# Bead names/order: real Martini 3 frames (mstool example membrane).\n"
-        "# Beads are mass-weighted centres of their heavy atoms; hydrogens carry no weight (!).\n"
+        + ("# Bead names/order: real Martini 3 frames (mstool example membrane).\n" if mapping.name in IN_REAL_FRAME else
+           "# Bead names/order: the Martini 3 .itp (martini_v3.0.0_phospholipids_v1, Souza et al. 2021, @BEADS;\n"
+           "#   heads and tails named as in the real frame's lipids; DPSM: the real frame's SSM beads).\n")
+        + "# Beads are mass-weighted centres of their heavy atoms; hydrogens carry no weight (!).\n"
     )
     text = header + mapping.to_yaml()
     back = parse_molecule_mapping(yaml.safe_load(text), str(path))

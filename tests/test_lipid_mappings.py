@@ -1,4 +1,5 @@
-"""The shipped ``martini3_lipids`` set (POPC, cholesterol) against real data.
+"""The shipped ``martini3_lipids`` set (POPC, cholesterol, the real frame's six other lipids and the
+further PC/PE/PS/PG/PA lipids and DPSM) against real data.
 
 * all-atom side: the CHARMM36 POPC/cholesterol bilayer snapshot (NMRLipids);
 * CG side: a real Martini 3 membrane (mstool example, Martini 3 lipidome + sterol model).
@@ -110,7 +111,7 @@ NEW_FIXTURE = Path(__file__).resolve().parent / "data" / "lipids" / "new_lipids_
 
 
 def test_set_loads(lipid_set):
-    assert {m.name for m in lipid_set.molecules} == {"POPC", "CHL", *NEW_LIPIDS}
+    assert {m.name for m in lipid_set.molecules} == {"POPC", "CHL", *NEW_LIPIDS, *MORE_LIPIDS}
     popc, chl = lipid_set.for_residue("POPC"), lipid_set.for_residue("CHL")
     assert popc.cg_residue_name == "POPC" and popc.beads == POPC_BEADS
     assert chl.cg_residue_name == "CHOL" and chl.beads == CHOL_BEADS
@@ -240,4 +241,76 @@ def test_new_lipids_have_the_real_frames_beads_and_round_trip_exactly(lipid_set,
     xyz = aa.xyz[0].astype(np.float64) * 10
     rebuilt, slot_atom = round_trip(system, xyz)
     assert system.n_atoms == aa.n_atoms == 654
+    assert np.abs(rebuilt - xyz).max() < 1e-3
+
+
+#: the further lipids: all-atom (CHARMM36) name -> (Martini 3 name, bead order).  Bead orders as
+#: martini_v3.0.0_phospholipids_v1.itp's @BEADS lines (Souza et al. 2021; its PC head bead is the
+#: NC3 of its [ atoms ] and of the real frame); DPSM (CHARMM36 PSM) has the real frame's SSM beads
+MORE_LIPIDS = {
+    "DPPC": ("DPPC", "NC3 PO4 GL1 GL2 C1A C2A C3A C4A C1B C2B C3B C4B"),
+    "DOPC": ("DOPC", "NC3 PO4 GL1 GL2 C1A D2A C3A C4A C1B D2B C3B C4B"),
+    "DLPC": ("DLPC", "NC3 PO4 GL1 GL2 C1A C2A C3A C1B C2B C3B"),
+    "PLPC": ("PIPC", "NC3 PO4 GL1 GL2 C1A D2A D3A C4A C1B C2B C3B C4B"),
+    "DPPE": ("DPPE", "NH3 PO4 GL1 GL2 C1A C2A C3A C4A C1B C2B C3B C4B"),
+    "DOPE": ("DOPE", "NH3 PO4 GL1 GL2 C1A D2A C3A C4A C1B D2B C3B C4B"),
+    "PLPE": ("PIPE", "NH3 PO4 GL1 GL2 C1A D2A D3A C4A C1B C2B C3B C4B"),
+    "POPS": ("POPS", "CNO PO4 GL1 GL2 C1A D2A C3A C4A C1B C2B C3B C4B"),
+    "DPPS": ("DPPS", "CNO PO4 GL1 GL2 C1A C2A C3A C4A C1B C2B C3B C4B"),
+    "DOPS": ("DOPS", "CNO PO4 GL1 GL2 C1A D2A C3A C4A C1B D2B C3B C4B"),
+    "POPG": ("POPG", "GL0 PO4 GL1 GL2 C1A D2A C3A C4A C1B C2B C3B C4B"),
+    "DPPG": ("DPPG", "GL0 PO4 GL1 GL2 C1A C2A C3A C4A C1B C2B C3B C4B"),
+    "DOPG": ("DOPG", "GL0 PO4 GL1 GL2 C1A D2A C3A C4A C1B D2B C3B C4B"),
+    "POPA": ("POPA", "PO4 GL1 GL2 C1A D2A C3A C4A C1B C2B C3B C4B"),
+    "DPPA": ("DPPA", "PO4 GL1 GL2 C1A C2A C3A C4A C1B C2B C3B C4B"),
+    "DOPA": ("DOPA", "PO4 GL1 GL2 C1A D2A C3A C4A C1B D2B C3B C4B"),
+    "PSM": ("DPSM", "NC3 PO4 OH1 AM2 T1A C2A C3A C4A C1B C2B C3B C4B"),
+}
+MORE_FIXTURE = Path(__file__).resolve().parent / "data" / "lipids" / "more_lipids_heavy.pdb"
+
+
+def test_more_lipids_load_with_martini3_names_and_beads(lipid_set):
+    """Every further lipid: Martini 3 name and beads, the CHARMM36 template's atoms, each heavy atom
+    in one bead, every bead with atoms, double-bond carbons in the D beads of their chain."""
+    import openmm.app as app
+
+    from openmm_herobm.chemistry import ACYL_CHAINS, LIPID_COMPOSITION
+    from openmm_herobm.pipeline.system import EXTRA_LIPIDS
+
+    ff = app.ForceField("charmm36.xml", str(EXTRA_LIPIDS))
+    for aa_name, (cg_name, beads) in MORE_LIPIDS.items():
+        mol = lipid_set.for_residue(aa_name)
+        assert lipid_set.for_cg_residue(cg_name) is mol, aa_name
+        assert (mol.cg_residue_name, " ".join(mol.beads)) == (cg_name, beads), aa_name
+        template = ff._templates[aa_name]
+        assert [a.name for a in mol.atoms] == [a.name for a in template.atoms], aa_name
+        heavy = [a for a in mol.atoms if not a.is_hydrogen]
+        assert all(len(a.memberships) == 1 for a in heavy), aa_name
+        assert {a.memberships[0].bead for a in heavy} == set(mol.beads), aa_name
+        if aa_name in LIPID_COMPOSITION:
+            _, sn1, sn2 = LIPID_COMPOSITION[aa_name]
+            bead_of = {a.name: a.memberships[0].bead for a in heavy}
+            for prefix, letter, chain in (("C3", "B", sn1), ("C2", "A", sn2)):
+                for k in ACYL_CHAINS[chain][1]:
+                    assert bead_of[f"{prefix}{k}"][0] == "D" and bead_of[f"{prefix}{k}"][-1] == letter, (aa_name, k)
+
+
+def test_martini3_v1_dilinoleoyl_pe_name_is_read_as_dlpe(cg):
+    """DIPE (Martini 3 v1's dilinoleoyl-PE, the real frame's DLPE beads) goes to the DLIP model."""
+    from openmm_herobm.backmapping import with_aliases
+
+    frame = cg.atom_slice([a.index for a in cg.topology.atoms if a.residue.name == "DLPE"][:12])
+    for residue in frame.topology.residues:
+        residue.name = "DIPE"
+    assert {r.name for r in with_aliases(frame).topology.residues} == {"DLPE"}
+
+
+def test_more_lipids_round_trip_exactly(lipid_set):
+    """One built molecule of each further lipid (the fixture): heavy atoms rebuilt exactly from their beads."""
+    aa = mdtraj.load(str(MORE_FIXTURE))
+    assert sorted(r.name for r in aa.topology.residues) == sorted(MORE_LIPIDS)
+    system = SystemMapping.from_atomistic(aa.topology, lipid_set)
+    xyz = aa.xyz[0].astype(np.float64) * 10
+    rebuilt, _ = round_trip(system, xyz)
+    assert system.n_atoms == aa.n_atoms
     assert np.abs(rebuilt - xyz).max() < 1e-3
