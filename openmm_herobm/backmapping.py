@@ -362,8 +362,9 @@ def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory
                     # the repair first (a centre reflected, a double bond rebuilt), then the
                     # geometry; a nearly flat centre the fit pushed through is reflected back
                     # and fitted again (rare: 1 of 60 lipids once; at most LIPID_FIT_ROUNDS)
+                    anchor = fixed * 10.0
                     for _ in range(LIPID_FIT_ROUNDS):
-                        fixed, again = repair_stereo(stereo, lipid_fit(fixed * 10.0) / 10.0)
+                        fixed, again = repair_stereo(stereo, lipid_fit(fixed * 10.0, anchor) / 10.0)
                         if not again:
                             break
                 xyz[f] = fixed

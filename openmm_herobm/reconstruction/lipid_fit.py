@@ -81,12 +81,15 @@ class LipidFit:
             self._terms.append(ls.Dihedrals(q[:, 0], q[:, 1], q[:, 2], q[:, 3], p[:, 4], SIGMA_PLANAR))
         self._select = scipy.sparse.identity(n_atoms, format="csr")[self.moving]
 
-    def __call__(self, xyz: np.ndarray) -> np.ndarray:
-        """Fitted copy of ``xyz`` ``(n_atoms, 3)`` (Angstrom)."""
+    def __call__(self, xyz: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:
+        """Fitted copy of ``xyz`` ``(n_atoms, 3)`` (Angstrom), each atom pulled softly to ``anchor``
+        (the network's placement; default ``xyz``).  A second round started from a fitted frame
+        keeps the first round's anchor: the molecules already sound stay where they are."""
         if self.empty:
             return xyz
         x = np.array(xyz, np.float64)
-        prior = ls.Linear(self._select, x[self.moving], np.full(len(self.moving), SIGMA_PRIOR))
+        target = x if anchor is None else np.asarray(anchor, np.float64)
+        prior = ls.Linear(self._select, target[self.moving], np.full(len(self.moving), SIGMA_PRIOR))
         x = ls.solve(self._terms + [prior], x, self.moving, ITERATIONS, tolerance=TOLERANCE).x
         if not np.isfinite(x).all():
             return np.asarray(xyz)
