@@ -6,9 +6,9 @@ Systems: the real Martini 3 membrane frame ``shared/data/cg_real/mstool_mix8_419
 (10.2 x 10.2 x 11.6 nm, 11,405 beads: 8 lipid types, water, ions) tiled in the membrane plane
 until the bead count is reached, plus one protein chain (a test chain mapped with the martini3
 set) placed in the water above the bilayer; the last copy is cut at a residue boundary.  The
-shipped models know the protein, POPC and cholesterol; the other lipids are left out
-(``unmapped="drop"``) and water and ions are solvent (the full pipeline rebuilds them), so
-the beads the models see are fewer than the frame's: both counts are printed.
+shipped models know the protein and every lipid of the frame (anything unknown would be left
+out: ``unmapped="drop"``); water and ions are solvent (the full pipeline rebuilds them), so the
+beads the models see are fewer than the frame's: both counts are printed.
 
 Every size runs in a fresh Python process (``--worker``) so peak RSS
 (``getrusage(RUSAGE_SELF).ru_maxrss``) is its own; times: loading the models, then
