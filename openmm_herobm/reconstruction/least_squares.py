@@ -339,7 +339,9 @@ def merge(terms: list) -> list:
     return out
 
 
-LAM_UP, LAM_DOWN = 4.0, 3.0  # damping after a rejected / an accepted step (8, 3: 12% less CPU on a trajectory, beads 0.015 A further, Ramachandran outliers +0.3 points: kept 4, 3)
+# damping x LAM_UP after a rejected step, / LAM_DOWN after an accepted one (x8 measured 12% less CPU on a
+# trajectory but beads 0.015 A further and 0.3 points more Ramachandran outliers: BENCHMARKS, "Speed")
+LAM_UP, LAM_DOWN = 4.0, 3.0
 BATCH_ATOMS = 4_000  # solve: parts in batches of about this many moving atoms (100k beads: 336k atoms)
 RESTRICT_BELOW = 0.7  # solve: evaluate only the unfinished parts once fewer than this fraction of them is left
 
@@ -368,6 +370,8 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
     r, pieces = residuals(x)
     part = _parts(terms, pieces, moving, len(x))
     n_parts = int(part.max(initial=-1)) + 1 if len(moving) else 0
+    if n_parts == 0:  # nothing moves
+        return Result(x, float(r @ r), 0)
     batch_atoms = BATCH_ATOMS if batch_atoms is None else batch_atoms
     if n_parts > 1 and len(moving) > batch_atoms > 0:
         sizes = np.bincount(part[moving], minlength=n_parts)
