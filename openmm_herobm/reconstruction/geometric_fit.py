@@ -181,7 +181,6 @@ class GeometricFit:
     def _groups(self, system, library) -> list[_Group]:
         by_atom = self.weights.tocsc()  # column slices of a CSR matrix cost O(nnz) each
         beads_of = lambda a: by_atom.indices[by_atom.indptr[a]:by_atom.indptr[a + 1]]  # noqa: E731
-        bb_beads = set(self.bb_beads.tolist())
         groups: dict[str, dict] = {}
         for k, r in enumerate(self.keep):
             name = self.names[r]
@@ -193,7 +192,7 @@ class GeometricFit:
             # the side-chain beads: every bead any side-chain atom beyond CB weighs in
             beads = np.unique(np.concatenate([beads_of(a) for a in atoms[1:]])) if len(atoms) > 1 \
                 else np.unique(beads_of(atoms[0]))
-            beads = np.array([b for b in beads if b not in bb_beads], np.int64)
+            beads = np.setdiff1d(beads, self.bb_beads).astype(np.int64)
             if len(beads) == 0:
                 continue
             g = groups.setdefault(name, {"residue": [], "frame": [], "atoms": [], "beads": []})

@@ -490,13 +490,9 @@ def _parts(terms: list, pieces, moving: np.ndarray, n_atoms: int) -> np.ndarray:
     graph = scipy.sparse.coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n_atoms + n_rows,) * 2)
     _, label = scipy.sparse.csgraph.connected_components(graph, directed=False)
     # renumber the labels of the moving atoms 0, 1, ... in the order of first appearance
-    first, inverse = np.unique(label[moving], return_inverse=True)
-    seen = np.full(len(first), len(moving))
-    np.minimum.at(seen, inverse, np.arange(len(moving)))
-    rank = np.empty(len(first), np.int64)
-    rank[np.argsort(seen)] = np.arange(len(first))
+    _, first, inverse = np.unique(label[moving], return_index=True, return_inverse=True)
     part = np.full(n_atoms, -1, np.int64)
-    part[moving] = rank[inverse]
+    part[moving] = np.argsort(np.argsort(first))[inverse]
     return part
 
 
