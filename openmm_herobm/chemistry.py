@@ -67,7 +67,20 @@ def lipids_with_head(head: str) -> tuple[str, ...]:
 #: mapping set's variant (its hydrogens then follow the variant, not the pH)
 CG_RESIDUE_ALIASES = {"GLUP": "GLH", "ASPP": "ASH", "LSN": "LYN",
                       # Martini 3 v1's name of dilinoleoyl-PE (the lipidome and mstool write DLPE)
-                      "DIPE": "DLPE"}
+                      "DIPE": "DLPE",
+                      # the Martini 3 lipidome's names (Pedersen et al. 2025, M3-Lipid-Parameters) of
+                      # lipids whose shipped mapping keeps the M3 v1 (2021) name; same beads
+                      "PLPC": "PIPC", "PLPE": "PIPE", "PSM": "DPSM", "DUPC": "DLPC"}
+#: CG names the M3 lipidome (2025) gives to other lipids than M3 v1 (2021) did: what to tell a user
+#: whose residue of that name does not have the shipped (v1) mapping's beads
+CG_NAME_CLASHES = {
+    "DLPC": "in the Martini 3 lipidome (2025) DLPC is dilinoleoyl-PC, which no shipped model covers; "
+            "the shipped DLPC is M3 v1's dilauroyl-PC (the lipidome's DUPC)",
+    "PIPC": "in the Martini 3 lipidome (2025) PIPC is 16:0/20:2 PC, which no shipped model covers; "
+            "the shipped PIPC is M3 v1's 16:0/18:2 PC (the lipidome's PLPC)",
+    "PIPE": "in the Martini 3 lipidome (2025) PIPE is 16:0/20:2 PE, which no shipped model covers; "
+            "the shipped PIPE is M3 v1's 16:0/18:2 PE (the lipidome's PLPE)",
+}
 #: all-atom residue names read as the name of a shipped mapping
 RESIDUE_ALIASES = {"CHL1": "CHL", "CHOL": "CHL", "DLIPE": "DLIP", "SAPI24": "SAP6"}
 #: the name the force field (CHARMM36) gives a mapping molecule.  The backmap writes it, so the heavy

@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import torch
 
+import openmm_herobm as hb
+
 from openmm_herobm.mapping import MappingSet, SystemMapping
 from openmm_herobm.mapping import match_residue_atoms
 from openmm_herobm.reconstruction import reconstruct
@@ -314,3 +316,50 @@ def test_more_lipids_round_trip_exactly(lipid_set):
     rebuilt, _ = round_trip(system, xyz)
     assert system.n_atoms == aa.n_atoms
     assert np.abs(rebuilt - xyz).max() < 1e-3
+
+
+#: the Martini 3 lipidome (Pedersen et al., ACS Cent. Sci. 2025; the M3-Lipid-Parameters
+#: repository's ITPs/martini_v3.0.0_phospholipids_{PC,PE,SM}_v2.itp, Apache-2.0): names that differ
+#: from M3 v1's for a shipped lipid -> (the shipped mapping's CG name, the lipidome's [ atoms ] names)
+LIPIDOME_NAMES = {
+    "PLPC": ("PIPC", "NC3 PO4 GL1 GL2 C1A D2A D3A C4A C1B C2B C3B C4B"),  # 16:0/18:2
+    "PLPE": ("PIPE", "NH3 PO4 GL1 GL2 C1A D2A D3A C4A C1B C2B C3B C4B"),  # 16:0/18:2
+    "PSM": ("DPSM", "NC3 PO4 OH1 AM2 T1A C2A C3A C4A C1B C2B C3B C4B"),  # d18:1/16:0
+    "DUPC": ("DLPC", "NC3 PO4 GL1 GL2 C1A C2A C3A C1B C2B C3B"),  # 12:0/12:0
+}
+
+
+def test_martini3_lipidome_names_read_as_the_shipped_lipids(lipid_set):
+    """A CG frame written with the lipidome's names (PLPC, PLPE, PSM, DUPC) backmaps to the same
+    molecules and coordinates as one written with M3 v1's (PIPC, PIPE, DPSM, DLPC)."""
+    from openmm_herobm.chemistry import CG_RESIDUE_ALIASES
+
+    for new, (shipped, beads) in LIPIDOME_NAMES.items():
+        assert CG_RESIDUE_ALIASES[new] == shipped
+        assert " ".join(lipid_set.for_cg_residue(shipped).beads) == beads, new
+    v1 = hb.map_structure(str(MORE_FIXTURE), "martini3_lipids").cg
+    lipidome = v1[:]
+    lipidome.topology = v1.topology.copy()
+    back = {shipped: new for new, (shipped, _) in LIPIDOME_NAMES.items()}
+    for residue in lipidome.topology.residues:
+        residue.name = back.get(residue.name, residue.name)
+    assert {"PLPC", "PLPE", "PSM", "DUPC"} <= {r.name for r in lipidome.topology.residues}
+    a, b = hb.backmap(v1), hb.backmap(lipidome)
+    assert [r.name for r in b.trajectory.topology.residues] == [r.name for r in a.trajectory.topology.residues]
+    assert {"PLPC", "PLPE", "PSM", "DLPC"} <= {r.name for r in b.trajectory.topology.residues}  # CHARMM36 names
+    assert np.array_equal(a.trajectory.xyz, b.trajectory.xyz)
+
+
+def test_a_lipidome_name_that_m3_v1_used_for_another_lipid_is_refused_with_the_reason():
+    """The lipidome's DLPC is dilinoleoyl-PC (12 beads); the shipped DLPC is v1's dilauroyl-PC (10):
+    refused with the bead mismatch and what the name means in each version."""
+    v1 = hb.map_structure(str(MORE_FIXTURE), "martini3_lipids").cg
+    frame = v1.atom_slice([a.index for a in v1.topology.atoms if a.residue.name == "PIPE"])
+    frame.topology = frame.topology.copy()
+    for residue in frame.topology.residues:  # the lipidome's DLPC beads, on a 16:0/18:2 PE's positions
+        residue.name = "DLPC"
+        for atom in residue.atoms:
+            atom.name = {"NH3": "NC3", "C2B": "D2B", "C3B": "D3B"}.get(atom.name, atom.name)
+    assert " ".join(a.name for a in frame.topology.atoms) == "NC3 PO4 GL1 GL2 C1A D2A D3A C4A C1B D2B D3B C4B"
+    with pytest.raises(hb.StructureError, match="DLPC is dilinoleoyl-PC, which no shipped model covers"):
+        hb.backmap(frame)

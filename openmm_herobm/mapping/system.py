@@ -20,7 +20,7 @@ import mdtraj
 import numpy as np
 import scipy.sparse
 
-from ..chemistry import FORCEFIELD_NAMES, RESIDUE_ALIASES
+from ..chemistry import CG_NAME_CLASHES, FORCEFIELD_NAMES, RESIDUE_ALIASES
 from ..errors import StructureError
 from .mapping_set import MappingSet
 from .molecule import MoleculeMapping, element_from_name
@@ -240,14 +240,15 @@ class SystemMapping:
                     twice = next(n for n in names if names.count(n) > 1)
                     raise StructureError(f"{source}{residue_label(residue)}: bead {twice} appears twice; "
                                          "remove the extra copy")
+                clash = f"; {CG_NAME_CLASHES[residue.name]}" if residue.name in CG_NAME_CLASHES else ""
                 for a in residue.atoms:
                     if a.name not in mapping.beads:
                         raise StructureError(f"{source}{residue_label(residue)}: bead {a.name} is not in mapping "
-                                             f"{mapping.name} ({mapping.source}), which has beads {mapping.beads}")
+                                             f"{mapping.name} ({mapping.source}), which has beads {mapping.beads}{clash}")
                 for b in mapping.beads:
                     if b not in bead_index:
                         raise StructureError(f"{source}{residue_label(residue)}: bead {b} is missing "
-                                             f"(mapping {mapping.name} expects {mapping.beads})")
+                                             f"(mapping {mapping.name} expects {mapping.beads}){clash}")
                 if aa_chain is None:
                     aa_chain = aa_top.add_chain(chain_id=getattr(chain, "chain_id", None))
                     kept_chain = kept_cg.add_chain(chain_id=getattr(chain, "chain_id", None))
