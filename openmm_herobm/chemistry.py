@@ -52,6 +52,14 @@ LIPID_COMPOSITION = {
     "POPS": ("PS", "palmitoyl", "oleoyl"), "DPPS": ("PS", "palmitoyl", "palmitoyl"), "DOPS": ("PS", "oleoyl", "oleoyl"),
     "POPG": ("PG", "palmitoyl", "oleoyl"), "DPPG": ("PG", "palmitoyl", "palmitoyl"), "DOPG": ("PG", "oleoyl", "oleoyl"),
     "POPA": ("PA", "palmitoyl", "oleoyl"), "DPPA": ("PA", "palmitoyl", "palmitoyl"), "DOPA": ("PA", "oleoyl", "oleoyl"),
+    # stearoyl-arachidonoyl (the M3 lipidome's SA tails), dilauroyl and palmitoyl-linoleoyl of every head
+    "SAPC": ("PC", "stearoyl", "arachidonoyl"), "SAPE": ("PE", "stearoyl", "arachidonoyl"),
+    "SAPS": ("PS", "stearoyl", "arachidonoyl"), "SAPG": ("PG", "stearoyl", "arachidonoyl"),
+    "SAPA": ("PA", "stearoyl", "arachidonoyl"),
+    "DLPE": ("PE", "lauroyl", "lauroyl"), "DLPS": ("PS", "lauroyl", "lauroyl"), "DLPG": ("PG", "lauroyl", "lauroyl"),
+    "DLPA": ("PA", "lauroyl", "lauroyl"),
+    "PLPS": ("PS", "palmitoyl", "linoleoyl"), "PLPG": ("PG", "palmitoyl", "linoleoyl"),
+    "PLPA": ("PA", "palmitoyl", "linoleoyl"),
 }
 #: sphingomyelins (d18:1 sphingosine, N-acyl chain; CHARMM36 names): SSM N-stearoyl, PSM N-palmitoyl
 SPHINGOMYELINS = {"SSM": "stearoyl", "PSM": "palmitoyl"}

@@ -183,7 +183,10 @@ SSM_BEADS = {**HEADS["PC"], "PO4": "P O11 O12 O13 O14", "OH1": "C1S C2S C3S O3",
 #: the .itp comment (DPPC = 16:0/16:0, DOPC = 18:1/18:1, PIPC = 16:0/18:2, ...).  One exception,
 #: the real frame's DLPE: its tails are linoleoyl (D beads; M3 v1 calls that model DIPE, read
 #: as DLPE by chemistry.CG_RESIDUE_ALIASES), so Martini 3 v1's dilauroyl DLPE is not covered.
-MARTINI_NAMES = {"DLIP": "DLPE", "PLPC": "PIPC", "PLPE": "PIPE", "PSM": "DPSM"}
+MARTINI_NAMES = {"DLIP": "DLPE", "PLPC": "PIPC", "PLPE": "PIPE", "PSM": "DPSM",
+                 # dilauroyl: the lipidome's names (its DLPx are dilinoleoyl; M3 v1's DLPE is the real frame's
+                 # dilinoleoyl DLIP); the other lipids added in session 10 have the lipidome's names too
+                 "DLPE": "DUPE", "DLPS": "DUPS", "DLPG": "DUPG", "DLPA": "DUPA"}
 #: Martini 3 head beads before PO4 (PA has none)
 HEAD_BEADS = {"PC": ["NC3"], "PE": ["NH3"], "PS": ["CNO"], "PG": ["GL0"], "PA": []}
 #: Martini 3 tail beads per acyl chain (C saturated, D with a cis double bond), numbered from the glycerol

@@ -8,7 +8,8 @@ network built for ``--mapping`` with:
 
 * every other weight copied from ``--checkpoint``;
 * the embedding row of a bead type the old set had copied as it was;
-* a new bead type's embedding row copied from a *donor*: the same bead name in the donor molecule of its
+* a new bead type's embedding row copied from a *donor*: a tail bead's from a known lipid with the same
+  tails (``TAIL_DONORS``: SAPC's C5A is PAPS's), else the same bead name in the donor molecule of its
   head (``DONORS``: a PC takes POPC's, a PS PAPS's, DPSM SSM's ...), else in POPC or DLPE, else the same
   bead with the other chain letter (a DPPC C2A takes POPC's C2B); beads without one (PG's GL0)
   keep the fresh initialisation; its slot-mixing row (``network.slot_mix``, per bead type) too
@@ -30,7 +31,11 @@ from openmm_herobm.mapping import MappingSet
 from openmm_herobm.model.config import ModelConfig, build_model
 
 #: new CG residue -> old CG residue whose beads it starts from (by head group)
-DONORS = {"PC": "POPC", "PE": "POPE", "PS": "PAPS", "PG": "POPC", "PA": "POPC", "SM": "SSM"}
+DONORS = {"PC": "POPC", "PE": "POPE", "PS": "PAPS", "PG": "POPG", "PA": "POPA", "SM": "SSM"}  # POPG, POPA: from v3
+#: tail beads (C1A ... C5B) of a new lipid first from a known one with the same tails (CG name's first
+#: three letters): stearoyl-arachidonoyl from the palmitoyl-arachidonoyl lipids (the same bead names),
+#: dilauroyl from DLPC (M3 v1's dilauroyl-PC), palmitoyl-linoleoyl from PIPC / PIPE
+TAIL_DONORS = {"SAP": ("PAPS", "PAPC"), "DUP": ("DLPC",), "PLP": ("PIPE", "PIPC")}
 
 
 def donor_molecule(cg_name: str) -> str:
@@ -84,7 +89,10 @@ def main(argv=None) -> None:
             continue
         donor = donor_molecule(t.residue)
         swapped = t.bead[:-1] + {"A": "B", "B": "A"}.get(t.bead[-1], t.bead[-1])
-        for candidate in ((donor, t.bead), ("POPC", t.bead), ("DLPE", t.bead), (donor, swapped), ("POPC", swapped)):
+        tail = t.bead[0] in "CD" and t.bead[-1] in "AB" and t.bead[1:-1].isdigit()
+        tails = [(m, t.bead) for m in TAIL_DONORS.get(t.residue[:3], ())] if tail else []
+        for candidate in (*tails, (donor, t.bead), ("POPC", t.bead), ("DLPE", t.bead), (donor, swapped),
+                          ("POPC", swapped)):
             if candidate in known:
                 embed[t.index] = old_embed[known[candidate].index]
                 if same_slots(known[candidate], t):  # the slot outputs mean the same atoms' vectors

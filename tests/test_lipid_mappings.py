@@ -113,7 +113,7 @@ NEW_FIXTURE = Path(__file__).resolve().parent / "data" / "lipids" / "new_lipids_
 
 
 def test_set_loads(lipid_set):
-    assert {m.name for m in lipid_set.molecules} == {"POPC", "CHL", *NEW_LIPIDS, *MORE_LIPIDS}
+    assert {m.name for m in lipid_set.molecules} == {"POPC", "CHL", *NEW_LIPIDS, *MORE_LIPIDS, *LIPIDOME_LIPIDS}
     popc, chl = lipid_set.for_residue("POPC"), lipid_set.for_residue("CHL")
     assert popc.cg_residue_name == "POPC" and popc.beads == POPC_BEADS
     assert chl.cg_residue_name == "CHOL" and chl.beads == CHOL_BEADS
@@ -269,6 +269,24 @@ MORE_LIPIDS = {
     "PSM": ("DPSM", "NC3 PO4 OH1 AM2 T1A C2A C3A C4A C1B C2B C3B C4B"),
 }
 MORE_FIXTURE = Path(__file__).resolve().parent / "data" / "lipids" / "more_lipids_heavy.pdb"
+#: session 10's lipids: stearoyl-arachidonoyl, dilauroyl and palmitoyl-linoleoyl of every head, with
+#: the names and [ atoms ] of the Martini 3 lipidome (ITPs/martini_v3.0.0_phospholipids_*_v2.itp of
+#: M3-Lipid-Parameters; the dilauroyl ones are its DUPx: its DLPx are dilinoleoyl)
+LIPIDOME_LIPIDS = {
+    "SAPC": ("SAPC", "NC3 PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B"),
+    "SAPE": ("SAPE", "NH3 PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B"),
+    "SAPS": ("SAPS", "CNO PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B"),
+    "SAPG": ("SAPG", "GL0 PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B"),
+    "SAPA": ("SAPA", "PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B"),
+    "DLPE": ("DUPE", "NH3 PO4 GL1 GL2 C1A C2A C3A C1B C2B C3B"),
+    "DLPS": ("DUPS", "CNO PO4 GL1 GL2 C1A C2A C3A C1B C2B C3B"),
+    "DLPG": ("DUPG", "GL0 PO4 GL1 GL2 C1A C2A C3A C1B C2B C3B"),
+    "DLPA": ("DUPA", "PO4 GL1 GL2 C1A C2A C3A C1B C2B C3B"),
+    "PLPS": ("PLPS", "CNO PO4 GL1 GL2 C1A D2A D3A C4A C1B C2B C3B C4B"),
+    "PLPG": ("PLPG", "GL0 PO4 GL1 GL2 C1A D2A D3A C4A C1B C2B C3B C4B"),
+    "PLPA": ("PLPA", "PO4 GL1 GL2 C1A D2A D3A C4A C1B C2B C3B C4B"),
+}
+LIPIDOME_FIXTURE = Path(__file__).resolve().parent / "data" / "lipids" / "lipidome_lipids_heavy.pdb"
 
 
 def test_more_lipids_load_with_martini3_names_and_beads(lipid_set):
@@ -280,7 +298,7 @@ def test_more_lipids_load_with_martini3_names_and_beads(lipid_set):
     from openmm_herobm.pipeline.system import EXTRA_LIPIDS
 
     ff = app.ForceField("charmm36.xml", str(EXTRA_LIPIDS))
-    for aa_name, (cg_name, beads) in MORE_LIPIDS.items():
+    for aa_name, (cg_name, beads) in {**MORE_LIPIDS, **LIPIDOME_LIPIDS}.items():
         mol = lipid_set.for_residue(aa_name)
         assert lipid_set.for_cg_residue(cg_name) is mol, aa_name
         assert (mol.cg_residue_name, " ".join(mol.beads)) == (cg_name, beads), aa_name
@@ -307,10 +325,11 @@ def test_martini3_v1_dilinoleoyl_pe_name_is_read_as_dlpe(cg):
     assert {r.name for r in with_aliases(frame).topology.residues} == {"DLPE"}
 
 
-def test_more_lipids_round_trip_exactly(lipid_set):
+@pytest.mark.parametrize("fixture, table", [(MORE_FIXTURE, MORE_LIPIDS), (LIPIDOME_FIXTURE, LIPIDOME_LIPIDS)])
+def test_more_lipids_round_trip_exactly(lipid_set, fixture, table):
     """One built molecule of each further lipid (the fixture): heavy atoms rebuilt exactly from their beads."""
-    aa = mdtraj.load(str(MORE_FIXTURE))
-    assert sorted(r.name for r in aa.topology.residues) == sorted(MORE_LIPIDS)
+    aa = mdtraj.load(str(fixture))
+    assert sorted(r.name for r in aa.topology.residues) == sorted(table)
     system = SystemMapping.from_atomistic(aa.topology, lipid_set)
     xyz = aa.xyz[0].astype(np.float64) * 10
     rebuilt, _ = round_trip(system, xyz)
