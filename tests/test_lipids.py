@@ -131,6 +131,26 @@ def test_lipid_patch_refined_with_charmm36_has_zero_stereo_errors(bilayer, tmp_p
     assert result.topology.getNumAtoms() > 2 * heavy.topology.n_atoms
 
 
+#: a Martini 3 lipidome bilayer we simulated (insane + GROMACS 2022.5, the lipidome's .itp files;
+#: tests/data/lipids/README.md): 54 POPC and 8 each of the 12 session-10 types, lipidome names
+LIPIDOME_MEMBRANE = ROOT / "tests" / "data" / "lipids" / "lipidome_membrane_cg.gro.gz"
+
+
+def test_real_martini3_lipidome_frame_of_the_new_types(tmp_path):
+    """A real frame (5 ns of Martini 3 MD) with the lipidome's names SAPC ... PLPA: every lipid
+    backmapped with its CHARMM36 name, no stereo or cis/trans error, every bond in range."""
+    frame = tmp_path / "lipidome.gro"
+    frame.write_bytes(gzip.open(LIPIDOME_MEMBRANE).read())
+    result = hb.backmap(str(frame), unmapped="fail")
+    names = [r.name for r in result.trajectory.topology.residues]
+    expected = {"POPC": 54, **{n: 8 for n in ("SAPC", "SAPE", "SAPS", "SAPG", "SAPA", "DLPE", "DLPS", "DLPG",
+                                              "DLPA", "PLPS", "PLPG", "PLPA")}}
+    assert {n: names.count(n) for n in set(names)} == expected
+    report = hb.evaluate(result.trajectory)
+    assert report["chirality_checked"]["glycerol_c2"] + report["chirality_checked"]["popc_c2"] == 150
+    assert stereo_and_double_bond_errors(report) == {} and report["n_bonds_out_of_range"] == 0
+
+
 def test_real_martini3_membrane_frame(tmp_path, capsys):
     """All 419 lipids of a real 8-lipid Martini 3 membrane backmapped with ``--unmapped fail``:
     every molecule kept, each type with its CHARMM36 template's heavy atoms, zero stereo and
