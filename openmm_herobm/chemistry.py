@@ -200,10 +200,10 @@ def _chain_double_bonds() -> dict:
     """The cis double bonds of the acyl chains of LIPID_COMPOSITION (POPC's own check aside)."""
     out: dict = {}
     for resname, (_, *chains) in LIPID_COMPOSITION.items():
+        if resname == "POPC":
+            continue
         for prefix, sn, chain in (("C3", "sn1", chains[0]), ("C2", "sn2", chains[1])):
             for k in ACYL_CHAINS[chain][1]:
-                if resname == "POPC":
-                    continue
                 key = f"arachidonoyl_c{k}" if (chain, sn) == ("arachidonoyl", "sn2") else f"{chain}_{sn}_c{k}"
                 atoms = tuple(f"{prefix}{i}" for i in range(k - 1, k + 3))
                 names = out[key][0] if key in out else ()

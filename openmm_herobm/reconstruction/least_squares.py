@@ -528,10 +528,8 @@ class _NormalEquations:
         indptr = A.indptr[lo:hi + 1] - start
         indices = A.indices[start:stop] - lo
         held = self._holder
-        if (held is not None and len(indices) == held.nnz and np.array_equal(indices, held.indices)
-                and np.array_equal(indptr, held.indptr)):
-            self._upper.data[:] = A.data[start:stop][self._upper_at]
-            self._diag = self._upper.data[self._diag_at].copy()
+        if held is not None and np.array_equal(indptr, held.indptr) and np.array_equal(indices, held.indices):
+            self._take(A.data[start:stop])
             return
         self.set_matrix(scipy.sparse.csc_matrix((A.data[start:stop], indices, indptr), shape=(hi - lo, hi - lo)))
 
@@ -555,7 +553,11 @@ class _NormalEquations:
                                                    np.r_[0, np.cumsum(counts)]), shape=A.shape)
             self._diag_at = np.flatnonzero(A.indices[self._upper_at] == col[self._upper_at])
             self._solver = None
-        self._upper.data[:] = A.data[self._upper_at]
+        self._take(A.data)
+
+    def _take(self, data: np.ndarray) -> None:
+        """The values of this iteration, ``data`` in the held pattern's order."""
+        self._upper.data[:] = data[self._upper_at]
         self._diag = self._upper.data[self._diag_at].copy()
 
     def solve(self, lam: float, b: np.ndarray) -> np.ndarray:
