@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from openmm_herobm.geometry import dihedral
+from openmm_herobm.io import load_structure
 from openmm_herobm.reconstruction import least_squares as ls
 from openmm_herobm.reconstruction import protein_geometry as pg
 
@@ -114,3 +116,123 @@ def test_independent_parts_are_solved_as_separate_problems_and_in_batches():
         joint = ls.solve(_butane_terms(0) + _butane_terms(4), both, np.arange(8), iterations=4, batch_atoms=batch).x
         np.testing.assert_array_equal(joint[:4], alone[0])
         np.testing.assert_array_equal(joint[4:], alone[1])
+
+
+# ---------------------------------------------------------------- compiled kernels on a real chain
+ROOT = Path(__file__).resolve().parents[1]
+CHAIN = ROOT.parent / "shared" / "data" / "proteins" / "test" / "pb_7KM8_WPD_A.pdb.gz"
+
+
+@pytest.fixture(scope="module")
+def real_chain():
+    """Heavy atoms (A) of a held-out 132-residue chain, moved off their places as a network's output
+    is, with its bonds, angles and dihedrals (atom triples and quadruples along the bonds)."""
+    if not CHAIN.exists():
+        pytest.skip("shared data not found")
+    ref = load_structure(CHAIN)
+    ref = ref.atom_slice([a.index for a in ref.topology.atoms if a.element.symbol != "H"])
+    x = ref.xyz[0].astype(np.float64) * 10 + np.random.default_rng(6).normal(scale=0.3, size=(ref.n_atoms, 3))
+    bonds = np.array([(b[0].index, b[1].index) for b in ref.topology.bonds])
+    partners = [[] for _ in range(ref.n_atoms)]
+    for i, j in bonds:
+        partners[i].append(j)
+        partners[j].append(i)
+    angles = np.array([(i, j, k) for j in range(ref.n_atoms) for i in partners[j] for k in partners[j] if i < k])
+    dihedrals = np.array([(i, j, k, m) for j, k in bonds for i in partners[j] for m in partners[k] if i != k and m != j])
+    return x, bonds, angles, dihedrals
+
+
+def _reference(term, x):
+    """The residuals and Jacobian values of a term by the numpy formulas the kernels compile."""
+    if isinstance(term, ls.Bonds):
+        d, g = ls.distances(x, term.i, term.j)
+        g = g / term.sigma[:, None]
+        return (d - term.d0) / term.sigma, np.concatenate([g, -g])
+    if isinstance(term, ls.Angles):
+        t, *grads = ls.angles(x, term.i, term.j, term.k)
+        return (t - term.theta0) / term.sigma, np.concatenate([g / term.sigma[:, None] for g in grads])
+    phi, *grads = ls.dihedrals(x, term.i, term.j, term.k, term.m)
+    delta = ls.wrap(term.period * (phi - term.phi0)) / term.period
+    dr = (np.cos(delta / 2.0) / term.sigma)[:, None]
+    return 2.0 * np.sin(delta / 2.0) / term.sigma, np.concatenate([g * dr for g in grads])
+
+
+def test_compiled_terms_compute_the_numpy_formulas_on_a_real_chain(real_chain):
+    x, bonds, angles, dihedrals = real_chain
+    rng = np.random.default_rng(7)
+    terms = [ls.Bonds(bonds[:, 0], bonds[:, 1], rng.uniform(1.2, 1.6, len(bonds)), 0.01),
+             ls.Angles(*angles.T, rng.uniform(1.8, 2.1, len(angles)), rng.uniform(0.01, 0.05, len(angles))),
+             ls.Dihedrals(*dihedrals.T, rng.uniform(-np.pi, np.pi, len(dihedrals)), 0.03),
+             ls.Dihedrals(*dihedrals.T, rng.uniform(-np.pi, np.pi, len(dihedrals)), 0.03, period=2)]
+    for term in terms:
+        r, (rows, atoms, values) = term(x)
+        r_ref, values_ref = _reference(term, x)
+        np.testing.assert_allclose(r, r_ref, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(values, values_ref, rtol=1e-10, atol=1e-7)
+        n = len(r)
+        assert list(rows[::n]) == [0] * (len(atoms) // n) and (rows[:n] == np.arange(n)).all()
+
+
+def test_clash_neighbour_list_finds_every_contact_as_atoms_stray(real_chain):
+    """The clash term's residuals equal a brute-force search over all atom pairs, after a few
+    atoms moved far (looked up on their own) and after many did (the list rebuilt)."""
+    x, bonds, _, _ = real_chain
+    n = len(x)
+    radius = np.full(n, 1.6)
+    polar = np.zeros(n, bool)
+    moving = np.ones(n, bool)
+    excluded = ls.exclusions(bonds, n)
+    term = ls.Clashes(np.arange(n), radius, polar, excluded, moving, 0.05, 0.35)
+
+    def brute(y):
+        i, j = np.triu_indices(n, 1)
+        d = np.linalg.norm(y[i] - y[j], axis=1)
+        on = (d < 3.2) & ~np.isin(i * n + j, excluded)
+        return np.sort((3.2 - d[on]) / 0.05)
+
+    rng = np.random.default_rng(8)
+    y = x.copy()
+    assert len(term(y)[0]) > 0
+    np.testing.assert_allclose(np.sort(term(y)[0]), brute(y))
+    for moved in (5, 40, n // 3):
+        y = y.copy()
+        y[rng.choice(n, moved, replace=False)] += rng.normal(scale=3.0, size=(moved, 3))
+        r, (rows, atoms, values) = term(y)
+        np.testing.assert_allclose(np.sort(r), brute(y))
+        pairs = np.stack([atoms[:len(r)], atoms[len(r):]], 1)
+        assert (np.diff(pairs[:, 0] * n + pairs[:, 1]) > 0).all()  # the list's row order, whatever strayed
+
+
+def test_block_normal_equations_and_factor_solve_the_dense_system(real_chain):
+    """J^T J in 3 x 3 blocks and its LDL^T with a kept ordering give the dense solution, also after
+    the pattern has grown by new contacts."""
+    x, bonds, angles, dihedrals = real_chain
+    n = len(x)
+    terms = [ls.Bonds(bonds[:, 0], bonds[:, 1], np.full(len(bonds), 1.5), 0.01),
+             ls.Angles(*angles.T, np.full(len(angles), 1.9), 0.02),
+             ls.Dihedrals(*dihedrals.T, np.zeros(len(dihedrals)), 0.05)]
+    solver = ls._NormalEquations()
+    rng = np.random.default_rng(9)
+    for extra in (np.zeros((0, 2), int), rng.choice(n, size=(300, 2))):
+        extra = extra[extra[:, 0] != extra[:, 1]]
+        now = terms + [ls.Bonds(extra[:, 0], extra[:, 1], np.full(len(extra), 4.0), 0.1)]
+        parts, jacobians, n_rows = ls.evaluate(now, x)
+        r = np.concatenate(parts)
+        rows = np.concatenate([j[0] for j in jacobians])
+        atoms = np.concatenate([j[1] for j in jacobians])
+        values = np.concatenate([j[2] for j in jacobians])
+        ptr, idx, data, g = ls._kernels.normal_equations(n, n_rows, rows, atoms, values, r)
+        J = np.zeros((n_rows, 3 * n))
+        np.add.at(J, (np.repeat(rows, 3), (3 * atoms[:, None] + np.arange(3)).ravel()), values.ravel())
+        A = J.T @ J
+        upper = np.zeros_like(A)
+        for c in range(n):
+            for p in range(ptr[c], ptr[c + 1]):
+                upper[3 * idx[p]:3 * idx[p] + 3, 3 * c:3 * c + 3] = data[p]
+        np.testing.assert_allclose(np.triu(upper), np.triu(A), atol=1e-8 * abs(A).max())
+        np.testing.assert_allclose(g.ravel(), J.T @ r, atol=1e-8 * abs(J.T @ r).max())
+        solver.set_matrix(ptr, idx, data)
+        lam = 1e-3
+        damped = A + np.diag(lam * np.maximum(np.diag(A), 1e-6) + 1e-9)
+        b = rng.normal(size=(n, 3))
+        np.testing.assert_allclose(solver.solve(lam, b).ravel(), np.linalg.solve(damped, b.ravel()), rtol=1e-6, atol=1e-9)

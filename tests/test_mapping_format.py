@@ -385,7 +385,11 @@ def test_error_not_yaml_text(tmp_path):
     path.write_bytes(b"molecule: PHE\natoms:\n  CA: BB P1A\xff\n")
     with pytest.raises(MappingError, match="not UTF-8 text"):
         load_molecule_mapping(path)
-    path.write_text("atoms: " + "[" * 3000 + "]" * 3000 + "\n")
+    for depth in (3000, 200_000):  # libyaml's composer (the fast path) would crash on the deeper one
+        path.write_text("atoms: " + "[" * depth + "]" * depth + "\n")
+        with pytest.raises(MappingError, match="nested too deeply"):
+            load_molecule_mapping(path)
+    path.write_text("molecule: X\natoms:\n" + "".join(" " * (2 * k) + f"a{k}:\n" for k in range(3000)))
     with pytest.raises(MappingError, match="nested too deeply"):
         load_molecule_mapping(path)
     path.write_text("\x00molecule: PHE\n")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
+from itertools import accumulate
 from pathlib import Path
 
 import yaml
@@ -252,7 +253,7 @@ def _fraction(w: float) -> str:
 
 
 # ---------------------------------------------------------------------- parsing
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeys:
     """``yaml.safe_load`` that refuses a repeated key (safe_load silently keeps the last)."""
 
     def construct_mapping(self, node, deep=False):
@@ -265,6 +266,28 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+class _UniqueKeyLoader(_UniqueKeys, yaml.SafeLoader):
+    pass
+
+
+class _FastUniqueKeyLoader(_UniqueKeys, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """The same with libyaml's parser: 7x faster (the 70 mapping files of a model were 2 s of every
+    process's start), but its composer recurses in C, and a file nested 100,000 deep crashes it."""
+
+
+def _yaml_loader(text: str):
+    """libyaml for text nested as a mapping file is (a few levels), the Python parser (which
+    raises RecursionError) for anything deeper."""
+    brackets = re.sub(r"[^\[\]{}]", "", text)
+    depth = max(accumulate(1 if c in "[{" else -1 for c in brackets), default=0)
+    indent = max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0)
+    shallow = depth <= _FAST_YAML_DEPTH and indent <= 2 * _FAST_YAML_DEPTH
+    return _FastUniqueKeyLoader if shallow else _UniqueKeyLoader
+
+
+_FAST_YAML_DEPTH = 64
+
+
 def load_molecule_mapping(path: str | Path, require_hierarchy: bool = True) -> MoleculeMapping:
     """Read and validate one mapping YAML file.
 
@@ -273,7 +296,8 @@ def load_molecule_mapping(path: str | Path, require_hierarchy: bool = True) -> M
     """
     path = Path(path)
     try:  # a SafeLoader: YAML tags never construct Python objects or run code
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        text = path.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_yaml_loader(text))
     except OSError as exc:
         raise MappingError(f"{path}: cannot read mapping file ({exc.strerror})") from None
     except UnicodeDecodeError as exc:

@@ -24,6 +24,8 @@ import scipy.sparse
 import scipy.sparse.csgraph
 from scipy.spatial import cKDTree
 
+from . import _kernels
+
 Jacobian = tuple  # (rows (k,), atoms (k,), values (k, 3))
 
 
@@ -90,6 +92,18 @@ def _rows(value, on: np.ndarray):
     return value[on] if value.ndim else value
 
 
+def _compiled(term, atoms: tuple[str, ...], per_row: tuple[str, ...]) -> None:
+    """The fields as the compiled kernels take them (int64 / float64, contiguous, sigma per row),
+    and the Jacobian's constant row and atom numbers (the atoms of a row stacked atom by atom)."""
+    for a in atoms:
+        setattr(term, a, np.ascontiguousarray(getattr(term, a), np.int64))
+    n = len(getattr(term, atoms[0]))
+    for f in per_row:
+        setattr(term, f, np.ascontiguousarray(np.broadcast_to(np.asarray(getattr(term, f), float), (n,))))
+    term._jac_rows = np.tile(np.arange(n), len(atoms))
+    term._jac_atoms = np.concatenate([getattr(term, a) for a in atoms])
+
+
 def _subset(term, keep: np.ndarray, atoms: tuple[str, ...], per_row: tuple[str, ...]):
     on = np.logical_and.reduce([keep[getattr(term, a)] for a in atoms])
     return dataclasses.replace(term, **{f: _rows(getattr(term, f), on) for f in atoms + per_row})
@@ -141,15 +155,15 @@ class Bonds:
     d0: np.ndarray
     sigma: float | np.ndarray
 
+    def __post_init__(self):
+        _compiled(self, ("i", "j"), ("d0", "sigma"))
+
     def subset(self, keep: np.ndarray) -> "Bonds":
         return _subset(self, keep, ("i", "j"), ("d0", "sigma"))
 
     def __call__(self, x):
-        d, g = distances(x, self.i, self.j)
-        s = np.broadcast_to(np.asarray(self.sigma, float), d.shape)
-        g = g / s[:, None]
-        n = len(d)
-        return (d - self.d0) / s, (np.tile(np.arange(n), 2), np.concatenate([self.i, self.j]), np.concatenate([g, -g]))
+        r, values = _kernels.bonds(x, self.i, self.j, self.d0, self.sigma)
+        return r, (self._jac_rows, self._jac_atoms, values)
 
 
 @dataclass
@@ -161,15 +175,15 @@ class Angles:
     theta0: np.ndarray
     sigma: float | np.ndarray
 
+    def __post_init__(self):
+        _compiled(self, ("i", "j", "k"), ("theta0", "sigma"))
+
     def subset(self, keep: np.ndarray) -> "Angles":
         return _subset(self, keep, ("i", "j", "k"), ("theta0", "sigma"))
 
     def __call__(self, x):
-        t, gi, gj, gk = angles(x, self.i, self.j, self.k)
-        s = np.broadcast_to(np.asarray(self.sigma, float), t.shape)[:, None]
-        n = len(t)
-        return (t - self.theta0) / s[:, 0], (np.tile(np.arange(n), 3), np.concatenate([self.i, self.j, self.k]),
-                                             np.concatenate([gi / s, gj / s, gk / s]))
+        r, values = _kernels.angles(x, self.i, self.j, self.k, self.theta0, self.sigma)
+        return r, (self._jac_rows, self._jac_atoms, values)
 
 
 @dataclass
@@ -185,19 +199,16 @@ class Dihedrals:
     sigma: float | np.ndarray
     period: int = 1
 
+    def __post_init__(self):
+        _compiled(self, ("i", "j", "k", "m"), ("phi0", "sigma"))
+
     def subset(self, keep: np.ndarray) -> "Dihedrals":
         return _subset(self, keep, ("i", "j", "k", "m"), ("phi0", "sigma"))
 
     def __call__(self, x):
-        phi, *grads = dihedrals(x, self.i, self.j, self.k, self.m)
-        s = np.broadcast_to(np.asarray(self.sigma, float), phi.shape)
-        p = self.period
-        delta = wrap(p * (phi - self.phi0)) / p
-        r = 2.0 * np.sin(delta / 2.0) / s
-        dr = (np.cos(delta / 2.0) / s)[:, None]
-        n = len(phi)
-        return r, (np.tile(np.arange(n), 4), np.concatenate([self.i, self.j, self.k, self.m]),
-                   np.concatenate([g * dr for g in grads]))
+        phi, grads = _kernels.dihedral_gradients(x, self.i, self.j, self.k, self.m)
+        r, values = _kernels.dihedral_residuals(phi, grads, self.phi0, self.sigma, int(self.period))
+        return r, (self._jac_rows, self._jac_atoms, values)
 
 
 @dataclass
@@ -215,20 +226,23 @@ class Ramachandran:
     weight: float = 1.0
     eps: float = 0.05
 
+    def __post_init__(self):
+        for a in ("c_prev", "n", "ca", "c", "n_next"):
+            setattr(self, a, np.ascontiguousarray(getattr(self, a), np.int64))
+        self._jac_rows = np.tile(np.arange(len(self.n)), 8)
+        self._jac_atoms = np.concatenate([self.c_prev, self.n, self.ca, self.c, self.n, self.ca, self.c, self.n_next])
+
     def subset(self, keep: np.ndarray) -> "Ramachandran":
         return _subset(self, keep, ("c_prev", "n", "ca", "c", "n_next"), ("cls",))
 
     def __call__(self, x):
-        phi, *gphi = dihedrals(x, self.c_prev, self.n, self.ca, self.c)
-        psi, *gpsi = dihedrals(x, self.n, self.ca, self.c, self.n_next)
+        phi, gphi = _kernels.dihedral_gradients(x, self.c_prev, self.n, self.ca, self.c)
+        psi, gpsi = _kernels.dihedral_gradients(x, self.n, self.ca, self.c, self.n_next)
         e, dphi, dpsi = self.potential(self.cls, phi, psi)
         r = np.sqrt(self.weight * np.maximum(e, 0.0) + self.eps)
         scale = self.weight / (2.0 * r)
-        k = len(r)
-        atoms = np.concatenate([self.c_prev, self.n, self.ca, self.c, self.n, self.ca, self.c, self.n_next])
-        values = np.concatenate([g * (scale * dphi)[:, None] for g in gphi]
-                                + [g * (scale * dpsi)[:, None] for g in gpsi])
-        return r, (np.tile(np.arange(k), 8), atoms, values)
+        values = np.concatenate([gphi * np.tile(scale * dphi, 4)[:, None], gpsi * np.tile(scale * dpsi, 4)[:, None]])
+        return r, (self._jac_rows, self._jac_atoms, values)
 
 
 @dataclass
@@ -239,7 +253,10 @@ class Clashes:
     ``hbond_relief`` when both are N/O: hydrogen bonds are allowed); pairs in ``excluded``
     (codes ``i * n + j``, i < j: 1-2, 1-3, 1-4 pairs) and pairs of two fixed atoms never count.
     Candidate pairs come from a neighbour list (KD-tree over ``atoms``, contact distance plus
-    ``SKIN``), rebuilt when an atom has moved more than half the skin since."""
+    ``SKIN``).  An atom that has moved more than half the skin since is looked up anew on every
+    call (its pairs from the list's tree, pairs among such atoms directly); the list is rebuilt
+    only when many have.  (Rebuilding whenever any atom had moved was 682 rebuilds per 20 frames
+    of a 150-residue chain: a damping trial that throws a few loose atoms 5-20 A away is common.)"""
     atoms: np.ndarray
     radius: np.ndarray
     polar: np.ndarray
@@ -247,28 +264,52 @@ class Clashes:
     moving_mask: np.ndarray
     sigma: float = 0.1
     hbond_relief: float = 0.4
-    SKIN = 2.0  # A; 1.0 rebuilt the list 938 times per 20 frames of a 150-residue chain, 2.0 682 times
+    SKIN = 2.0  # A
+    STRAYS = 32  # atoms beyond half the skin looked up on their own, plus 1 in 32 of the atoms; more: rebuild
 
     def __post_init__(self):
         self._built_at = None
         self._excluded = np.sort(self.excluded)
+        self._reach = 2.0 * float(self.radius[self.atoms].max()) if len(self.atoms) else 0.0
 
-    def _rebuild(self, x):
-        pos = x[self.atoms]
-        cutoff = 2.0 * float(self.radius[self.atoms].max()) + self.SKIN
-        p = cKDTree(pos).query_pairs(cutoff, output_type="ndarray")
-        i, j = self.atoms[p[:, 0]], self.atoms[p[:, 1]]
+    def _candidates(self, i: np.ndarray, j: np.ndarray):
+        """The pairs (i < j) of atom pairs ``(i, j)`` that may clash (not excluded, one atom moving)
+        and their contact distances."""
         i, j = np.minimum(i, j), np.maximum(i, j)
         code = i.astype(np.int64) * len(self.radius) + j
         at = np.searchsorted(self._excluded, code)
         excluded = (at < len(self._excluded)) & (self._excluded[np.minimum(at, len(self._excluded) - 1)] == code)
         keep = (self.moving_mask[i] | self.moving_mask[j]) & ~excluded
         i, j = i[keep], j[keep]
+        both_polar = self.polar[i] & self.polar[j]
+        return i, j, self.radius[i] + self.radius[j] - self.hbond_relief * both_polar
+
+    def _rebuild(self, x):
+        pos = x[self.atoms]
+        self._tree = cKDTree(pos)
+        p = self._tree.query_pairs(self._reach + self.SKIN, output_type="ndarray")
+        i, j, d0 = self._candidates(self.atoms[p[:, 0]], self.atoms[p[:, 1]])
         order = np.lexsort((j, i))  # a fixed row order: the same sums whatever else the list holds
-        self._i, self._j = i[order], j[order]
-        both_polar = self.polar[self._i] & self.polar[self._j]
-        self._d0 = self.radius[self._i] + self.radius[self._j] - self.hbond_relief * both_polar
+        self._i, self._j, self._d0 = i[order], j[order], d0[order]
         self._built_at = pos.copy()
+
+    def _with_strays(self, pos: np.ndarray, stray: np.ndarray):
+        """Candidate pairs (unsorted) while the atoms ``stray`` (boolean over ``atoms``) are more than
+        half the skin from where the list was built: the list's pairs of the other atoms, each stray
+        atom's pairs with them from the tree (they are within half the skin of where the tree has
+        them), and every pair of two stray atoms."""
+        atom_stray = np.zeros(len(self.radius), bool)
+        atom_stray[self.atoms[stray]] = True
+        kept = ~(atom_stray[self._i] | atom_stray[self._j])
+        s = np.flatnonzero(stray)
+        near = self._tree.query_ball_point(pos[s], self._reach + 0.5 * self.SKIN)
+        count = np.fromiter(map(len, near), np.int64, len(s))
+        other = np.concatenate(near).astype(np.int64) if count.sum() else np.zeros(0, np.int64)
+        mine = np.repeat(s, count)
+        on = ~stray[other]
+        a, b = np.triu_indices(len(s), 1)
+        i, j, d0 = self._candidates(self.atoms[np.r_[mine[on], s[a]]], self.atoms[np.r_[other[on], s[b]]])
+        return np.r_[self._i[kept], i], np.r_[self._j[kept], j], np.r_[self._d0[kept], d0]
 
     def subset(self, keep: np.ndarray) -> "Clashes":
         excluded = self._excluded[keep[self._excluded // len(self.radius)]]  # still sorted
@@ -280,14 +321,26 @@ class Clashes:
         return self._i, self._j
 
     def __call__(self, x):
-        if self._built_at is None or np.abs(x[self.atoms] - self._built_at).max() > 0.5 * self.SKIN:
+        pos = x[self.atoms]
+        stray = None
+        if self._built_at is not None:
+            moved = pos - self._built_at
+            stray = (moved * moved).sum(1) > (0.5 * self.SKIN) ** 2
+            n_stray = int(stray.sum())
+            if n_stray == 0:
+                stray = None
+            elif n_stray > self.STRAYS + len(self.atoms) // 32:
+                self._built_at = None
+        if self._built_at is None:
             self._rebuild(x)
-        d, g = distances(x, self._i, self._j)
-        active = d < self._d0
-        i, j, d0, d, g = self._i[active], self._j[active], self._d0[active], d[active], g[active]
-        n = len(d)
-        g = -g / self.sigma
-        return (d0 - d) / self.sigma, (np.tile(np.arange(n), 2), np.concatenate([i, j]), np.concatenate([g, -g]))
+            stray = None
+        i, j, d0 = (self._i, self._j, self._d0) if stray is None else self._with_strays(pos, stray)
+        on, r, values = _kernels.clashes(x, i, j, d0, float(self.sigma))
+        i, j = i[on], j[on]
+        if stray is not None:  # the list's row order
+            order = np.lexsort((j, i))
+            i, j, r, values = i[order], j[order], r[order], values[np.r_[order, len(order) + order]]
+        return r, (np.tile(np.arange(len(r)), 2), np.concatenate([i, j]), values)
 
 
 @dataclass
@@ -388,22 +441,25 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
             steps.append(result.iterations)
         return Result(x, float(sum(costs)), max(steps))
     order = moving[np.argsort(part[moving], kind="stable")]  # the atoms of each part together
-    bounds = 3 * np.searchsorted(part[order], np.arange(n_parts + 1))  # variable ranges of the parts
+    bounds = np.searchsorted(part[order], np.arange(n_parts + 1))  # the parts' ranges of atoms in `order`
     column = np.full(len(x), -1, np.int64)
     column[order] = np.arange(len(order))
-    n_var = 3 * len(order)
 
     def jacobian(pieces):
-        # the sparse matrix is built only for accepted steps (about half of the trials are not)
+        # the entries of J over the variables' atoms (fixed atoms dropped); gathered only for accepted
+        # steps (about half of the trials are not)
         jacobians, n_rows = pieces
         rows = np.concatenate([j[0] for j in jacobians])
         atoms = np.concatenate([j[1] for j in jacobians])
         values = np.concatenate([j[2] for j in jacobians])
         col = column[atoms]
         keep = col >= 0
-        rows, col, values = rows[keep], col[keep], values[keep]
-        return scipy.sparse.csr_matrix((values.ravel(), (np.repeat(rows, 3), (3 * col[:, None] + np.arange(3)).ravel())),
-                                       shape=(n_rows, n_var))
+        return rows[keep], col[keep], np.ascontiguousarray(values[keep], np.float64), n_rows
+
+    def normal_equations(J, r):
+        rows, col, values, n_rows = J
+        ptr, idx, data, g = _kernels.normal_equations(len(order), n_rows, rows, col, values, r)
+        return (ptr, idx, data), g  # the upper triangle of J^T J in 3 x 3 blocks, J^T r (atoms, 3)
 
     def part_costs(r, pieces):
         # summed row by row in order (bincount), so a part's cost does not depend on the other parts
@@ -434,19 +490,15 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
             terms = [t.subset(active[part] | (part < 0)) for t in terms]
             evaluated = len(live)
         if fresh[live].any():
-            g = J.T @ r
-            if n_parts > 1:
-                A = (J.T @ J).tocsc()
-                A.sum_duplicates()  # canonical (sorted, no duplicates): set_block reads its arrays
+            A, g = normal_equations(J, r)
         for c in live[fresh[live]]:
             lo, hi = bounds[c], bounds[c + 1]
-            solvers[c].set(J) if n_parts == 1 else solvers[c].set_block(A, lo, hi)
+            solvers[c].set_block(A, lo, hi)
             gradient[c] = g[lo:hi]
             fresh[c], trials[c] = False, 0
         trial = x.copy()
         for c in live:
-            delta = solvers[c].solve(lam[c], -gradient[c])
-            trial[order[bounds[c] // 3:bounds[c + 1] // 3]] += delta.reshape(-1, 3)
+            trial[order[bounds[c]:bounds[c + 1]]] += solvers[c].solve(lam[c], -gradient[c])
         r_new, pieces_new = residuals(trial)
         new_cost = part_costs(r_new, pieces_new)
         better = np.zeros(n_parts, bool)
@@ -498,76 +550,69 @@ def _parts(terms: list, pieces, moving: np.ndarray, n_atoms: int) -> np.ndarray:
 
 
 class _NormalEquations:
-    """The damped normal equations ``(J^T J + lam diag(J^T J)) delta = b`` of one LM solve.
+    """The damped normal equations ``(J^T J + lam diag(J^T J)) delta = b`` of one LM solve, over
+    the 3 x 3 blocks of atoms.
 
-    ``J^T J`` is symmetric positive definite, so a sparse LDL^T (QDLDL) with a fill-reducing
-    ordering does.  Its symbolic analysis is kept for as long as the sparsity pattern holds: the
-    pattern only grows (a union with every earlier one, the extra entries zero), so the damping
-    trials of an iteration and most iterations refactorise numerically only (~1 ms where
-    SuperLU's full LU with its ordering took ~7 ms on a 150-residue chain).  New clash contacts
-    still grow the pattern; anticipating them (near pairs stored in advance), or one pattern for
-    all three solves of a frame, costs more fill than the symbolic analyses it saves, and leaving
-    them out of the factor (a PSD approximation) leaves the beads 0.04-0.09 A further away within
-    the same iterations."""
+    ``J^T J`` is symmetric positive definite, so a sparse block LDL^T with a fill-reducing
+    ordering does (QDLDL's algorithm over blocks, :mod:`_kernels`: 0.5 ms where QDLDL took 1.6 ms
+    for a 150-residue chain).  The pattern only grows (a union with every earlier one, the extra
+    blocks zero), and new clash contacts grow it in 3 of 4 accepted steps of a real frame: the
+    ordering (AMD over the atoms, by QDLDL) is kept, and a grown pattern costs a symbolic
+    analysis; the ordering is renewed when the factor has grown by ``REORDER`` since.
+    Anticipating contacts (near pairs stored in advance) costs more fill than it saves; leaving
+    new ones out of the factor (a PSD approximation) left the beads 0.04-0.09 A further away
+    within the same iterations."""
+
+    REORDER = 1.25
 
     def __init__(self):
-        self._solver = None
-        self._holder = None  # the pattern so far, every value TINY (a sum keeps the union of patterns)
+        self._ptr = self._idx = None  # the pattern so far
+        self._perm = None
 
-    TINY = 1e-300
+    def set_block(self, A: tuple, lo: int, hi: int) -> None:
+        """The diagonal block (atoms ``lo:hi``) of the upper triangle of ``J^T J`` in blocks
+        ``(ptr, idx, data)`` of a problem whose parts share no entry: its columns hold nothing else."""
+        ptr, idx, data = A
+        start, stop = ptr[lo], ptr[hi]
+        self.set_matrix(ptr[lo:hi + 1] - start, idx[start:stop] - lo, data[start:stop])
 
-    def set(self, J: scipy.sparse.csr_matrix) -> None:
-        self.set_matrix((J.T @ J).tocsc())
-
-    def set_block(self, A: scipy.sparse.csc_matrix, lo: int, hi: int) -> None:
-        """The diagonal block ``A[lo:hi, lo:hi]`` of ``J^T J`` (canonical CSC) of a problem whose parts
-        share no entry: the block's columns hold nothing else.  While the block keeps the pattern
-        this solver has, its values are gathered straight from ``A`` (a scipy slice and sum per part
-        and iteration were a sixth of a whole membrane frame's fit); else :meth:`set_matrix`."""
-        start, stop = A.indptr[lo], A.indptr[hi]
-        indptr = A.indptr[lo:hi + 1] - start
-        indices = A.indices[start:stop] - lo
-        held = self._holder
-        if held is not None and np.array_equal(indptr, held.indptr) and np.array_equal(indices, held.indices):
-            self._take(A.data[start:stop])
-            return
-        self.set_matrix(scipy.sparse.csc_matrix((A.data[start:stop], indices, indptr), shape=(hi - lo, hi - lo)))
-
-    def set_matrix(self, A: scipy.sparse.csc_matrix) -> None:
-        """``A = J^T J`` (CSC) of this iteration."""
-        if self._holder is None:
-            n = A.shape[0]
-            A = A + scipy.sparse.diags(np.full(n, self.TINY), format="csc")  # the diagonal always stored
+    def set_matrix(self, ptr: np.ndarray, idx: np.ndarray, data: np.ndarray) -> None:
+        """The upper triangle of ``J^T J`` of this iteration in blocks, every diagonal block stored
+        (:func:`_kernels.normal_equations`)."""
+        if self._ptr is None:
+            grown = True
         else:
-            A = A + self._holder
-        if not A.has_sorted_indices:
-            A.sort_indices()
-        if self._holder is None or A.nnz != self._holder.nnz:
-            self._holder = scipy.sparse.csc_matrix((np.full(A.nnz, self.TINY), A.indices.copy(), A.indptr.copy()),
-                                                   shape=A.shape)
-            col = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
-            # the upper triangle (QDLDL's input), gathered from A's data by these positions
-            self._upper_at = np.flatnonzero(A.indices <= col)
-            counts = np.bincount(col[self._upper_at], minlength=A.shape[1])
-            self._upper = scipy.sparse.csc_matrix((A.data[self._upper_at], A.indices[self._upper_at],
-                                                   np.r_[0, np.cumsum(counts)]), shape=A.shape)
-            self._diag_at = np.flatnonzero(A.indices[self._upper_at] == col[self._upper_at])
-            self._solver = None
-        self._take(A.data)
+            ptr, idx, data, grown = _kernels.union_pattern(self._ptr, self._idx, ptr, idx, data)
+        if grown:
+            self._ptr, self._idx = ptr, idx
+            self._diag_at = ptr[1:] - 1  # the last block of each column
+            self._analyse(ptr, idx)
+        self._data = data
+        self._diag = np.diagonal(data[self._diag_at], axis1=1, axis2=2).copy()  # (atoms, 3)
 
-    def _take(self, data: np.ndarray) -> None:
-        """The values of this iteration, ``data`` in the held pattern's order."""
-        self._upper.data[:] = data[self._upper_at]
-        self._diag = self._upper.data[self._diag_at].copy()
+    def _analyse(self, ptr: np.ndarray, idx: np.ndarray) -> None:
+        if self._perm is not None:
+            self._symbolic = _kernels.ldl_symbolic(ptr, idx, self._perm_inv)
+            if self._symbolic[4].sum() <= self.REORDER * self._ordered_fill:
+                return
+        # AMD over the atoms, read from QDLDL's factorisation of a diagonally dominant matrix of
+        # this pattern
+        n = len(ptr) - 1
+        values = np.full(len(idx), -1.0 / n)
+        values[self._diag_at] = 2.0
+        self._perm = qdldl.Solver(scipy.sparse.csc_matrix((values, idx, ptr), shape=(n, n)), upper=True).factors()[2]
+        self._perm_inv = np.argsort(self._perm)
+        self._symbolic = _kernels.ldl_symbolic(ptr, idx, self._perm_inv)
+        self._ordered_fill = self._symbolic[4].sum()
 
     def solve(self, lam: float, b: np.ndarray) -> np.ndarray:
-        upper = self._upper
-        upper.data[self._diag_at] = self._diag + lam * np.maximum(self._diag, 1e-6) + 1e-9
-        if self._solver is None:
-            self._solver = qdldl.Solver(upper, upper=True)
-        else:
-            self._solver.update(upper, upper=True)
-        return self._solver.solve(b)
+        """``delta`` ``(atoms, 3)`` for the right-hand side ``b`` ``(atoms, 3)``."""
+        data = self._data.copy()
+        damped = self._diag + lam * np.maximum(self._diag, 1e-6) + 1e-9
+        diag = data[self._diag_at]
+        diag[:, np.arange(3), np.arange(3)] = damped
+        data[self._diag_at] = diag
+        return _kernels.ldl_solve(*self._symbolic, self._perm, data, b)
 
 
 def exclusions(bonds: np.ndarray, n_atoms: int, depth: int = 3) -> np.ndarray:

@@ -189,13 +189,16 @@ class RamachandranPotential:
             self.offset[c] = -np.log(level + RAMA_FLOOR)
 
     def _raw(self, cls, phi, psi):
+        im = 1j * self.m
         ephi = np.exp(1j * np.outer(phi + np.pi, self.m))  # (k, M)
         epsi = np.exp(1j * np.outer(psi + np.pi, self.m))
-        c = self.coef[cls]  # (k, M, M)
-        e = np.einsum("ka,kab,kb->k", ephi, c, epsi)
-        dphi = np.einsum("ka,kab,kb->k", ephi * (1j * self.m), c, epsi)
-        dpsi = np.einsum("ka,kab,kb->k", ephi, c, epsi * (1j * self.m))
-        return e.real, dphi.real, dpsi.real
+        t = np.empty((len(cls), 2, len(self.m)), complex)
+        for c in np.unique(cls):  # sum_b coef_ab epsi_b (and its d/dpsi), a class's residues in one product
+            on = cls == c
+            t[on] = np.stack([epsi[on], epsi[on] * im], 1) @ self.coef[c].T
+        e = np.einsum("ka,kta->kt", ephi, t)  # (E, dE/dpsi)
+        dphi = np.einsum("ka,ka->k", ephi * im, t[:, 0])
+        return e[:, 0].real, dphi.real, e[:, 1].real
 
     def __call__(self, cls, phi, psi):
         cls = np.asarray(cls)

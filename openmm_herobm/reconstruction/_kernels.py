@@ -1,0 +1,461 @@
+"""Compiled (numba) residuals and Jacobian values of the least-squares terms.
+
+A fit evaluates its terms ~70 times per frame; in numpy each bond, angle and dihedral term is
+~40 array operations over a few thousand rows, and the operations' overhead, not the arithmetic,
+was a third of the fit.  One loop per term does the same arithmetic in the same order.  The
+formulas are those of :mod:`least_squares` (``distances``, ``angles``, ``dihedrals``); the
+output layouts too: values of the atoms of a row are stacked atom by atom (all rows' first
+atom, then all rows' second atom, ...).  Compiled once per machine (``cache=True``: about 10 s
+the first time, a few milliseconds after).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def bonds(x, i, j, d0, sigma):
+    """``((|x_i - x_j| - d0) / sigma (n,), values (2n, 3))``."""
+    n = len(i)
+    r = np.empty(n)
+    values = np.empty((2 * n, 3))
+    for k in range(n):
+        v0 = x[i[k], 0] - x[j[k], 0]
+        v1 = x[i[k], 1] - x[j[k], 1]
+        v2 = x[i[k], 2] - x[j[k], 2]
+        d = math.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
+        dm = max(d, 1e-9)
+        s = sigma[k]
+        r[k] = (d - d0[k]) / s
+        for a, v in enumerate((v0, v1, v2)):
+            g = (v / dm) / s
+            values[k, a] = g
+            values[n + k, a] = -g
+    return r, values
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def clashes(x, i, j, d0, sigma):
+    """The candidate pairs closer than ``d0``: their row numbers ``(m,)`` in the candidate list, the
+    residuals ``(d0 - d) / sigma (m,)`` and values ``(2m, 3)``."""
+    n = len(i)
+    on = np.empty(n, np.int64)
+    dist = np.empty(n)
+    m = 0
+    for k in range(n):
+        v0 = x[i[k], 0] - x[j[k], 0]
+        v1 = x[i[k], 1] - x[j[k], 1]
+        v2 = x[i[k], 2] - x[j[k], 2]
+        d = math.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
+        if d < d0[k]:
+            on[m] = k
+            dist[m] = d
+            m += 1
+    r = np.empty(m)
+    values = np.empty((2 * m, 3))
+    for q in range(m):
+        k = on[q]
+        d = dist[q]
+        dm = max(d, 1e-9)
+        r[q] = (d0[k] - d) / sigma
+        for a in range(3):
+            g = -((x[i[k], a] - x[j[k], a]) / dm) / sigma
+            values[q, a] = g
+            values[m + q, a] = -g
+    return on[:m], r, values
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def angles(x, i, j, k, theta0, sigma):
+    """``((theta_ijk - theta0) / sigma (n,), values (3n, 3))``."""
+    n = len(i)
+    r = np.empty(n)
+    values = np.empty((3 * n, 3))
+    u = np.empty(3)
+    v = np.empty(3)
+    for q in range(n):
+        for a in range(3):
+            u[a] = x[i[q], a] - x[j[q], a]
+            v[a] = x[k[q], a] - x[j[q], a]
+        nu = max(math.sqrt(u[0] * u[0] + u[1] * u[1] + u[2] * u[2]), 1e-9)
+        nv = max(math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]), 1e-9)
+        cos = 0.0
+        for a in range(3):
+            cos += (u[a] / nu) * (v[a] / nv)
+        cos = min(max(cos, -1.0), 1.0)
+        sin = max(math.sqrt(1.0 - cos * cos), 1e-6)
+        s = sigma[q]
+        r[q] = (math.acos(cos) - theta0[q]) / s
+        for a in range(3):
+            uh, vh = u[a] / nu, v[a] / nv
+            gi = (cos * uh - vh) / (nu * sin)
+            gk = (cos * vh - uh) / (nv * sin)
+            values[q, a] = gi / s
+            values[n + q, a] = (-gi - gk) / s
+            values[2 * n + q, a] = gk / s
+    return r, values
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def dihedral_gradients(x, i, j, k, m):
+    """Dihedral i-j-k-m ``(n,)`` (radians, IUPAC sign) and its gradients ``(4n, 3)`` w.r.t. the four
+    atoms (rows ``[0, n)`` atom i, ``[n, 2n)`` atom j, ...)."""
+    n = len(i)
+    phi = np.empty(n)
+    grads = np.empty((4 * n, 3))
+    for q in range(n):
+        f0, f1, f2 = x[i[q], 0] - x[j[q], 0], x[i[q], 1] - x[j[q], 1], x[i[q], 2] - x[j[q], 2]
+        g0, g1, g2 = x[j[q], 0] - x[k[q], 0], x[j[q], 1] - x[k[q], 1], x[j[q], 2] - x[k[q], 2]
+        h0, h1, h2 = x[m[q], 0] - x[k[q], 0], x[m[q], 1] - x[k[q], 1], x[m[q], 2] - x[k[q], 2]
+        a0, a1, a2 = f1 * g2 - f2 * g1, f2 * g0 - f0 * g2, f0 * g1 - f1 * g0
+        b0, b1, b2 = h1 * g2 - h2 * g1, h2 * g0 - h0 * g2, h0 * g1 - h1 * g0
+        aa = max(a0 * a0 + a1 * a1 + a2 * a2, 1e-12)
+        bb = max(b0 * b0 + b1 * b1 + b2 * b2, 1e-12)
+        gn = max(math.sqrt(g0 * g0 + g1 * g1 + g2 * g2), 1e-9)
+        c0, c1, c2 = a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0
+        phi[q] = -math.atan2((c0 * g0 + c1 * g1 + c2 * g2) / gn, a0 * b0 + a1 * b1 + a2 * b2)
+        fg = f0 * g0 + f1 * g1 + f2 * g2
+        hg = h0 * g0 + h1 * g1 + h2 * g2
+        sa, sb = gn / aa, gn / bb
+        ta, tb = fg / (aa * gn), hg / (bb * gn)
+        for c, (av, bv) in enumerate(((a0, b0), (a1, b1), (a2, b2))):
+            di = -sa * av
+            dm = sb * bv
+            grads[q, c] = di
+            grads[n + q, c] = -di + ta * av - tb * bv
+            grads[2 * n + q, c] = -dm - ta * av + tb * bv
+            grads[3 * n + q, c] = dm
+    return phi, grads
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def dihedral_residuals(phi, grads, phi0, sigma, period):
+    """``2 sin((phi - phi0) / 2) / sigma`` (periodic in ``period``) and the Jacobian values: the
+    gradients ``(4n, 3)`` of :func:`dihedral_gradients` scaled in place."""
+    n = len(phi)
+    r = np.empty(n)
+    for q in range(n):
+        t = np.fmod(period * (phi[q] - phi0[q]) + math.pi, 2.0 * math.pi)  # numpy's % (least_squares.wrap)
+        if t < 0.0:
+            t += 2.0 * math.pi
+        delta = (t - math.pi) / period
+        s = sigma[q]
+        r[q] = 2.0 * math.sin(delta / 2.0) / s
+        scale = math.cos(delta / 2.0) / s
+        for p in range(4):
+            for c in range(3):
+                grads[p * n + q, c] *= scale
+    return r, grads
+
+
+# ------------------------------------------------------------------ normal equations in 3 x 3 blocks
+# An atom's three coordinates always come together, so J^T J, its pattern and its LDL^T factor
+# are kept as 3 x 3 blocks over atoms: a ninth of the index arithmetic of scalar sparse code.
+# Matrices are the upper triangle in block CSC form: ``ptr`` (n + 1,), ``idx`` (nnz,) block rows
+# (sorted, no duplicates, the diagonal block stored and last in its column), ``data`` (nnz, 3, 3)
+# with ``data[p]`` the block at (idx[p], column).
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def normal_equations(n_atoms, n_rows, rows, atoms, values, r):
+    """The upper triangle of ``J^T J`` in blocks (``ptr, idx, data``) over ``n_atoms`` atoms and
+    ``J^T r`` ``(n_atoms, 3)``, for the Jacobian given by its entries: row ``rows[e]`` depends on
+    atom ``atoms[e]`` (0 .. n_atoms-1) with gradient ``values[e]`` ``(3,)``.
+
+    Gustavson's product: each atom's column gathers the atoms before it that share a row with it
+    (a marker array, no global sort), then sorts its few neighbours.  Every atom has its diagonal
+    block, zero if no row holds it."""
+    n_e = len(rows)
+    # the entries of each row, and the entries of each atom
+    row_start = np.zeros(n_rows + 1, np.int64)
+    atom_start = np.zeros(n_atoms + 1, np.int64)
+    for e in range(n_e):
+        row_start[rows[e] + 1] += 1
+        atom_start[atoms[e] + 1] += 1
+    for q in range(n_rows):
+        row_start[q + 1] += row_start[q]
+    for q in range(n_atoms):
+        atom_start[q + 1] += atom_start[q]
+    by_row = np.empty(n_e, np.int64)
+    by_atom = np.empty(n_e, np.int64)
+    fill_r = row_start[:-1].copy()
+    fill_a = atom_start[:-1].copy()
+    for e in range(n_e):
+        by_row[fill_r[rows[e]]] = e
+        fill_r[rows[e]] += 1
+        by_atom[fill_a[atoms[e]]] = e
+        fill_a[atoms[e]] += 1
+    g = np.zeros((n_atoms, 3))
+    for e in range(n_e):
+        for a in range(3):
+            g[atoms[e], a] += values[e, a] * r[rows[e]]
+    # pass 1: the neighbours b <= c of each atom c
+    mark = np.full(n_atoms, -1, np.int64)
+    ptr = np.zeros(n_atoms + 1, np.int64)
+    for c in range(n_atoms):
+        mark[c] = c
+        m = 1
+        for p in range(atom_start[c], atom_start[c + 1]):
+            q = rows[by_atom[p]]
+            for s in range(row_start[q], row_start[q + 1]):
+                b = atoms[by_row[s]]
+                if b < c and mark[b] != c:
+                    mark[b] = c
+                    m += 1
+        ptr[c + 1] = ptr[c] + m
+    idx = np.empty(ptr[n_atoms], np.int64)
+    data = np.empty((ptr[n_atoms], 3, 3))
+    # pass 2: each column's blocks accumulated in a workspace, then written in row order
+    mark[:] = -1
+    slot = np.empty(n_atoms, np.int64)
+    found = np.empty(n_atoms, np.int64)
+    blocks = np.empty((n_atoms, 3, 3))
+    for c in range(n_atoms):
+        mark[c] = c
+        slot[c] = 0
+        found[0] = c
+        blocks[0] = 0.0
+        m = 1
+        for p in range(atom_start[c], atom_start[c + 1]):
+            ec = by_atom[p]
+            q = rows[ec]
+            v0, v1, v2 = values[ec, 0], values[ec, 1], values[ec, 2]
+            for s in range(row_start[q], row_start[q + 1]):
+                eb = by_row[s]
+                b = atoms[eb]
+                if b > c:
+                    continue
+                if mark[b] != c:
+                    mark[b] = c
+                    slot[b] = m
+                    found[m] = b
+                    blocks[m] = 0.0
+                    m += 1
+                k = slot[b]
+                for i in range(3):
+                    w = values[eb, i]
+                    blocks[k, i, 0] += w * v0
+                    blocks[k, i, 1] += w * v1
+                    blocks[k, i, 2] += w * v2
+        for t in range(1, m):  # insertion sort of a few; c itself, the largest, ends last
+            v = found[t]
+            u = t - 1
+            while u >= 0 and found[u] > v:
+                found[u + 1] = found[u]
+                u -= 1
+            found[u + 1] = v
+        for t in range(m):
+            idx[ptr[c] + t] = found[t]
+            data[ptr[c] + t] = blocks[slot[found[t]]]
+    return ptr, idx, data, g
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def union_pattern(held_ptr, held_idx, ptr, idx, data):
+    """The blocks ``data`` of a pattern ``(ptr, idx)`` placed in its union with the held pattern
+    ``(held_ptr, held_idx)`` (zero blocks where only the held one has an entry): ``(union ptr,
+    union idx, blocks, grown)``; ``grown`` False: the union is the held pattern."""
+    n = len(ptr) - 1
+    out_ptr = np.zeros(n + 1, np.int64)
+    for c in range(n):
+        i, j, k = held_ptr[c], ptr[c], 0
+        while i < held_ptr[c + 1] or j < ptr[c + 1]:
+            if j == ptr[c + 1] or (i < held_ptr[c + 1] and held_idx[i] < idx[j]):
+                i += 1
+            elif i == held_ptr[c + 1] or idx[j] < held_idx[i]:
+                j += 1
+            else:
+                i += 1
+                j += 1
+            k += 1
+        out_ptr[c + 1] = out_ptr[c] + k
+    grown = out_ptr[n] != held_ptr[n]
+    out_idx = held_idx if not grown else np.empty(out_ptr[n], np.int64)
+    out = np.zeros((out_ptr[n], 3, 3))
+    for c in range(n):
+        i, j, k = held_ptr[c], ptr[c], out_ptr[c]
+        while i < held_ptr[c + 1] or j < ptr[c + 1]:
+            if j == ptr[c + 1] or (i < held_ptr[c + 1] and held_idx[i] < idx[j]):
+                row = held_idx[i]
+                i += 1
+            else:
+                row = idx[j]
+                out[k] = data[j]
+                if i < held_ptr[c + 1] and held_idx[i] == row:
+                    i += 1
+                j += 1
+            if grown:
+                out_idx[k] = row
+            k += 1
+    return out_ptr, out_idx, out, grown
+
+
+# ------------------------------------------------------------------ block LDL^T with a kept ordering
+# QDLDL's algorithms (Goulart, Stellato et al., Apache-2.0: elimination tree, up-looking
+# factorisation, triangular solves), over 3 x 3 blocks: P A P^T = L D L^T, L unit lower
+# triangular in blocks, D block diagonal.  The ordering (AMD on the atoms) is computed once and
+# kept while the pattern grows by a few clash pairs, where QDLDL's binding orders every new
+# pattern afresh.
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def ldl_symbolic(ptr, idx, perm_inv):
+    """For the upper triangle ``(ptr, idx)`` of A and the ordering ``perm_inv`` (new index of each
+    old one): the upper triangle of P A P^T ``(Cp, Ci)``, the position in it of each block of A,
+    the elimination tree and the blocks per column of L."""
+    n = len(ptr) - 1
+    nnz = ptr[n]
+    Cp = np.zeros(n + 1, np.int64)
+    for j in range(n):
+        for p in range(ptr[j], ptr[j + 1]):
+            Cp[max(perm_inv[idx[p]], perm_inv[j]) + 1] += 1
+    for j in range(n):
+        Cp[j + 1] += Cp[j]
+    Ci = np.empty(nnz, np.int64)
+    where = np.empty(nnz, np.int64)  # >= 0: the block as it is; < 0: at -1 - where, transposed
+    fill = Cp[:n].copy()
+    for j in range(n):
+        for p in range(ptr[j], ptr[j + 1]):
+            a, b = perm_inv[idx[p]], perm_inv[j]
+            c = max(a, b)
+            Ci[fill[c]] = min(a, b)
+            where[p] = fill[c] if a <= b else -1 - fill[c]
+            fill[c] += 1
+    etree = np.full(n, -1, np.int64)
+    Lnz = np.zeros(n, np.int64)
+    work = np.full(n, -1, np.int64)
+    for j in range(n):
+        work[j] = j
+        for p in range(Cp[j], Cp[j + 1]):
+            i = Ci[p]
+            while work[i] != j:
+                if etree[i] == -1:
+                    etree[i] = j
+                Lnz[i] += 1
+                work[i] = j
+                i = etree[i]
+    return Cp, Ci, where, etree, Lnz
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _inverse3(m, out):
+    """``out`` = the inverse of the symmetric 3 x 3 ``m``."""
+    c00 = m[1, 1] * m[2, 2] - m[1, 2] * m[2, 1]
+    c01 = m[1, 2] * m[2, 0] - m[1, 0] * m[2, 2]
+    c02 = m[1, 0] * m[2, 1] - m[1, 1] * m[2, 0]
+    det = m[0, 0] * c00 + m[0, 1] * c01 + m[0, 2] * c02
+    inv = 1.0 / det
+    out[0, 0] = c00 * inv
+    out[1, 0] = c01 * inv
+    out[2, 0] = c02 * inv
+    out[0, 1] = (m[0, 2] * m[2, 1] - m[0, 1] * m[2, 2]) * inv
+    out[1, 1] = (m[0, 0] * m[2, 2] - m[0, 2] * m[2, 0]) * inv
+    out[2, 1] = (m[0, 1] * m[2, 0] - m[0, 0] * m[2, 1]) * inv
+    out[0, 2] = (m[0, 1] * m[1, 2] - m[0, 2] * m[1, 1]) * inv
+    out[1, 2] = (m[0, 2] * m[1, 0] - m[0, 0] * m[1, 2]) * inv
+    out[2, 2] = (m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]) * inv
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def ldl_solve(Cp, Ci, where, etree, Lnz, perm, data, b):
+    """``x`` ``(n, 3)`` with ``A x = b`` for the blocks ``data`` of A's upper triangle (in the order
+    :func:`ldl_symbolic` was given) and ``b`` ``(n, 3)``.
+
+    Row k of L: Z_c = A_ck - sum L_cm Z_m over the tree path (QDLDL's y), L_kc = Z_c^T D_c^-1,
+    D_k = A_kk - sum L_kc Z_c."""
+    n = len(Cp) - 1
+    Cx = np.empty((len(Ci), 3, 3))
+    for p in range(len(data)):
+        w = where[p]
+        if w >= 0:
+            Cx[w] = data[p]
+        else:
+            Cx[-1 - w] = data[p].T
+    Lp = np.zeros(n + 1, np.int64)
+    for i in range(n):
+        Lp[i + 1] = Lp[i] + Lnz[i]
+    Li = np.empty(Lp[n], np.int64)
+    Lx = np.empty((Lp[n], 3, 3))
+    Dinv = np.empty((n, 3, 3))
+    used = np.zeros(n, np.bool_)
+    y_idx = np.empty(n, np.int64)
+    elim = np.empty(n, np.int64)
+    next_space = Lp[:n].copy()
+    y = np.zeros((n, 3, 3))
+    dk = np.empty((3, 3))
+    for k in range(n):
+        n_y = 0
+        dk[:] = 0.0
+        for p in range(Cp[k], Cp[k + 1]):
+            i = Ci[p]
+            if i == k:
+                dk[:] = Cx[p]
+                continue
+            y[i] = Cx[p]
+            if not used[i]:  # the path from i up the tree to the first node already on it
+                used[i] = True
+                elim[0] = i
+                n_e = 1
+                nxt = etree[i]
+                while nxt != -1 and nxt < k:
+                    if used[nxt]:
+                        break
+                    used[nxt] = True
+                    elim[n_e] = nxt
+                    n_e += 1
+                    nxt = etree[nxt]
+                while n_e:
+                    n_e -= 1
+                    y_idx[n_y] = elim[n_e]
+                    n_y += 1
+        for t in range(n_y - 1, -1, -1):
+            c = y_idx[t]
+            at = next_space[c]
+            yc = y[c]
+            for q in range(Lp[c], at):  # y_i -= L_ic y_c
+                yi = y[Li[q]]
+                lq = Lx[q]
+                for r in range(3):
+                    for s in range(3):
+                        yi[r, s] -= lq[r, 0] * yc[0, s] + lq[r, 1] * yc[1, s] + lq[r, 2] * yc[2, s]
+            Li[at] = k
+            lk = Lx[at]
+            dc = Dinv[c]
+            for r in range(3):  # L_kc = y_c^T D_c^-1
+                for s in range(3):
+                    lk[r, s] = yc[0, r] * dc[0, s] + yc[1, r] * dc[1, s] + yc[2, r] * dc[2, s]
+            for r in range(3):  # D_k -= L_kc y_c
+                for s in range(3):
+                    dk[r, s] -= lk[r, 0] * yc[0, s] + lk[r, 1] * yc[1, s] + lk[r, 2] * yc[2, s]
+            next_space[c] = at + 1
+            yc[:] = 0.0
+            used[c] = False
+        _inverse3(dk, Dinv[k])
+    x = np.empty((n, 3))
+    for i in range(n):
+        x[i] = b[perm[i]]
+    for i in range(n):  # L z = b
+        for q in range(Lp[i], Lp[i + 1]):
+            lq = Lx[q]
+            xi = x[Li[q]]
+            for r in range(3):
+                xi[r] -= lq[r, 0] * x[i, 0] + lq[r, 1] * x[i, 1] + lq[r, 2] * x[i, 2]
+    w = np.empty(3)
+    for i in range(n):  # D w = z
+        for r in range(3):
+            w[r] = Dinv[i, r, 0] * x[i, 0] + Dinv[i, r, 1] * x[i, 1] + Dinv[i, r, 2] * x[i, 2]
+        x[i] = w
+    for i in range(n - 1, -1, -1):  # L^T x = w
+        for q in range(Lp[i], Lp[i + 1]):
+            lq = Lx[q]
+            xl = x[Li[q]]
+            for r in range(3):
+                x[i, r] -= lq[0, r] * xl[0] + lq[1, r] * xl[1] + lq[2, r] * xl[2]
+    out = np.empty((n, 3))
+    for i in range(n):
+        out[perm[i]] = x[i]
+    return out
