@@ -13,10 +13,21 @@ import numpy as np
 from .chemistry import DISULFIDE_MAX, DOUBLE_BOND_CHECKS, FLAT_CENTRE_NM3, IDEAL_CB, MOLECULE_CENTRES
 
 
+def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.cross`` of ``(..., 3)`` arrays, the same numbers ~3x faster (np.cross's axis handling
+    costs more than the arithmetic for the few-atom arrays the fits build)."""
+    a, b = np.asarray(a), np.asarray(b)
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape), np.result_type(a, b))
+    out[..., 0] = a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1]
+    out[..., 1] = a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2]
+    out[..., 2] = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+    return out
+
+
 def dihedral_of(b1: np.ndarray, b2: np.ndarray, b3: np.ndarray) -> np.ndarray:
     """Dihedral (radians, IUPAC sign as ``mdtraj.compute_dihedrals``) of the bond vectors
     ``b1 = p1 - p0``, ``b2 = p2 - p1``, ``b3 = p3 - p2``."""
-    n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
+    n1, n2 = cross(b1, b2), cross(b2, b3)
     y = np.linalg.norm(b2, axis=-1) * (b1 * n2).sum(-1)
     return np.arctan2(y, (n1 * n2).sum(-1))
 

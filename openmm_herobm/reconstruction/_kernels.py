@@ -416,12 +416,16 @@ def ldl_solve(Cp, Ci, where, etree, Lnz, perm, data, b):
             c = y_idx[t]
             at = next_space[c]
             yc = y[c]
-            for q in range(Lp[c], at):  # y_i -= L_ic y_c
-                yi = y[Li[q]]
-                lq = Lx[q]
+            c00, c01, c02 = yc[0, 0], yc[0, 1], yc[0, 2]
+            c10, c11, c12 = yc[1, 0], yc[1, 1], yc[1, 2]
+            c20, c21, c22 = yc[2, 0], yc[2, 1], yc[2, 2]
+            for q in range(Lp[c], at):  # y_i -= L_ic y_c, unrolled (the hot loop)
+                i = Li[q]
                 for r in range(3):
-                    for s in range(3):
-                        yi[r, s] -= lq[r, 0] * yc[0, s] + lq[r, 1] * yc[1, s] + lq[r, 2] * yc[2, s]
+                    l0, l1, l2 = Lx[q, r, 0], Lx[q, r, 1], Lx[q, r, 2]
+                    y[i, r, 0] -= l0 * c00 + l1 * c10 + l2 * c20
+                    y[i, r, 1] -= l0 * c01 + l1 * c11 + l2 * c21
+                    y[i, r, 2] -= l0 * c02 + l1 * c12 + l2 * c22
             Li[at] = k
             lk = Lx[at]
             dc = Dinv[c]
@@ -439,22 +443,24 @@ def ldl_solve(Cp, Ci, where, etree, Lnz, perm, data, b):
     for i in range(n):
         x[i] = b[perm[i]]
     for i in range(n):  # L z = b
+        x0, x1, x2 = x[i, 0], x[i, 1], x[i, 2]
         for q in range(Lp[i], Lp[i + 1]):
-            lq = Lx[q]
-            xi = x[Li[q]]
+            j = Li[q]
             for r in range(3):
-                xi[r] -= lq[r, 0] * x[i, 0] + lq[r, 1] * x[i, 1] + lq[r, 2] * x[i, 2]
+                x[j, r] -= Lx[q, r, 0] * x0 + Lx[q, r, 1] * x1 + Lx[q, r, 2] * x2
     w = np.empty(3)
     for i in range(n):  # D w = z
         for r in range(3):
             w[r] = Dinv[i, r, 0] * x[i, 0] + Dinv[i, r, 1] * x[i, 1] + Dinv[i, r, 2] * x[i, 2]
         x[i] = w
     for i in range(n - 1, -1, -1):  # L^T x = w
+        x0, x1, x2 = x[i, 0], x[i, 1], x[i, 2]
         for q in range(Lp[i], Lp[i + 1]):
-            lq = Lx[q]
-            xl = x[Li[q]]
-            for r in range(3):
-                x[i, r] -= lq[0, r] * xl[0] + lq[1, r] * xl[1] + lq[2, r] * xl[2]
+            j = Li[q]
+            x0 -= Lx[q, 0, 0] * x[j, 0] + Lx[q, 1, 0] * x[j, 1] + Lx[q, 2, 0] * x[j, 2]
+            x1 -= Lx[q, 0, 1] * x[j, 0] + Lx[q, 1, 1] * x[j, 1] + Lx[q, 2, 1] * x[j, 2]
+            x2 -= Lx[q, 0, 2] * x[j, 0] + Lx[q, 1, 2] * x[j, 1] + Lx[q, 2, 2] * x[j, 2]
+        x[i, 0], x[i, 1], x[i, 2] = x0, x1, x2
     out = np.empty((n, 3))
     for i in range(n):
         out[perm[i]] = x[i]
