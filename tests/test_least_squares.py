@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 from openmm_herobm.geometry import dihedral
 from openmm_herobm.io import load_structure
@@ -99,6 +100,28 @@ def _butane_terms(offset: int):
     return [ls.Bonds(i, i + 1, np.full(3, 1.53), 0.01),
             ls.Angles(i[:2], i[1:], i[1:] + 1, np.full(2, math.radians(112.0)), math.radians(1.0)),
             ls.Dihedrals(i[:1], i[:1] + 1, i[:1] + 2, i[:1] + 3, np.array([math.pi]), math.radians(2.0))]
+
+
+def test_parts_that_come_into_contact_during_a_solve_stay_separate_problems():
+    """Two molecules too far apart to share a clash candidate at the start are two parts; their
+    beads then pull them into one another.  The clash row that joins them mid-solve counts in each
+    part's cost and normal equations with the other part held, and a part that has finished stays
+    an obstacle to the one still moving (before, its atoms left the clash search: the other part
+    walked into it, 0.5 A apart; and a block between two parts fell outside both parts' matrices)."""
+    ideal = np.array([[0.0, 0, 0], [1.53, 0, 0], [2.1, 1.42, 0], [3.63, 1.42, 0]])
+    x0 = np.concatenate([ideal, ideal + [12.0, 0.0, 0.0]])
+    n = len(x0)
+    target = np.array([[8.0, 1.42, 0.0], [8.5, 1.42, 0.0]])  # atom 3 and atom 4, 0.5 A apart
+    weights = scipy.sparse.csr_matrix((np.ones(2), ([0, 1], [3, 4])), shape=(2, n))
+    clash = ls.Clashes(np.arange(n), np.full(n, 1.6), np.zeros(n, bool),
+                       ls.exclusions(np.array([[0, 1], [1, 2], [2, 3], [4, 5], [5, 6], [6, 7]]), n),
+                       np.ones(n, bool), 0.05, 0.35)
+    terms = _butane_terms(0) + _butane_terms(4) + [ls.Linear(weights, target, np.full(2, 1.0)), clash]
+    x = ls.solve(terms, x0, np.arange(n), iterations=40).x
+    assert np.linalg.norm(x[3] - x[4]) > 3.0  # apart by their contact distance (3.2 A), not the beads' 0.5
+    for atom, goal in ((3, target[0]), (4, target[1])):  # yet both moved towards their beads
+        assert np.linalg.norm(x[atom] - goal) < np.linalg.norm(x0[atom] - goal) - 0.5
+    np.testing.assert_allclose(np.linalg.norm(np.diff(x[:4], axis=0), axis=1), 1.53, atol=0.02)
 
 
 def test_independent_parts_are_solved_as_separate_problems_and_in_batches():
@@ -221,7 +244,7 @@ def test_block_normal_equations_and_factor_solve_the_dense_system(real_chain):
         rows = np.concatenate([j[0] for j in jacobians])
         atoms = np.concatenate([j[1] for j in jacobians])
         values = np.concatenate([j[2] for j in jacobians])
-        ptr, idx, data, g = ls._kernels.normal_equations(n, n_rows, rows, atoms, values, r)
+        ptr, idx, data, g = ls._kernels.normal_equations(n, n_rows, rows, atoms, values, r, np.zeros(n, np.int64))
         J = np.zeros((n_rows, 3 * n))
         np.add.at(J, (np.repeat(rows, 3), (3 * atoms[:, None] + np.arange(3)).ravel()), values.ravel())
         A = J.T @ J

@@ -161,14 +161,17 @@ def dihedral_residuals(phi, grads, phi0, sigma, period):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def normal_equations(n_atoms, n_rows, rows, atoms, values, r):
+def normal_equations(n_atoms, n_rows, rows, atoms, values, r, part):
     """The upper triangle of ``J^T J`` in blocks (``ptr, idx, data``) over ``n_atoms`` atoms and
     ``J^T r`` ``(n_atoms, 3)``, for the Jacobian given by its entries: row ``rows[e]`` depends on
     atom ``atoms[e]`` (0 .. n_atoms-1) with gradient ``values[e]`` ``(3,)``.
 
     Gustavson's product: each atom's column gathers the atoms before it that share a row with it
     (a marker array, no global sort), then sorts its few neighbours.  Every atom has its diagonal
-    block, zero if no row holds it."""
+    block, zero if no row holds it.  Atoms of different ``part`` ``(n_atoms,)`` get no block: a
+    row that comes to join two parts during a solve (a new contact) then counts in each part's
+    normal equations as if the other part were fixed (each part's matrix stays its own, and
+    positive semi-definite)."""
     n_e = len(rows)
     # the entries of each row, and the entries of each atom
     row_start = np.zeros(n_rows + 1, np.int64)
@@ -203,7 +206,7 @@ def normal_equations(n_atoms, n_rows, rows, atoms, values, r):
             q = rows[by_atom[p]]
             for s in range(row_start[q], row_start[q + 1]):
                 b = atoms[by_row[s]]
-                if b < c and mark[b] != c:
+                if b < c and mark[b] != c and part[b] == part[c]:
                     mark[b] = c
                     m += 1
         ptr[c + 1] = ptr[c] + m
@@ -227,7 +230,7 @@ def normal_equations(n_atoms, n_rows, rows, atoms, values, r):
             for s in range(row_start[q], row_start[q + 1]):
                 eb = by_row[s]
                 b = atoms[eb]
-                if b > c:
+                if b > c or part[b] != part[c]:
                     continue
                 if mark[b] != c:
                     mark[b] = c

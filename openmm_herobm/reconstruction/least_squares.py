@@ -256,7 +256,7 @@ class Clashes:
     moving_mask: np.ndarray
     sigma: float = 0.1
     hbond_relief: float = 0.4
-    SKIN = 1.0  # A (2.0 before strays were looked up on their own: 5% slower)
+    SKIN = 2.0  # A; also the reach of couplings(): parts closer than this at the start are one problem
     STRAYS = 32  # atoms beyond half the skin looked up on their own, plus 1 in 32 of the atoms; more: rebuild
 
     def __post_init__(self):
@@ -306,6 +306,13 @@ class Clashes:
     def subset(self, keep: np.ndarray) -> "Clashes":
         excluded = self._excluded[keep[self._excluded // len(self.radius)]]  # still sorted
         return Clashes(self.atoms[keep[self.atoms]], self.radius, self.polar, excluded, self.moving_mask,
+                       self.sigma, self.hbond_relief)
+
+    def held(self, keep: np.ndarray) -> "Clashes":
+        """The same term with the atoms outside ``keep`` held where they are: no pair of two of them
+        counts, but they still stop the others (the finished parts of a solve are obstacles to the
+        parts still moving, not gone)."""
+        return Clashes(self.atoms, self.radius, self.polar, self.excluded, self.moving_mask & keep,
                        self.sigma, self.hbond_relief)
 
     def couplings(self):
@@ -450,18 +457,25 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
 
     def normal_equations(J, r):
         rows, col, values, n_rows = J
-        ptr, idx, data, g = _kernels.normal_equations(len(order), n_rows, rows, col, values, r)
+        ptr, idx, data, g = _kernels.normal_equations(len(order), n_rows, rows, col, values, r, part[order])
         return (ptr, idx, data), g  # the upper triangle of J^T J in 3 x 3 blocks, J^T r (atoms, 3)
 
     def part_costs(r, pieces):
-        # summed row by row in order (bincount), so a part's cost does not depend on the other parts
+        # summed row by row in order (bincount), so a part's cost does not depend on the other parts;
+        # a row that a new contact made between two parts counts in both
         jacobians, n_rows = pieces
         row_part = np.zeros(n_rows, np.int64)  # a row of fixed atoms only: a constant, counted in part 0
+        other = np.zeros(n_rows, np.int64)
         for rows, atoms, _ in (jacobians if n_parts > 1 else []):
             p = part[atoms]
             on = p >= 0
             row_part[rows[on]] = p[on]
-        return np.bincount(row_part, weights=r * r, minlength=n_parts)
+            other[rows[on][::-1]] = p[on][::-1]
+        cost = np.bincount(row_part, weights=r * r, minlength=n_parts)
+        both = other != row_part
+        if both.any():
+            cost += np.bincount(other[both], weights=r[both] ** 2, minlength=n_parts)
+        return cost
 
     J = jacobian(pieces)
     cost = part_costs(r, pieces)
@@ -479,7 +493,8 @@ def solve(terms: list, x0: np.ndarray, moving: np.ndarray, iterations: int = 30,
         if n_parts > 1 and len(live) < RESTRICT_BELOW * evaluated:
             # drop the rows of the finished parts (the active parts' rows are all kept, so r, J and
             # the costs of the active parts stay what they are)
-            terms = [t.subset(active[part] | (part < 0)) for t in terms]
+            live_atoms = active[part] | (part < 0)
+            terms = [t.held(live_atoms) if isinstance(t, Clashes) else t.subset(live_atoms) for t in terms]
             evaluated = len(live)
         if fresh[live].any():
             A, g = normal_equations(J, r)
