@@ -216,7 +216,7 @@ class Pipeline:
         self.flat_bottom = likeness * (0.0 if misfit is None else misfit)
         self.margin = likeness
         self.topology = None  # the protonated topology, set by the first protonate()
-        self.omega_reference = None  # which X-Pro peptides are cis: decided on the first frame
+        self.omega_reference = None  # which X-Pro peptides are cis: this frame's (create_simulation)
         self.heavy_particles = None
         self._simulation = None  # frame 0's Simulation, reused by later frames (one System)
         self._report: dict = {}
@@ -258,7 +258,6 @@ class Pipeline:
             particle = {(a.residue.index, a.name): a.index for a in self.topology.atoms()}
             self.heavy_particles = np.array([particle[(a.residue.index, a.name)]
                                              for a in self.prepared.topology.atoms()])
-            self.omega_reference = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
         elif modeller.topology.getNumAtoms() != self.topology.getNumAtoms():
             raise RuntimeError("protonation changed between frames")  # variants are fixed: cannot happen
         return modeller
@@ -268,6 +267,9 @@ class Pipeline:
         backbone guards and frame ``frame``'s bead restraint, in a Simulation at the modeller's
         positions.  Frames after the first reuse the first frame's Simulation with this frame's
         restraint targets (one System for a trajectory)."""
+        # the peptide guard keeps each X-Pro bond the isomer this frame has (frame 0's isomer held
+        # a later frame's other isomer at 10-30k kJ/mol/nm against the force field)
+        self.omega_reference = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
         if self._simulation is not None:
             with self.stages("restraint", frame):
                 self._set_restraint_targets(self._simulation, frame)
