@@ -63,6 +63,7 @@ METRICS = [  # (key, label, format)
     ("chi2_off_pct", "chi2 off-rotamer (%)", "{:.1f}"),
     ("omega_dev_mean", "mean abs(omega - 180) (deg)", "{:.2f}"),
     ("cis_nonpro", "cis non-Pro peptides", "{:.2f}"),
+    ("nonplanar", "peptides neither cis nor trans (|omega| 30-150 deg)", "{:.2f}"),
     ("chirality_errors", "chirality errors (CA, ILE/THR CB)", "{:.2f}"),
     ("ca_ca_long", "CA-CA > 4.0 A", "{:.2f}"),
     ("inserted_breaks", "inserted chain breaks", "{:.2f}"),

@@ -9,7 +9,8 @@ output is a protein a crystallographer would accept, and whether it still maps o
 * Ramachandran outliers (outside the 99.8% contour of the training-split density of the
   residue's class) and off-rotamer side chains (chi1 / chi2 more than 30 deg from every well of
   the training-split density);
-* peptide planarity (mean |omega - 180|), cis non-proline peptides, CA-CA > 4.0 A between
+* peptide planarity (mean |omega - 180|; peptides neither cis nor trans, |omega| 30-150 deg),
+  cis non-proline peptides, CA-CA > 4.0 A between
   linked residues, chain breaks that the CG input did not have;
 * bead fidelity: the output forward-mapped with the mapping set, against the input beads.
 
@@ -125,6 +126,7 @@ def protein_quality(traj: mdtraj.Trajectory, frame: int = 0, links: set | None =
         trans_dev = 180.0 - np.abs(omega[~cis])
         out.update(omega_dev_mean=float(trans_dev.mean()) if len(trans_dev) else 0.0,
                    cis_nonpro=int((cis & ~is_pro).sum()), cis_pro=int((cis & is_pro).sum()),
+                   nonplanar=int((~cis & (np.abs(omega) < 150.0)).sum()),
                    inserted_breaks=int((cn > PEPTIDE_BOND_MAX).sum() + (chain_of[ok] != chain_of[ok + 1]).sum()),
                    ca_ca_long=int((np.linalg.norm(x[ca] - x[ca1], axis=1)[~cis] > CA_CA_MAX).sum()))
     bond_dev, angle_dev = np.array(bond_dev), np.array(angle_dev)
