@@ -390,16 +390,15 @@ class GeometricFit:
                      ITERATIONS_SCALE, tolerance=TOLERANCE).x
         sigma = self.bead_scale(x, b)
         looseness = self.looseness(sigma)
-        cis = self._cis_prolines(x, link, cis)
+        cis = self._cis_prolines(x, link, cis)  # an X-Pro peptide stuck half-way takes the other isomer
         geometry = self._geometry_terms(cis, link, disulfides)
         common = geometry + self._rama_terms(link, phi_psi, looseness)
         prior = ls.Linear(prior.matrix, prior.target, prior.sigma * looseness)  # the network's backbone
         x = ls.solve(common + [prior, clash, self._bead_term(b, self.all_beads, sigma)], x, moving,
                      ITERATIONS_BACKBONE, tolerance=TOLERANCE).x
-        cis2 = self._cis_prolines(x, link, cis)
-        if (cis2 != cis).any():
-            geometry = self._geometry_terms(cis2, link, disulfides)
-            common = geometry + self._rama_terms(link, phi_psi, looseness)
+        again = self._cis_prolines(x, link, cis)  # and once more after the backbone solve
+        if (again != cis).any():
+            common = self._geometry_terms(again, link, disulfides) + self._rama_terms(link, phi_psi, looseness)
         # 2. rotamers
         x, chi_terms = self._rotamers(x, b, excluded, x.copy(), sigma)
         # 3. everything, the chosen chi angles as soft targets
