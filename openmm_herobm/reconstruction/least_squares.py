@@ -615,10 +615,8 @@ class _NormalEquations:
     def solve(self, lam: float, b: np.ndarray) -> np.ndarray:
         """``delta`` ``(atoms, 3)`` for the right-hand side ``b`` ``(atoms, 3)``."""
         data = self._data.copy()
-        damped = self._diag + lam * np.maximum(self._diag, 1e-6) + 1e-9
-        diag = data[self._diag_at]
-        diag[:, np.arange(3), np.arange(3)] = damped
-        data[self._diag_at] = diag
+        k = np.arange(3)
+        data[self._diag_at[:, None], k, k] = self._diag + lam * np.maximum(self._diag, 1e-6) + 1e-9
         return _kernels.ldl_solve(*self._symbolic, self._perm, data, b)
 
 
