@@ -134,3 +134,21 @@ def test_chain_breaks_come_from_the_beads_not_from_the_output(model):
     assert linked.sum() == len(residues) - 2  # one break, between the halves
     q = protein_quality(result.trajectory, 0, links=cg_links(md, 0))
     assert q["inserted_breaks"] == 0 and q["bonds_off"] == 0 and q["cis_nonpro"] == 0
+
+
+def test_restraint_target_input_meets_the_frame_closer_at_a_price(model):
+    """``restraint_target='input'`` holds the simulation frame's own beads: the refined structure's
+    beads come closer to the input than with the default sound target (which never pulls past
+    the fit), and bonds bend for it (BENCHMARKS.md, bead fidelity frontier)."""
+    folder = FIXTURE / "bm5_4IZ7_l_u_B" / "elastic"
+    md = mdtraj.load(str(folder / "md.xtc"), top=str(folder / "md.gro"))[5]
+    sound = hb.backmap_and_simulate(md, model, solvent=None)
+    held = hb.backmap_and_simulate(md, model, solvent=None, restraint_target="input")
+    fid = {name: bead_fidelity(r.trajectory.atom_slice(r.trajectory.topology.select("not element H")), md)["bead_rms"]
+           for name, r in (("sound", sound), ("input", held))}
+    assert fid["input"] < 0.6 * fid["sound"], fid
+    bonds = {name: protein_quality(r.trajectory.atom_slice(r.trajectory.topology.select("not element H")))
+             ["bond_rmsd"] for name, r in (("sound", sound), ("input", held))}
+    assert bonds["input"] > bonds["sound"], bonds
+    with pytest.raises(hb.HeroBMError, match="restraint_target 'beads'"):
+        hb.backmap_and_simulate(md, model, solvent=None, restraint_target="beads")

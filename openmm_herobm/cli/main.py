@@ -154,6 +154,7 @@ def _pipeline(args, backmap_and_simulate):
         equilibrate=args.equilibrate, temperature=args.temperature,
         solvent=None if args.solvent == "vacuum" else args.solvent, platform=args.platform,
         restraint_k=args.restraint_k, restraint_tolerance=args.restraint_tolerance,
+        restraint_target=args.restraint_target,
         optimize_backbone=False if args.no_backbone_opt else None, output=args.output,
         trajectory_output=args.traj_out, unmapped=args.unmapped, progress=not args.no_progress,
         fit=not args.no_fit, side_chains=args.side_chains, deformation=not args.no_deformation, aliases=args.alias)
@@ -356,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flat bottom of the bead restraint on a CG simulation frame (nm; default: the value chosen on "
                         "the real-frame benchmark, BENCHMARKS.md), scaled by how simulation-like the frame is: "
                         "mapped beads are held exactly")
+    b.add_argument("--restraint-target", choices=("sound", "input"), default="sound",
+                   help="what the bead restraint holds: 'sound' (default) the beads a real structure can meet, never "
+                        "pulled past the fit; 'input' the input beads themselves (closer to the CG frame, bonds, angles "
+                        "and peptide planes bent: BENCHMARKS.md)")
     b.add_argument("--no-fit", action="store_true",
                    help="keep the network's raw atoms: skip the geometry-first fit (ideal geometry, real rotamers, "
                         "Ramachandran statistics, beads as soft targets) that follows the network; much faster, "

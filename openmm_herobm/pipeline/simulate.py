@@ -44,6 +44,10 @@ from .topology import prepare_topology
 #: none); chosen on the real-frame benchmark (BENCHMARKS.md)
 RESTRAINT_TOLERANCE = 0.01
 
+#: what the bead restraint holds: 'sound', the beads a real structure can meet (the CG-simulation
+#: deformation undone), never pulled past where the fit left them; 'input', the input beads themselves
+RESTRAINT_TARGETS = ("sound", "input")
+
 #: forces the pipeline adds for refinement only; the System written for production has none
 PIPELINE_FORCES = ("HEroBM bead restraint", CHIRALITY_FORCE, PEPTIDE_FORCE, MOLECULE_CHIRALITY_FORCE, CIS_FORCE,
                    HOLD_FORCE, BACKBONE_FORCE)
@@ -61,6 +65,7 @@ class PipelineOptions:
     platform: str | None = None
     restraint_k: float = 1.0e5  # kJ/mol/nm^2; 0 = no TorchForce
     restraint_tolerance: float = RESTRAINT_TOLERANCE  # nm, margin of the restraint's flat bottom on a simulation frame
+    restraint_target: str = "sound"  # 'sound' (chemistry first) or 'input' (the input beads, chemistry bent)
     optimize_backbone: bool = True
     backbone_guard: bool = True  # the Ramachandran restraint of the fit during refinement (only with the fit)
     variants: list | None = None  # protonation variant per residue (None: the input's names, else the pH)
@@ -138,8 +143,8 @@ class Pipeline:
 
     def __init__(self, backmapped, *, ph: float = 7.0, forcefield=None, solvent: str | None = "implicit",
                  platform=None, temperature=300.0, tolerance=500.0, restraint_k=1.0e5,
-                 restraint_tolerance=RESTRAINT_TOLERANCE, optimize_backbone: bool = False,
-                 backbone_guard: bool = True, minimize: bool = True, equilibrate=None, variants: list | None = None,
+                 restraint_tolerance=RESTRAINT_TOLERANCE, restraint_target: str = "sound",
+                 optimize_backbone: bool = False, backbone_guard: bool = True, minimize: bool = True, equilibrate=None, variants: list | None = None,
                  reporters=(), source: str = ""):
         self.bm = backmapped
         self.options = PipelineOptions(
@@ -149,9 +154,10 @@ class Pipeline:
             temperature=value_in(temperature, KELVIN, "temperature"), solvent=solvent, platform=platform,
             restraint_k=value_in(restraint_k, KJ_PER_MOL_NM2, "restraint_k"),
             restraint_tolerance=value_in(restraint_tolerance, NANOMETER, "restraint_tolerance"),
-            optimize_backbone=optimize_backbone, backbone_guard=backbone_guard, variants=variants)
+            restraint_target=restraint_target, optimize_backbone=optimize_backbone, backbone_guard=backbone_guard, variants=variants)
         if solvent not in (None, "implicit", "explicit"):
             raise HeroBMError(f"solvent {solvent!r}: use None (vacuum), 'implicit' or 'explicit'")
+        _check_restraint_target(restraint_target)
         options = self.options
         self.stages = Stages(reporters)
         self.platform = choose_platform(options.platform)
@@ -204,17 +210,25 @@ class Pipeline:
             raise HeroBMError(f"variants: {len(self.variants)} given for {self.prepared.topology.getNumResidues()} "
                               f"residues; pass the list a previous run of the same input returned")
         self.source = self.prepared.source_atom
-        self.beads = backmapped.bead_targets.astype(np.float64)
+        if restraint_target == "input":
+            # the input beads themselves, harmonic beyond restraint_tolerance: what the CG frame
+            # said, at the price of bonds and angles (BENCHMARKS.md, "bead fidelity frontier")
+            self.beads = backmapped.cg_xyz.astype(np.float64)
+            self.flat_bottom = np.zeros(self.beads.shape[:2])
+            self.margin = np.ones(self.beads.shape[:2])
+        else:
+            self.beads = backmapped.bead_targets.astype(np.float64)
         # the flat bottom of each bead: zero for mapped beads (they are exact); on a CG simulation
         # frame, where the sound reconstruction left it (no real structure meets those beads; the
         # force field may bring it closer, the restraint never pulls it further) plus a margin
         n_frames = len(self.beads)
-        likeness = np.concatenate([np.broadcast_to(
-            (np.zeros(n_frames) if p.simulation_likeness is None else p.simulation_likeness)[:, None],
-            (n_frames, p.system.n_beads)) for p in backmapped.parts], axis=1)  # (frames, beads)
-        misfit = backmapped.bead_misfit
-        self.flat_bottom = likeness * (0.0 if misfit is None else misfit)
-        self.margin = likeness
+        if restraint_target == "sound":
+            likeness = np.concatenate([np.broadcast_to(
+                (np.zeros(n_frames) if p.simulation_likeness is None else p.simulation_likeness)[:, None],
+                (n_frames, p.system.n_beads)) for p in backmapped.parts], axis=1)  # (frames, beads)
+            misfit = backmapped.bead_misfit
+            self.flat_bottom = likeness * (0.0 if misfit is None else misfit)
+            self.margin = likeness
         self.topology = None  # the protonated topology, set by the first protonate()
         self.omega_reference = None  # which X-Pro peptides are cis: this frame's (create_simulation)
         self.heavy_particles = None
@@ -417,6 +431,11 @@ class Pipeline:
 
 
 
+def _check_restraint_target(value) -> None:
+    if value not in RESTRAINT_TARGETS:
+        raise HeroBMError(f"restraint_target {value!r}: use 'sound' or 'input'")
+
+
 def reduced_box(box: np.ndarray) -> unit.Quantity:
     """The unit cell ``box`` (rows a, b, c in nm) in the reduced form OpenMM requires (a < 2|b_x| ...):
     a GROMACS rhombic dodecahedron is on that limit, which float32 rounding can cross.  The same
@@ -448,7 +467,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                          restraint_k=1.0e5, optimize_backbone: bool | None = None, output: str | Path | None = None,
                          trajectory_output: str | Path | None = None, unmapped: str = "fail",
                          progress: bool = False, fit: bool = True, side_chains: str | bool = "rotamers",
-                         deformation: bool = True, restraint_tolerance=None,
+                         deformation: bool = True, restraint_tolerance=None, restraint_target: str = "sound",
                          variants: list | None = None, all_frames: bool | None = None, aliases=None,
                          reporters: list | None = None) -> SimulationResult:
     """Backmap a CG structure with a HEroBM model and refine it into a ready-to-run OpenMM system.
@@ -468,6 +487,10 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     restraint holds each mapped bead within ``restraint_tolerance`` (flat bottom) of its
     target on a CG simulation frame (no real structure meets such beads exactly; the width is
     scaled by how simulation-like the frame is, so mapped beads are held exactly).
+    ``restraint_target='input'`` restrains the input beads themselves instead (harmonic beyond
+    ``restraint_tolerance``, which then defaults to 0): closer to the CG frame (0.32 A RMS at
+    the default ``restraint_k`` on real frames) at the price of bent bonds, angles and peptide
+    planes (BENCHMARKS.md, "bead fidelity frontier"); for workflows that need the CG frame met.
     ``optimize_backbone`` (the CA-fixed backbone optimisation before hydrogens): None = only
     when ``fit`` is False; the fit already optimises the backbone, with its beads, and
     running both moved ubiquitin's backbone from 0.17 to 0.30 A RMSD.
@@ -498,6 +521,7 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     if solvent == "explicit" and (trajectory_output is not None or all_frames):
         raise HeroBMError("explicit solvent is for preparing one structure; refine trajectories in 'implicit' "
                           "or vacuum (solvent=None), then solvate the frame you want to simulate")
+    _check_restraint_target(restraint_target)
     reporters = list(reporters or [])
     if progress and not any(isinstance(r, ProgressReporter) for r in reporters):
         reporters.append(ProgressReporter())
@@ -517,7 +541,8 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                       f"(--solvent explicit), in the CG box", stacklevel=2)
     pipeline = Pipeline(bm, ph=ph, forcefield=forcefield, solvent=solvent, platform=platform,
                         temperature=temperature, tolerance=tolerance, restraint_k=restraint_k,
-                        restraint_tolerance=RESTRAINT_TOLERANCE if restraint_tolerance is None else restraint_tolerance,
+                        restraint_tolerance=(RESTRAINT_TOLERANCE if restraint_target == "sound" else 0.0)
+                        if restraint_tolerance is None else restraint_tolerance, restraint_target=restraint_target,
                         optimize_backbone=(not fit) if optimize_backbone is None else optimize_backbone,
                         backbone_guard=fit, minimize=minimize, equilibrate=equilibrate, variants=variants,
                         reporters=everyone, source=source)
