@@ -9,7 +9,8 @@
    geometrically); ``refined`` (``--refine``): ``backmap_and_simulate``
    (stereo repair, CHARMM36 from OpenMM, hydrogens from its templates, bead restraint, vacuum
    minimisation).
-3. Heavy-atom RMSD per lipid type (no superposition), stereo checks of ``herobm evaluate``
+3. Heavy-atom RMSD per lipid type (no superposition; also with the atoms whose names no structure
+   tells apart, ``MoleculeMapping.equivalent_atoms``, in their best assignment), stereo checks of ``herobm evaluate``
    (POPC sn-2 C2, the eight cholesterol centres, the oleoyl cis double bond, cholesterol C5=C6),
    close contacts, rings pierced by a bond.
    With ``--bilayer`` another all-atom bilayer is the reference (e.g. the held-out mixed
@@ -119,6 +120,15 @@ def rdf(traj, resname: str, names: tuple) -> np.ndarray:
     return hist / (0.5 * len(idx) * density * shell)
 
 
+def best_assignment(pred: np.ndarray, true: np.ndarray, names: tuple) -> dict:
+    """{name: squared distance (A^2)} of the equivalent atoms ``names`` (pred, true ``(k, 3)`` A) in the
+    assignment that meets best (``MoleculeMapping.equivalent_atoms``: their names are arbitrary)."""
+    from itertools import permutations
+
+    best = min(permutations(range(len(names))), key=lambda p: ((pred - true[list(p)]) ** 2).sum())
+    return {n: float(((pred[k] - true[j]) ** 2).sum()) for k, (n, j) in enumerate(zip(names, best))}
+
+
 def evaluate_variant(pred, ref) -> dict:
     import openmm_herobm as hb
 
@@ -131,18 +141,28 @@ def evaluate_variant(pred, ref) -> dict:
            "n_close_contacts": out["n_close_contacts"], "n_pierced_rings": out["n_pierced_rings"],
            "stereo_errors": {k: out.get(k) for k in STEREO}, "stereo_errors_total": sum(out.get(k) or 0 for k in STEREO)}
     per_molecule = {}
+    lipid_set = hb.MappingSet.load("martini3_lipids")
     for name in [n for n in LIPIDS if any(r.name == n for r in ref.topology.residues)]:
-        values = []
+        mapping = lipid_set.for_residue(name)
+        groups = [tuple(mapping.atoms[i].name for i in g) for g in mapping.equivalent_atoms]
+        values, symmetric = [], []
         for r_pred, r_ref in zip(heavy.topology.residues, ref.topology.residues):
             if r_ref.name != name:
                 continue
             a = {x.name: x.index for x in r_pred.atoms}
             b = {x.name: x.index for x in r_ref.atoms}
             common = [n for n in b if n in a]
-            diff = heavy.xyz[0, [a[n] for n in common]] - ref.xyz[0, [b[n] for n in common]]
-            values.append(float(np.sqrt((diff ** 2).sum(1).mean())) * 10)
+            diff = 10.0 * (heavy.xyz[0, [a[n] for n in common]] - ref.xyz[0, [b[n] for n in common]])  # A
+            sq = dict(zip(common, (diff ** 2).sum(1)))
+            values.append(float(np.sqrt(np.mean(list(sq.values())))))
+            for g in groups:  # equivalent atoms (a choline's methyls ...) in their best assignment
+                if all(n in sq for n in g):
+                    sq.update(best_assignment(heavy.xyz[0, [a[n] for n in g]] * 10, ref.xyz[0, [b[n] for n in g]] * 10, g))
+            symmetric.append(float(np.sqrt(np.mean(list(sq.values())))))
         per_molecule[name] = {"mean": float(np.mean(values)), "median": float(np.median(values)),
                               "p95": float(np.percentile(values, 95)), "max": float(np.max(values)), "n": len(values),
+                              "mean_symmetric": float(np.mean(symmetric)),
+                              "p95_symmetric": float(np.percentile(symmetric, 95)),
                               **per_type_checks(heavy, name)}
     row["rmsd_per_molecule_A"] = per_molecule
     return row
@@ -228,6 +248,8 @@ def main(argv=None) -> int:
             print(f"| {name} heavy RMSD per molecule, mean / median / max (A) | " + " | ".join(
                 "{mean:.3f} / {median:.3f} / {max:.3f}".format(**results[n]["rmsd_per_molecule_A"][name])
                 for n in names) + " |")
+            print(f"| {name} the same, equivalent atoms in their best assignment, mean (A) | " + " | ".join(
+                "{mean_symmetric:.3f}".format(**results[n]["rmsd_per_molecule_A"][name]) for n in names) + " |")
         print("| all heavy atoms, pooled RMSD (A) | " + " | ".join(f"{results[n]['rmsd_heavy']:.3f}" for n in names) + " |")
         for key in STEREO:
             print(f"| {key.replace('_errors', '')} errors | " + " | ".join(
@@ -236,14 +258,14 @@ def main(argv=None) -> int:
         print("| rings pierced by a bond | " + " | ".join(str(results[n]["n_pierced_rings"]) for n in names) + " |")
         print("| time (s) | " + " | ".join(f"{timings[n]:.1f}" for n in names) + " |")
         print()
-        print("| lipid (n) | " + " | ".join(f"`{n}` heavy RMSD mean / p95 (A) | `{n}` stereo / cis-trans errors (centres, "
+        print("| lipid (n) | " + " | ".join(f"`{n}` heavy RMSD mean / p95 (A) | `{n}` with equivalent atoms matched, mean / p95 (A) | `{n}` stereo / cis-trans errors (centres, "
                                           f"double bonds checked) | `{n}` bonds outside 1.2-1.9 A" for n in names) + " |")
-        print("|---|" + "---|---|---|" * len(names))
+        print("|---|" + "---|---|---|---|" * len(names))
         for name in results[names[0]]["rmsd_per_molecule_A"]:
             cells = []
             for n in names:
                 m = results[n]["rmsd_per_molecule_A"][name]
-                cells += [f"{m['mean']:.2f} / {m['p95']:.2f}",
+                cells += [f"{m['mean']:.2f} / {m['p95']:.2f}", f"{m['mean_symmetric']:.2f} / {m['p95_symmetric']:.2f}",
                           f"{m['stereo_errors']} / {m['cis_trans_errors']} ({m['centres_checked']}, {m['double_bonds_checked']})",
                           str(m["bonds_out_of_range"])]
             print(f"| {name} ({results[names[0]]['rmsd_per_molecule_A'][name]['n']}) | " + " | ".join(cells) + " |")

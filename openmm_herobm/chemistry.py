@@ -37,8 +37,9 @@ CHOLESTEROL = ("CHL", "CHL1", "CHOL")
 ACYL_CHAINS = {"lauroyl": (12, ()), "palmitoyl": (16, ()), "stearoyl": (18, ()), "oleoyl": (18, (9,)),
                "linoleoyl": (18, (9, 12)), "arachidonoyl": (20, (5, 8, 11, 14))}
 #: glycerophospholipids of the lipid model (all-atom = CHARMM36 names, at most 4 characters for PDB
-#: files: DLIP is CHARMM36's DLIPE, SAP6 its SAPI24; PAPC, PAPS, DLIP, SAP6 templates in
-#: pipeline/charmm36_lipids_extra.xml, the others in charmm36.xml) -> (head, sn-1 chain, sn-2 chain).
+#: files: DLIP is CHARMM36's DLIPE, SAP6 its SAPI24; PAPC, PAPS, DLIP, SAP6 and the spliced DIPx and
+#: PAPE/PAPG/PAPA templates in pipeline/charmm36_lipids_extra.xml, the others in charmm36.xml)
+#: -> (head, sn-1 chain, sn-2 chain).
 #: CHARMM36 names the sn-2 acyl carbons C21.., the sn-1 ones C31..  (Martini names: see
 #: scripts/build_lipid_mappings.py, MARTINI_NAMES)
 LIPID_COMPOSITION = {
@@ -60,6 +61,12 @@ LIPID_COMPOSITION = {
     "DLPA": ("PA", "lauroyl", "lauroyl"),
     "PLPS": ("PS", "palmitoyl", "linoleoyl"), "PLPG": ("PG", "palmitoyl", "linoleoyl"),
     "PLPA": ("PA", "palmitoyl", "linoleoyl"),
+    # dilinoleoyl (the lipidome's DLPC/DLPS/DLPG/DLPA, M3 v1's DIPx) and palmitoyl-arachidonoyl of the
+    # other heads; CHARMM36 templates spliced by scripts/build_lipid_templates.py
+    "DIPC": ("PC", "linoleoyl", "linoleoyl"), "DIPS": ("PS", "linoleoyl", "linoleoyl"),
+    "DIPG": ("PG", "linoleoyl", "linoleoyl"), "DIPA": ("PA", "linoleoyl", "linoleoyl"),
+    "PAPE": ("PE", "palmitoyl", "arachidonoyl"), "PAPG": ("PG", "palmitoyl", "arachidonoyl"),
+    "PAPA": ("PA", "palmitoyl", "arachidonoyl"),
 }
 #: sphingomyelins (d18:1 sphingosine, N-acyl chain; CHARMM36 names): SSM N-stearoyl, PSM N-palmitoyl
 SPHINGOMYELINS = {"SSM": "stearoyl", "PSM": "palmitoyl"}
@@ -74,23 +81,29 @@ def lipids_with_head(head: str) -> tuple[str, ...]:
 #: CG residue names that CHARMM-GUI and Martini tools write for protonation variants, read as the
 #: mapping set's variant (its hydrogens then follow the variant, not the pH)
 CG_RESIDUE_ALIASES = {"GLUP": "GLH", "ASPP": "ASH", "LSN": "LYN",
-                      # Martini 3 v1's name of dilinoleoyl-PE (the lipidome and mstool write DLPE)
-                      "DIPE": "DLPE",
+                      # Martini 3 v1's names of dilinoleoyl PE/PS/PG/PA (the lipidome and mstool write DLPx)
+                      "DIPE": "DLPE", "DIPS": "DLPS", "DIPG": "DLPG", "DIPA": "DLPA",
                       # the Martini 3 lipidome's names (Pedersen et al. 2025, M3-Lipid-Parameters) of
                       # lipids whose shipped mapping keeps the M3 v1 (2021) name; same beads
                       "PLPC": "PIPC", "PLPE": "PIPE", "PSM": "DPSM", "DUPC": "DLPC"}
 #: CG names the M3 lipidome (2025) gives to other lipids than M3 v1 (2021) did: what to tell a user
 #: whose residue of that name does not have the shipped (v1) mapping's beads
 CG_NAME_CLASHES = {
-    "DLPC": "in the Martini 3 lipidome (2025) DLPC is dilinoleoyl-PC, which no shipped model covers; "
-            "the shipped DLPC is M3 v1's dilauroyl-PC (the lipidome's DUPC)",
     "PIPC": "in the Martini 3 lipidome (2025) PIPC is 16:0/20:2 PC, which no shipped model covers; "
             "the shipped PIPC is M3 v1's 16:0/18:2 PC (the lipidome's PLPC)",
     "PIPE": "in the Martini 3 lipidome (2025) PIPE is 16:0/20:2 PE, which no shipped model covers; "
             "the shipped PIPE is M3 v1's 16:0/18:2 PE (the lipidome's PLPE)",
 }
+#: CG names that M3 v1 (2021) and the lipidome (2025) give to two lipids both shipped: a residue whose
+#: beads are not those of the name's mapping is read with the alternative whose beads it has.  DLPx is
+#: dilauroyl in v1 (3 beads per tail; the lipidome's DUPx) and dilinoleoyl in the lipidome (4; v1's
+#: DIPx); the shipped DLPC is v1's, the shipped DLPE/DLPS/DLPG/DLPA the lipidome's
+CG_NAME_ALTERNATIVES = {"DLPC": ("DIPC",), "DLPE": ("DUPE",), "DLPS": ("DUPS",), "DLPG": ("DUPG",),
+                        "DLPA": ("DUPA",)}
 #: all-atom residue names read as the name of a shipped mapping
-RESIDUE_ALIASES = {"CHL1": "CHL", "CHOL": "CHL", "DLIPE": "DLIP", "SAPI24": "SAP6"}
+RESIDUE_ALIASES = {"CHL1": "CHL", "CHOL": "CHL", "DLIPE": "DLIP", "SAPI24": "SAP6",
+                   # CHARMM-GUI's 5-character names of the spliced dilinoleoyl templates
+                   "DLIPC": "DIPC", "DLIPS": "DIPS", "DLIPG": "DIPG", "DLIPA": "DIPA"}
 #: the name the force field (CHARMM36) gives a mapping molecule.  The backmap writes it, so the heavy
 #: atoms written without refinement carry the names of the refined output (CHARMM36 has two
 #: cholesterol templates with the same atoms, CHL1 and CLOL: only the name tells them apart)

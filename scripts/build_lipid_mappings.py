@@ -186,7 +186,11 @@ SSM_BEADS = {**HEADS["PC"], "PO4": "P O11 O12 O13 O14", "OH1": "C1S C2S C3S O3",
 MARTINI_NAMES = {"DLIP": "DLPE", "PLPC": "PIPC", "PLPE": "PIPE", "PSM": "DPSM",
                  # dilauroyl: the lipidome's names (its DLPx are dilinoleoyl; M3 v1's DLPE is the real frame's
                  # dilinoleoyl DLIP); the other lipids added in session 10 have the lipidome's names too
-                 "DLPE": "DUPE", "DLPS": "DUPS", "DLPG": "DUPG", "DLPA": "DUPA"}
+                 "DLPE": "DUPE", "DLPS": "DUPS", "DLPG": "DUPG", "DLPA": "DUPA",
+                 # dilinoleoyl: the lipidome's DLPS/DLPG/DLPA; its DLPC is M3 v1's dilauroyl DLPC here, so
+                 # dilinoleoyl-PC keeps v1's DIPC (the lipidome's DLPC is read by its beads:
+                 # chemistry.CG_NAME_ALTERNATIVES)
+                 "DIPS": "DLPS", "DIPG": "DLPG", "DIPA": "DLPA"}
 #: Martini 3 head beads before PO4 (PA has none)
 HEAD_BEADS = {"PC": ["NC3"], "PE": ["NH3"], "PS": ["CNO"], "PG": ["GL0"], "PA": []}
 #: Martini 3 tail beads per acyl chain (C saturated, D with a cis double bond), numbered from the glycerol

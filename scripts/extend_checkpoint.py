@@ -34,8 +34,10 @@ from openmm_herobm.model.config import ModelConfig, build_model
 DONORS = {"PC": "POPC", "PE": "POPE", "PS": "PAPS", "PG": "POPG", "PA": "POPA", "SM": "SSM"}  # POPG, POPA: from v3
 #: tail beads (C1A ... C5B) of a new lipid first from a known one with the same tails (CG name's first
 #: three letters): stearoyl-arachidonoyl from the palmitoyl-arachidonoyl lipids (the same bead names),
-#: dilauroyl from DLPC (M3 v1's dilauroyl-PC), palmitoyl-linoleoyl from PIPC / PIPE
-TAIL_DONORS = {"SAP": ("PAPS", "PAPC"), "DUP": ("DLPC",), "PLP": ("PIPE", "PIPC")}
+#: dilauroyl from DLPC (M3 v1's dilauroyl-PC), palmitoyl-linoleoyl from PIPC / PIPE; dilinoleoyl (DIPC and
+#: the lipidome's DLPS/DLPG/DLPA) from DLPE, palmitoyl-arachidonoyl PE/PG/PA from PAPC / PAPS
+TAIL_DONORS = {"SAP": ("PAPS", "PAPC"), "DUP": ("DLPC",), "PLP": ("PIPE", "PIPC"), "DIP": ("DLPE",),
+               "DLP": ("DLPE",), "PAP": ("PAPC", "PAPS")}
 
 
 def donor_molecule(cg_name: str) -> str:

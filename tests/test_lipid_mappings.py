@@ -113,7 +113,8 @@ NEW_FIXTURE = Path(__file__).resolve().parent / "data" / "lipids" / "new_lipids_
 
 
 def test_set_loads(lipid_set):
-    assert {m.name for m in lipid_set.molecules} == {"POPC", "CHL", *NEW_LIPIDS, *MORE_LIPIDS, *LIPIDOME_LIPIDS}
+    assert {m.name for m in lipid_set.molecules} == {"POPC", "CHL", *NEW_LIPIDS, *MORE_LIPIDS, *LIPIDOME_LIPIDS,
+                                                     *SPLICED_LIPIDS}
     popc, chl = lipid_set.for_residue("POPC"), lipid_set.for_residue("CHL")
     assert popc.cg_residue_name == "POPC" and popc.beads == POPC_BEADS
     assert chl.cg_residue_name == "CHOL" and chl.beads == CHOL_BEADS
@@ -287,6 +288,18 @@ LIPIDOME_LIPIDS = {
     "PLPA": ("PLPA", "PO4 GL1 GL2 C1A D2A D3A C4A C1B C2B C3B C4B"),
 }
 LIPIDOME_FIXTURE = Path(__file__).resolve().parent / "data" / "lipids" / "lipidome_lipids_heavy.pdb"
+#: session 12's lipids (CHARMM36 templates spliced by scripts/build_lipid_templates.py): dilinoleoyl
+#: with the lipidome's DLPx names (its DLPC is M3 v1's DIPC here) and palmitoyl-arachidonoyl PE/PG/PA
+SPLICED_LIPIDS = {
+    "DIPC": ("DIPC", "NC3 PO4 GL1 GL2 C1A D2A D3A C4A C1B D2B D3B C4B"),
+    "DIPS": ("DLPS", "CNO PO4 GL1 GL2 C1A D2A D3A C4A C1B D2B D3B C4B"),
+    "DIPG": ("DLPG", "GL0 PO4 GL1 GL2 C1A D2A D3A C4A C1B D2B D3B C4B"),
+    "DIPA": ("DLPA", "PO4 GL1 GL2 C1A D2A D3A C4A C1B D2B D3B C4B"),
+    "PAPE": ("PAPE", "NH3 PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B"),
+    "PAPG": ("PAPG", "GL0 PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B"),
+    "PAPA": ("PAPA", "PO4 GL1 GL2 C1A D2A D3A D4A C5A C1B C2B C3B C4B"),
+}
+SPLICED_FIXTURE = Path(__file__).resolve().parent / "data" / "lipids" / "spliced_lipids_heavy.pdb"
 
 
 def test_more_lipids_load_with_martini3_names_and_beads(lipid_set):
@@ -298,7 +311,7 @@ def test_more_lipids_load_with_martini3_names_and_beads(lipid_set):
     from openmm_herobm.pipeline.system import EXTRA_LIPIDS
 
     ff = app.ForceField("charmm36.xml", str(EXTRA_LIPIDS))
-    for aa_name, (cg_name, beads) in {**MORE_LIPIDS, **LIPIDOME_LIPIDS}.items():
+    for aa_name, (cg_name, beads) in {**MORE_LIPIDS, **LIPIDOME_LIPIDS, **SPLICED_LIPIDS}.items():
         mol = lipid_set.for_residue(aa_name)
         assert lipid_set.for_cg_residue(cg_name) is mol, aa_name
         assert (mol.cg_residue_name, " ".join(mol.beads)) == (cg_name, beads), aa_name
@@ -325,7 +338,8 @@ def test_martini3_v1_dilinoleoyl_pe_name_is_read_as_dlpe(cg):
     assert {r.name for r in with_aliases(frame).topology.residues} == {"DLPE"}
 
 
-@pytest.mark.parametrize("fixture, table", [(MORE_FIXTURE, MORE_LIPIDS), (LIPIDOME_FIXTURE, LIPIDOME_LIPIDS)])
+@pytest.mark.parametrize("fixture, table", [(MORE_FIXTURE, MORE_LIPIDS), (LIPIDOME_FIXTURE, LIPIDOME_LIPIDS),
+                                            (SPLICED_FIXTURE, SPLICED_LIPIDS)])
 def test_more_lipids_round_trip_exactly(lipid_set, fixture, table):
     """One built molecule of each further lipid (the fixture): heavy atoms rebuilt exactly from their beads."""
     aa = mdtraj.load(str(fixture))
@@ -369,16 +383,59 @@ def test_martini3_lipidome_names_read_as_the_shipped_lipids(lipid_set):
     assert np.array_equal(a.trajectory.xyz, b.trajectory.xyz)
 
 
-def test_a_lipidome_name_that_m3_v1_used_for_another_lipid_is_refused_with_the_reason():
-    """The lipidome's DLPC is dilinoleoyl-PC (12 beads); the shipped DLPC is v1's dilauroyl-PC (10):
-    refused with the bead mismatch and what the name means in each version."""
-    v1 = hb.map_structure(str(MORE_FIXTURE), "martini3_lipids").cg
-    frame = v1.atom_slice([a.index for a in v1.topology.atoms if a.residue.name == "PIPE"])
+def test_equivalent_atoms_are_the_ones_no_structure_tells_apart(lipid_set):
+    """Terminal heavy atoms of one element on one parent with as many hydrogens: a choline's three
+    methyls, a phosphate's free oxygens (not PA's protonated O12), a serine's carboxylate, the
+    isopropyl end of cholesterol; nothing else."""
+    def named(resname):
+        m = lipid_set.for_residue(resname)
+        return sorted(sorted(m.atoms[i].name for i in g) for g in m.equivalent_atoms)
+
+    assert named("POPC") == [["C13", "C14", "C15"], ["O13", "O14"]]
+    assert named("POPS") == [["O13", "O14"], ["O13A", "O13B"]]
+    assert named("POPA") == named("POPE") == named("POPG") == [["O13", "O14"]]
+    assert named("CHL") == [["C26", "C27"]]
+    assert named("SAP6") == [["O13", "O14"], ["OP43", "OP44"], ["OP52", "OP53", "OP54"]]
+
+
+def _renamed(cg, resname: str, new: str, beads: dict[str, str]):
+    """The residues ``resname`` of ``cg`` alone, renamed ``new`` with their beads renamed by ``beads``."""
+    frame = cg.atom_slice([a.index for a in cg.topology.atoms if a.residue.name == resname])
     frame.topology = frame.topology.copy()
-    for residue in frame.topology.residues:  # the lipidome's DLPC beads, on a 16:0/18:2 PE's positions
-        residue.name = "DLPC"
+    for residue in frame.topology.residues:
+        residue.name = new
         for atom in residue.atoms:
-            atom.name = {"NH3": "NC3", "C2B": "D2B", "C3B": "D3B"}.get(atom.name, atom.name)
-    assert " ".join(a.name for a in frame.topology.atoms) == "NC3 PO4 GL1 GL2 C1A D2A D3A C4A C1B D2B D3B C4B"
-    with pytest.raises(hb.StructureError, match="DLPC is dilinoleoyl-PC, which no shipped model covers"):
+            atom.name = beads.get(atom.name, atom.name)
+    return frame
+
+
+def test_dlpx_is_read_by_its_beads_as_v1_dilauroyl_or_lipidome_dilinoleoyl():
+    """DLPC/DLPE/DLPS/DLPG/DLPA are dilauroyl in M3 v1 (3 beads per tail) and dilinoleoyl in the
+    lipidome (4): each residue is read with the mapping whose beads it has, and DIPS (v1's
+    dilinoleoyl-PS name) reads as the lipidome's DLPS."""
+    from openmm_herobm.chemistry import CG_NAME_ALTERNATIVES, CG_RESIDUE_ALIASES
+
+    assert CG_RESIDUE_ALIASES["DIPS"] == "DLPS"
+    v1 = hb.map_structure(str(MORE_FIXTURE), "martini3_lipids").cg
+    # the lipidome's DLPC (dilinoleoyl-PC) beads, on a 16:0/18:2 PE's positions
+    dilinoleoyl = _renamed(v1, "PIPE", "DLPC", {"NH3": "NC3", "C2B": "D2B", "C3B": "D3B"})
+    assert " ".join(a.name for a in dilinoleoyl.topology.atoms) == "NC3 PO4 GL1 GL2 C1A D2A D3A C4A C1B D2B D3B C4B"
+    assert [r.name for r in hb.backmap(dilinoleoyl).trajectory.topology.residues] == ["DIPC"]
+    dilauroyl = _renamed(v1, "DLPC", "DLPC", {})  # M3 v1's own DLPC
+    assert [r.name for r in hb.backmap(dilauroyl).trajectory.topology.residues] == ["DLPC"]
+    for name, (alternative,) in CG_NAME_ALTERNATIVES.items():
+        assert {len(lipid_set_beads(name)), len(lipid_set_beads(alternative))} in ({10, 12}, {9, 11}, {11, 13}), name
+
+
+def lipid_set_beads(cg_name: str) -> list[str]:
+    return hb.MappingSet.load("martini3_lipids").for_cg_residue(cg_name).beads
+
+
+def test_a_lipidome_name_that_m3_v1_used_for_another_lipid_is_refused_with_the_reason():
+    """The lipidome's PIPC is 16:0/20:2 PC (C1A C2A D3A D4A C5A); the shipped PIPC is v1's 16:0/18:2:
+    refused with the bead mismatch and what the name means in each version."""
+    v1 = hb.map_structure(str(LIPIDOME_FIXTURE), "martini3_lipids").cg
+    frame = _renamed(v1, "SAPC", "PIPC", {"D2A": "C2A"})  # the lipidome's PIPC beads on a SAPC
+    assert " ".join(a.name for a in frame.topology.atoms) == "NC3 PO4 GL1 GL2 C1A C2A D3A D4A C5A C1B C2B C3B C4B"
+    with pytest.raises(hb.StructureError, match="PIPC is 16:0/20:2 PC, which no shipped model covers"):
         hb.backmap(frame)

@@ -134,20 +134,25 @@ def test_lipid_patch_refined_with_charmm36_has_zero_stereo_errors(bilayer, tmp_p
 #: a Martini 3 lipidome bilayer we simulated (insane + GROMACS 2022.5, the lipidome's .itp files;
 #: tests/data/lipids/README.md): 54 POPC and 8 each of the 12 session-10 types, lipidome names
 LIPIDOME_MEMBRANE = ROOT / "tests" / "data" / "lipids" / "lipidome_membrane_cg.gro.gz"
+LIPIDOME_MEMBRANE_V5 = ROOT / "tests" / "data" / "lipids" / "lipidome_membrane_v5_cg.gro.gz"
 
 
-def test_real_martini3_lipidome_frame_of_the_new_types(tmp_path):
-    """A real frame (5 ns of Martini 3 MD) with the lipidome's names SAPC ... PLPA: every lipid
-    backmapped with its CHARMM36 name, no stereo or cis/trans error, every bond in range."""
+@pytest.mark.parametrize("membrane, expected", [
+    (LIPIDOME_MEMBRANE, {"POPC": 54, **{n: 8 for n in ("SAPC", "SAPE", "SAPS", "SAPG", "SAPA", "DLPE", "DLPS", "DLPG",
+                                                       "DLPA", "PLPS", "PLPG", "PLPA")}}),
+    # the lipidome's dilinoleoyl DLPC and dilauroyl DUPC side by side: DIPC and CHARMM36's DLPC
+    (LIPIDOME_MEMBRANE_V5, {"POPC": 68, **{n: 10 for n in ("DIPC", "DIPS", "DIPG", "DIPA", "PAPE", "PAPG", "PAPA",
+                                                           "DLPC")}})], ids=["session10", "session12"])
+def test_real_martini3_lipidome_frame_of_the_new_types(tmp_path, membrane, expected):
+    """A real frame (5 ns of Martini 3 MD) with the lipidome's names (SAPC ... PLPA; DLPC ... DUPC):
+    every lipid backmapped with its CHARMM36 name, no stereo or cis/trans error, every bond in range."""
     frame = tmp_path / "lipidome.gro"
-    frame.write_bytes(gzip.open(LIPIDOME_MEMBRANE).read())
+    frame.write_bytes(gzip.open(membrane).read())
     result = hb.backmap(str(frame), unmapped="fail")
     names = [r.name for r in result.trajectory.topology.residues]
-    expected = {"POPC": 54, **{n: 8 for n in ("SAPC", "SAPE", "SAPS", "SAPG", "SAPA", "DLPE", "DLPS", "DLPG",
-                                              "DLPA", "PLPS", "PLPG", "PLPA")}}
     assert {n: names.count(n) for n in set(names)} == expected
     report = hb.evaluate(result.trajectory)
-    assert report["chirality_checked"]["glycerol_c2"] + report["chirality_checked"]["popc_c2"] == 150
+    assert report["chirality_checked"]["glycerol_c2"] + report["chirality_checked"]["popc_c2"] == sum(expected.values())
     assert stereo_and_double_bond_errors(report) == {} and report["n_bonds_out_of_range"] == 0
 
 
@@ -248,6 +253,43 @@ def test_extra_charmm36_templates_are_charmm36_lipids():
     assert table(both, "SAP6") == table(c36, "SAPI24")
     charges = {n: round(sum(a.parameters["charge"] for a in both._templates[n].atoms), 6) for n in NEW_LIPIDS}
     assert charges == {"POPE": 0, "DLIP": 0, "PAPC": 0, "PAPS": -1, "SAP6": -4, "SSM": 0}
+
+
+#: the spliced templates (scripts/build_lipid_templates.py) -> (head donor, chain donor)
+SPLICED = {"DIPC": ("POPC", "DLIP"), "DIPS": ("POPS", "DLIP"), "DIPG": ("POPG", "DLIP"), "DIPA": ("POPA", "DLIP"),
+           "PAPE": ("POPE", "PAPC"), "PAPG": ("POPG", "PAPC"), "PAPA": ("POPA", "PAPC")}
+
+
+def test_spliced_charmm36_templates_are_their_head_with_their_chains():
+    """DIPx (dilinoleoyl) and PAPE/PAPG/PAPA: every atom is, in type, charge and bonds, the head
+    donor's (head and glycerol up to the ester carbons) or the chain donor's (from C22/C32 on); the
+    charge is the head's."""
+    both = app.ForceField("charmm36.xml", str(EXTRA_LIPIDS))
+
+    def table(name):
+        t = both._templates[name]
+        atoms = {a.name: (a.type, round(a.parameters["charge"], 4)) for a in t.atoms}
+        return t, atoms, {frozenset((t.atoms[i].name, t.atoms[j].name)) for i, j in t.bonds}
+
+    for new, (head, chains) in SPLICED.items():
+        _, atoms, bonds = table(new)
+        _, head_atoms, head_bonds = table(head)
+        _, chain_atoms, chain_bonds = table(chains)
+        graph = {n: {m for b in bonds if n in b for m in b if m != n} for n in atoms}
+        tail, todo = {"C22", "C32"}, ["C22", "C32"]
+        while todo:
+            for m in graph[todo.pop()] - {"C21", "C31"} - tail:
+                tail.add(m)
+                todo.append(m)
+        assert {n: atoms[n] for n in tail} == {n: chain_atoms[n] for n in tail}, new
+        assert {n: atoms[n] for n in set(atoms) - tail} == {n: head_atoms[n] for n in set(atoms) - tail}, new
+        assert bonds == {b for b in head_bonds if not b & tail} | {b for b in chain_bonds if b <= tail} \
+            | {frozenset(("C21", "C22")), frozenset(("C31", "C32"))}, new
+        assert round(sum(c for _, c in atoms.values()), 6) == round(sum(c for _, c in head_atoms.values()), 6)
+    # the dilinoleoyl chains are DLIP's 18:2 (cis 9 and 12 in both), the arachidonoyl one 20:4
+    assert {"C29", "C210", "C212", "C213", "C39", "C310", "C312", "C313"} <= {
+        n for n, (ty, _) in table("DIPC")[1].items() if ty == "CEL1"}
+    assert sum(ty == "CEL1" for ty, _ in table("PAPE")[1].values()) == 8
 
 
 @pytest.fixture(scope="module")
@@ -364,6 +406,8 @@ MORE_LIPIDS = ("DPPC", "DOPC", "DLPC", "PLPC", "DPPE", "DOPE", "PLPE", "POPS", "
 #: bilayer of /work/data/lipids_v4 (never trained on)
 LIPIDOME_LIPID_FIXTURE = ROOT / "tests" / "data" / "lipids" / "lipidome_lipids_heavy.pdb"
 LIPIDOME_LIPIDS = ("SAPC", "SAPE", "SAPS", "SAPG", "SAPA", "DLPE", "DLPS", "DLPG", "DLPA", "PLPS", "PLPG", "PLPA")
+SPLICED_LIPID_FIXTURE = ROOT / "tests" / "data" / "lipids" / "spliced_lipids_heavy.pdb"
+SPLICED_LIPIDS = ("DIPC", "DIPS", "DIPG", "DIPA", "PAPE", "PAPG", "PAPA")
 MORE_LIPID_RMSD_MAX = 1.5  # A, per molecule (BENCHMARKS.md, with a margin)
 MORE_STEREO_CHECKS = {"glycerol_c2": 16, "ps_serine_c12": 3, "pg_glycerol_c12": 3, "ssm_c2s": 1, "ssm_c3s": 1}
 MORE_DOUBLE_BONDS = {"oleoyl_sn2_c9": 8, "oleoyl_sn1_c9": 5, "linoleoyl_sn2_c9": 2, "linoleoyl_sn2_c12": 2,
@@ -434,7 +478,8 @@ def test_more_lipid_templates_are_in_charmm36():
     assert charges == {n: (-1 if n[2:] in ("PS", "PG", "PA") else 0) for n in names}
 
 
-@pytest.mark.parametrize("fixture, names", [(MORE_LIPID_FIXTURE, MORE_LIPIDS), (LIPIDOME_LIPID_FIXTURE, LIPIDOME_LIPIDS)])
+@pytest.mark.parametrize("fixture, names", [(MORE_LIPID_FIXTURE, MORE_LIPIDS), (LIPIDOME_LIPID_FIXTURE, LIPIDOME_LIPIDS),
+                                            (SPLICED_LIPID_FIXTURE, SPLICED_LIPIDS)])
 def test_shipped_lipid_model_on_the_more_lipids_and_charmm36_refinement(fixture, names):
     """Forward-mapped, backmapped with the shipped model: heavy RMSD per molecule, no stereo or
     cis/trans error, every bond in 1.2-1.9 A; then the real pipeline: CHARMM36 (charmm36.xml)
@@ -444,7 +489,7 @@ def test_shipped_lipid_model_on_the_more_lipids_and_charmm36_refinement(fixture,
     cg = hb.map_structure(more_lipids, "martini3_lipids").cg
     assert sorted({r.name for r in cg.topology.residues}) == sorted(
         {"PLPC": "PIPC", "PLPE": "PIPE", "PSM": "DPSM", "DLPE": "DUPE", "DLPS": "DUPS", "DLPG": "DUPG",
-         "DLPA": "DUPA"}.get(n, n) for n in names)
+         "DLPA": "DUPA", "DIPS": "DLPS", "DIPG": "DLPG", "DIPA": "DLPA"}.get(n, n) for n in names)
     result = hb.backmap(cg)
     assert result.model.path.name == "martini3_lipids.pt"
     report = hb.evaluate(result.trajectory, more_lipids)
@@ -454,7 +499,7 @@ def test_shipped_lipid_model_on_the_more_lipids_and_charmm36_refinement(fixture,
     assert all(v < MORE_LIPID_RMSD_MAX for v in per_type.values()), per_type
     refined = hb.backmap_and_simulate(cg, "martini3_lipids", solvent=None)
     assert refined.report["forcefield"] == "charmm36.xml"
-    c36 = app.ForceField("charmm36.xml")
+    c36 = app.ForceField("charmm36.xml", str(EXTRA_LIPIDS))
     residues = list(refined.topology.residues())
     assert sorted(r.name for r in residues) == sorted(names)
     assert all(len(list(r.atoms())) == len(c36._templates[r.name].atoms) for r in residues)

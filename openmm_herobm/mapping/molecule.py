@@ -172,6 +172,35 @@ class MoleculeMapping:
     def reconstructed_atoms(self) -> list[int]:
         return [i for i, a in enumerate(self.atoms) if a.reconstructed]
 
+    @property
+    def equivalent_atoms(self) -> list[tuple[int, ...]]:
+        """Groups of atom indices whose names may be exchanged without changing the heavy-atom
+        structure: heavy atoms of one element, each bonded to no other heavy atom than the same
+        parent, with as many hydrogens and in the same beads (the three methyls of a choline, the
+        free phosphate or carboxylate oxygens, cholesterol's C26/C27).  No name in such a group
+        can be told from the beads (nor, without hydrogens, from the structure), so an RMSD may take
+        the best assignment within each group (``benchmarks/lipid_quality.py``).  Needs the mapping's ``bonds``
+        (lipids, ligands); residues without (amino acids) have none."""
+        index = {a.name: i for i, a in enumerate(self.atoms)}
+        heavy = {i: [] for i, a in enumerate(self.atoms) if not a.is_hydrogen}
+        hydrogens = dict.fromkeys(range(len(self.atoms)), 0)
+        for x, y in self.bonds:
+            i, j = index.get(x), index.get(y)
+            if i is None or j is None:
+                continue
+            for p, q in ((i, j), (j, i)):
+                if q in heavy:
+                    if p in heavy:
+                        heavy[p].append(q)
+                    else:
+                        hydrogens[q] += 1
+        groups: dict[tuple, list[int]] = {}
+        for i, parents in heavy.items():
+            if len(parents) == 1 and self.atoms[i].reconstructed:
+                a = self.atoms[i]
+                groups.setdefault((parents[0], a.element, hydrogens[i], tuple(m.bead for m in a.memberships)), []).append(i)
+        return [tuple(g) for g in groups.values() if len(g) > 1]
+
     def bead_weights(self, masses: dict[str, float] | None = None):
         """Dense ``(n_beads, n_atoms)`` matrix of mass x share weights (not normalised:
         :class:`SystemMapping` normalises each row over the atoms present).

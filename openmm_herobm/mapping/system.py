@@ -20,7 +20,12 @@ import mdtraj
 import numpy as np
 import scipy.sparse
 
-from ..chemistry import CG_NAME_CLASHES, FORCEFIELD_NAMES, RESIDUE_ALIASES
+from ..chemistry import (
+    CG_NAME_ALTERNATIVES,
+    CG_NAME_CLASHES,
+    FORCEFIELD_NAMES,
+    RESIDUE_ALIASES,
+)
 from ..errors import StructureError
 from .mapping_set import MappingSet
 from .molecule import MoleculeMapping, element_from_name
@@ -234,7 +239,7 @@ class SystemMapping:
         for chain in cg_topology.chains:
             aa_chain = kept_chain = None
             for residue in chain.residues:
-                mapping = mapping_set.for_cg_residue(residue.name)
+                mapping = _by_beads(mapping_set, residue, mapping_set.for_cg_residue(residue.name))
                 if mapping is None:
                     dropped[residue.name] = dropped.get(residue.name, 0) + 1
                     continue
@@ -364,3 +369,17 @@ def _check_unmapped(dropped: dict[str, int], policy: str, mapping_set: MappingSe
     import warnings
 
     warnings.warn(f"{source}left out residues with no mapping in set {mapping_set.name}: {listing}", stacklevel=3)
+
+
+def _by_beads(mapping_set: MappingSet, residue, mapping):
+    """The mapping of a CG residue whose name two Martini 3 versions give to different lipids
+    (:data:`~openmm_herobm.chemistry.CG_NAME_ALTERNATIVES`): the name's own, or the alternative
+    whose beads the residue has (an unmatched residue keeps the name's, whose error names its beads)."""
+    alternatives = CG_NAME_ALTERNATIVES.get(residue.name, ())
+    if not alternatives or mapping is None:
+        return mapping
+    beads = {a.name for a in residue.atoms}
+    for candidate in (mapping, *(mapping_set.for_cg_residue(n) for n in alternatives)):
+        if candidate is not None and set(candidate.beads) == beads:
+            return candidate
+    return mapping
