@@ -179,8 +179,8 @@ class MoleculeMapping:
         parent, with as many hydrogens and in the same beads (the three methyls of a choline, the
         free phosphate or carboxylate oxygens, cholesterol's C26/C27).  No name in such a group
         can be told from the beads (nor, without hydrogens, from the structure), so an RMSD may take
-        the best assignment within each group (``benchmarks/lipid_quality.py``).  Needs the mapping's ``bonds``
-        (lipids, ligands); residues without (amino acids) have none."""
+        the best assignment within each group (``benchmarks/lipid_quality.py``).  Needs the
+        mapping's ``bonds`` (lipids, ligands); residues without (amino acids) have none."""
         index = {a.name: i for i, a in enumerate(self.atoms)}
         heavy = {i: [] for i, a in enumerate(self.atoms) if not a.is_hydrogen}
         hydrogens = dict.fromkeys(range(len(self.atoms)), 0)
@@ -196,9 +196,10 @@ class MoleculeMapping:
                         hydrogens[q] += 1
         groups: dict[tuple, list[int]] = {}
         for i, parents in heavy.items():
-            if len(parents) == 1 and self.atoms[i].reconstructed:
-                a = self.atoms[i]
-                groups.setdefault((parents[0], a.element, hydrogens[i], tuple(m.bead for m in a.memberships)), []).append(i)
+            a = self.atoms[i]
+            if len(parents) == 1 and a.reconstructed:
+                key = (parents[0], a.element, hydrogens[i], tuple(m.bead for m in a.memberships))
+                groups.setdefault(key, []).append(i)
         return [tuple(g) for g in groups.values() if len(g) > 1]
 
     def bead_weights(self, masses: dict[str, float] | None = None):

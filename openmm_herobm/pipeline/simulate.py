@@ -144,8 +144,8 @@ class Pipeline:
     def __init__(self, backmapped, *, ph: float = 7.0, forcefield=None, solvent: str | None = "implicit",
                  platform=None, temperature=300.0, tolerance=500.0, restraint_k=1.0e5,
                  restraint_tolerance=RESTRAINT_TOLERANCE, restraint_target: str = "sound",
-                 optimize_backbone: bool = False, backbone_guard: bool = True, minimize: bool = True, equilibrate=None, variants: list | None = None,
-                 reporters=(), source: str = ""):
+                 optimize_backbone: bool = False, backbone_guard: bool = True, minimize: bool = True,
+                 equilibrate=None, variants: list | None = None, reporters=(), source: str = ""):
         self.bm = backmapped
         self.options = PipelineOptions(
             ph=float(ph), forcefield=forcefield, minimize=minimize,
@@ -154,7 +154,8 @@ class Pipeline:
             temperature=value_in(temperature, KELVIN, "temperature"), solvent=solvent, platform=platform,
             restraint_k=value_in(restraint_k, KJ_PER_MOL_NM2, "restraint_k"),
             restraint_tolerance=value_in(restraint_tolerance, NANOMETER, "restraint_tolerance"),
-            restraint_target=restraint_target, optimize_backbone=optimize_backbone, backbone_guard=backbone_guard, variants=variants)
+            restraint_target=restraint_target, optimize_backbone=optimize_backbone, backbone_guard=backbone_guard,
+            variants=variants)
         if solvent not in (None, "implicit", "explicit"):
             raise HeroBMError(f"solvent {solvent!r}: use None (vacuum), 'implicit' or 'explicit'")
         _check_restraint_target(restraint_target)
@@ -217,12 +218,11 @@ class Pipeline:
             self.flat_bottom = np.zeros(self.beads.shape[:2])
             self.margin = np.ones(self.beads.shape[:2])
         else:
+            # the flat bottom of each bead: zero for mapped beads (they are exact); on a CG simulation
+            # frame, where the sound reconstruction left it (no real structure meets those beads; the
+            # force field may bring it closer, the restraint never pulls it further) plus a margin
             self.beads = backmapped.bead_targets.astype(np.float64)
-        # the flat bottom of each bead: zero for mapped beads (they are exact); on a CG simulation
-        # frame, where the sound reconstruction left it (no real structure meets those beads; the
-        # force field may bring it closer, the restraint never pulls it further) plus a margin
-        n_frames = len(self.beads)
-        if restraint_target == "sound":
+            n_frames = len(self.beads)
             likeness = np.concatenate([np.broadcast_to(
                 (np.zeros(n_frames) if p.simulation_likeness is None else p.simulation_likeness)[:, None],
                 (n_frames, p.system.n_beads)) for p in backmapped.parts], axis=1)  # (frames, beads)
@@ -488,9 +488,10 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
     target on a CG simulation frame (no real structure meets such beads exactly; the width is
     scaled by how simulation-like the frame is, so mapped beads are held exactly).
     ``restraint_target='input'`` restrains the input beads themselves instead (harmonic beyond
-    ``restraint_tolerance``, which then defaults to 0): closer to the CG frame (0.32 A RMS at
-    the default ``restraint_k`` on real frames) at the price of bent bonds, angles and peptide
-    planes (BENCHMARKS.md, "bead fidelity frontier"); for workflows that need the CG frame met.
+    ``restraint_tolerance``, which then defaults to 0): closer to the CG frame (0.31 A RMS at
+    the default ``restraint_k`` on real frames, against 0.73) at the price of bent bonds, angles
+    and peptide planes (BENCHMARKS.md, "bead fidelity frontier"); for workflows that need the CG
+    frame met.
     ``optimize_backbone`` (the CA-fixed backbone optimisation before hydrogens): None = only
     when ``fit`` is False; the fit already optimises the backbone, with its beads, and
     running both moved ubiquitin's backbone from 0.17 to 0.30 A RMSD.
@@ -541,8 +542,9 @@ def backmap_and_simulate(cg, model=None, *, trajectory=None, ph: float = 7.0,
                       f"(--solvent explicit), in the CG box", stacklevel=2)
     pipeline = Pipeline(bm, ph=ph, forcefield=forcefield, solvent=solvent, platform=platform,
                         temperature=temperature, tolerance=tolerance, restraint_k=restraint_k,
-                        restraint_tolerance=(RESTRAINT_TOLERANCE if restraint_target == "sound" else 0.0)
-                        if restraint_tolerance is None else restraint_tolerance, restraint_target=restraint_target,
+                        restraint_tolerance=restraint_tolerance if restraint_tolerance is not None
+                        else RESTRAINT_TOLERANCE if restraint_target == "sound" else 0.0,
+                        restraint_target=restraint_target,
                         optimize_backbone=(not fit) if optimize_backbone is None else optimize_backbone,
                         backbone_guard=fit, minimize=minimize, equilibrate=equilibrate, variants=variants,
                         reporters=everyone, source=source)
