@@ -40,7 +40,7 @@ def cycle():
     top = MartiniTopFile(ex.TOP)
     from openmm import app
 
-    cg = ex.cg_simulation(top, app.GromacsGroFile(str(ex.START)).getPositions())
+    cg = ex.cg_simulation(top, app.GromacsGroFile(str(ex.START)).getPositions(), threads=1)  # the same frame every run
     cg.step(100)
     beads = cg_positions(cg)
     aa = to_all_atom(cg, platform="CPU")
@@ -52,8 +52,9 @@ def cycle():
 
 
 def test_backmapped_frame_keeps_the_beads(cycle):
-    """The forward-mapped all-atom frame lies on the CG frame it came from (measured 0.10 nm RMS over
-    147 beads; a wrong bead order or a broken backmapping gives > 0.5 nm)."""
+    """The forward-mapped all-atom frame lies on the CG frame it came from (measured 0.11 nm RMS over
+    147 beads; a wrong bead order or a broken backmapping gives > 0.5 nm).  With two OpenMM threads
+    the CG frame differed run to run and this ranged 0.09-0.19 nm."""
     rms = cycle["ex"].hb_rms(cycle["beads"], cycle["mapped"])
     assert rms < 0.15
     # and not trivially: beads of one residue swapped are far off
