@@ -19,7 +19,6 @@ valence as in its donor, and the chain atoms identical in type and charge to the
 from __future__ import annotations
 
 import os
-import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -117,10 +116,10 @@ def check(name: str, out: ET.Element, head: ET.Element, pieces: dict) -> None:
     charge = sum(float(a.get("charge")) for a in atoms)
     if abs(charge - round(charge)) > 1e-6:
         raise ValueError(f"{name}: total charge {charge:.4f} is not an integer")
-    donors = [head] + [d for d, _ in pieces.values()]
+    donors = [graph(d)[1] for d in [head] + [d for d, _ in pieces.values()]]
     for a in atoms:
         n = a.get("name")
-        valence = {len(graph(d)[1][n]) for d in donors if n in graph(d)[1]}
+        valence = {len(d[n]) for d in donors if n in d}
         if len(nbr[n]) not in valence:
             raise ValueError(f"{name}: atom {n} has {len(nbr[n])} bonds, its donors {sorted(valence)}")
     for side, (donor, names) in pieces.items():

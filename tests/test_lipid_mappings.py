@@ -409,7 +409,7 @@ def _renamed(cg, resname: str, new: str, beads: dict[str, str]):
     return frame
 
 
-def test_dlpx_is_read_by_its_beads_as_v1_dilauroyl_or_lipidome_dilinoleoyl():
+def test_dlpx_is_read_by_its_beads_as_v1_dilauroyl_or_lipidome_dilinoleoyl(lipid_set):
     """DLPC/DLPE/DLPS/DLPG/DLPA are dilauroyl in M3 v1 (3 beads per tail) and dilinoleoyl in the
     lipidome (4): each residue is read with the mapping whose beads it has, and DIPS (v1's
     dilinoleoyl-PS name) reads as the lipidome's DLPS."""
@@ -424,11 +424,8 @@ def test_dlpx_is_read_by_its_beads_as_v1_dilauroyl_or_lipidome_dilinoleoyl():
     dilauroyl = _renamed(v1, "DLPC", "DLPC", {})  # M3 v1's own DLPC
     assert [r.name for r in hb.backmap(dilauroyl).trajectory.topology.residues] == ["DLPC"]
     for name, (alternative,) in CG_NAME_ALTERNATIVES.items():
-        assert {len(lipid_set_beads(name)), len(lipid_set_beads(alternative))} in ({10, 12}, {9, 11}, {11, 13}), name
-
-
-def lipid_set_beads(cg_name: str) -> list[str]:
-    return hb.MappingSet.load("martini3_lipids").for_cg_residue(cg_name).beads
+        sizes = {len(lipid_set.for_cg_residue(n).beads) for n in (name, alternative)}
+        assert sizes in ({10, 12}, {9, 11}, {11, 13}), name
 
 
 def test_a_lipidome_name_that_m3_v1_used_for_another_lipid_is_refused_with_the_reason():
