@@ -198,7 +198,8 @@ def test_compiled_terms_compute_the_numpy_formulas_on_a_real_chain(real_chain):
 
 def test_clash_neighbour_list_finds_every_contact_as_atoms_stray(real_chain):
     """The clash term's residuals equal a brute-force search over all atom pairs, after a few
-    atoms moved far (looked up on their own) and after many did (the list rebuilt)."""
+    atoms moved far (re-anchored: looked up on their own), moved again, back, or next to other
+    re-anchored atoms, and after many did (the list rebuilt)."""
     x, bonds, _, _ = real_chain
     n = len(x)
     radius = np.full(n, 1.6)
@@ -217,9 +218,20 @@ def test_clash_neighbour_list_finds_every_contact_as_atoms_stray(real_chain):
     y = x.copy()
     assert len(term(y)[0]) > 0
     np.testing.assert_allclose(np.sort(term(y)[0]), brute(y))
-    for moved in (5, 40, n // 3):
+    first = rng.choice(n, 5, replace=False)
+    start = y[first].copy()
+    others = rng.choice(np.setdiff1d(np.arange(n), first), 5, replace=False)
+    steps = [(first, None), (first, None), (others, first), (first, start), (40, None), (n // 3, None)]
+    for atoms_moved, to in steps:
         y = y.copy()
-        y[rng.choice(n, moved, replace=False)] += rng.normal(scale=3.0, size=(moved, 3))
+        if isinstance(atoms_moved, int):
+            atoms_moved = rng.choice(n, atoms_moved, replace=False)
+        if to is None:
+            y[atoms_moved] += rng.normal(scale=3.0, size=(len(atoms_moved), 3))
+        elif to is start:
+            y[atoms_moved] = start  # back where they were
+        else:  # next to earlier re-anchored atoms
+            y[atoms_moved] = y[to] + rng.normal(scale=1.5, size=(len(atoms_moved), 3))
         r, (rows, atoms, values) = term(y)
         np.testing.assert_allclose(np.sort(r), brute(y))
         pairs = np.stack([atoms[:len(r)], atoms[len(r):]], 1)

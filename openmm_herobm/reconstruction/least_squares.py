@@ -245,10 +245,14 @@ class Clashes:
     ``hbond_relief`` when both are N/O: hydrogen bonds are allowed); pairs in ``excluded``
     (codes ``i * n + j``, i < j: 1-2, 1-3, 1-4 pairs) and pairs of two fixed atoms never count.
     Candidate pairs come from a neighbour list (KD-tree over ``atoms``, contact distance plus
-    ``SKIN``).  An atom that has moved more than half the skin since is looked up anew on every
-    call (its pairs from the list's tree, pairs among such atoms directly); the list is rebuilt
-    only when many have.  (Rebuilding whenever any atom had moved was 682 rebuilds per 20 frames
-    of a 150-residue chain: a damping trial that throws a few loose atoms 5-20 A away is common.)"""
+    ``SKIN``).  An atom that has moved more than half the skin from where the list has it is
+    re-anchored: its pairs are looked up anew at its new place (from the tree, and directly among
+    the re-anchored atoms), and it keeps them until it strays again; the list is rebuilt only when
+    many atoms have been re-anchored.  (Rebuilding whenever any atom had moved was 682 rebuilds per
+    20 frames of a 150-residue chain: a damping trial that throws a few loose atoms 5-20 A away is
+    common; looking the strays up on every call instead was a third of the term's time.)  The rows
+    come in the order of their pairs ``(i, j)``, so the result does not depend on what the list
+    holds beyond the contacts."""
     atoms: np.ndarray
     radius: np.ndarray
     polar: np.ndarray
@@ -257,10 +261,10 @@ class Clashes:
     sigma: float = 0.1
     hbond_relief: float = 0.4
     SKIN = 2.0  # A; also the reach of couplings(): parts closer than this at the start are one problem
-    STRAYS = 32  # atoms beyond half the skin looked up on their own, plus 1 in 32 of the atoms; more: rebuild
+    STRAYS = 32  # atoms re-anchored since the last rebuild, plus 1 in 8 of the atoms; more: rebuild
 
     def __post_init__(self):
-        self._built_at = None
+        self._anchor = None
         self._excluded = np.sort(self.excluded)
         self._reach = 2.0 * float(self.radius[self.atoms].max()) if len(self.atoms) else 0.0
 
@@ -280,28 +284,34 @@ class Clashes:
         pos = x[self.atoms]
         self._tree = cKDTree(pos)
         p = self._tree.query_pairs(self._reach + self.SKIN, output_type="ndarray")
-        i, j, d0 = self._candidates(self.atoms[p[:, 0]], self.atoms[p[:, 1]])
-        order = np.lexsort((j, i))  # a fixed row order: the same sums whatever else the list holds
-        self._i, self._j, self._d0 = i[order], j[order], d0[order]
-        self._built_at = pos.copy()
+        self._i, self._j, self._d0 = self._candidates(self.atoms[p[:, 0]], self.atoms[p[:, 1]])
+        self._anchor = pos.copy()
+        self._moved = np.zeros(len(self.atoms), bool)  # re-anchored since the tree was built
 
-    def _with_strays(self, pos: np.ndarray, stray: np.ndarray):
-        """Candidate pairs (unsorted) while the atoms ``stray`` (boolean over ``atoms``) are more than
-        half the skin from where the list was built: the list's pairs of the other atoms, each stray
-        atom's pairs with them from the tree (they are within half the skin of where the tree has
-        them), and every pair of two stray atoms."""
+    def _reanchor(self, pos: np.ndarray, stray: np.ndarray):
+        """The atoms ``stray`` (boolean over ``atoms``) anchored where they are now, their pairs
+        looked up anew: with the atoms still at the tree's places, from the tree within the contact
+        distance plus the skin (each within half the skin of its anchor: a contact is in there);
+        with the other re-anchored atoms, those whose anchors are that close.  Every other pair
+        of the list stays as it is."""
+        self._anchor[stray] = pos[stray]
+        self._moved |= stray
         atom_stray = np.zeros(len(self.radius), bool)
         atom_stray[self.atoms[stray]] = True
         kept = ~(atom_stray[self._i] | atom_stray[self._j])
         s = np.flatnonzero(stray)
-        near = self._tree.query_ball_point(pos[s], self._reach + 0.5 * self.SKIN)
+        near = self._tree.query_ball_point(pos[s], self._reach + self.SKIN)
         count = np.fromiter(map(len, near), np.int64, len(s))
         other = np.concatenate(near).astype(np.int64) if count.sum() else np.zeros(0, np.int64)
         mine = np.repeat(s, count)
-        on = ~stray[other]
-        a, b = np.triu_indices(len(s), 1)
-        i, j, d0 = self._candidates(self.atoms[np.r_[mine[on], s[a]]], self.atoms[np.r_[other[on], s[b]]])
-        return np.r_[self._i[kept], i], np.r_[self._j[kept], j], np.r_[self._d0[kept], d0]
+        on = ~self._moved[other]
+        m = np.flatnonzero(self._moved)
+        a, b = np.repeat(s, len(m)), np.tile(m, len(s))
+        pair = (a != b) & (~stray[b] | (a < b))  # each pair of re-anchored atoms once
+        gap = self._anchor[a] - self._anchor[b]
+        pair &= (gap * gap).sum(1) <= (self._reach + self.SKIN) ** 2
+        i, j, d0 = self._candidates(self.atoms[np.r_[mine[on], a[pair]]], self.atoms[np.r_[other[on], b[pair]]])
+        self._i, self._j, self._d0 = np.r_[self._i[kept], i], np.r_[self._j[kept], j], np.r_[self._d0[kept], d0]
 
     def subset(self, keep: np.ndarray) -> "Clashes":
         excluded = self._excluded[keep[self._excluded // len(self.radius)]]  # still sorted
@@ -321,24 +331,21 @@ class Clashes:
 
     def __call__(self, x):
         pos = x[self.atoms]
-        stray = None
-        if self._built_at is not None:
-            moved = pos - self._built_at
+        if self._anchor is not None:
+            moved = pos - self._anchor
             stray = (moved * moved).sum(1) > (0.5 * self.SKIN) ** 2
-            n_stray = int(stray.sum())
-            if n_stray == 0:
-                stray = None
-            elif n_stray > self.STRAYS + len(self.atoms) // 32:
-                self._built_at = None
-        if self._built_at is None:
+            if stray.any():
+                # a rebuild costs about six re-anchorings
+                if int((self._moved | stray).sum()) > self.STRAYS + len(self.atoms) // 8:
+                    self._anchor = None
+                else:
+                    self._reanchor(pos, stray)
+        if self._anchor is None:
             self._rebuild(x)
-            stray = None
-        i, j, d0 = (self._i, self._j, self._d0) if stray is None else self._with_strays(pos, stray)
-        on, r, values = _kernels.clashes(x, i, j, d0, float(self.sigma))
-        i, j = i[on], j[on]
-        if stray is not None:  # the list's row order
-            order = np.lexsort((j, i))
-            i, j, r, values = i[order], j[order], r[order], values[np.r_[order, len(order) + order]]
+        on, r, values = _kernels.clashes(x, self._i, self._j, self._d0, float(self.sigma))
+        i, j = self._i[on], self._j[on]
+        order = np.lexsort((j, i))  # a fixed row order: the same sums whatever else the list holds
+        i, j, r, values = i[order], j[order], r[order], values[np.r_[order, len(order) + order]]
         return r, (np.tile(np.arange(len(r)), 2), np.concatenate([i, j]), values)
 
 
