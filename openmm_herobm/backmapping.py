@@ -27,7 +27,7 @@ from .chemistry import CG_RESIDUE_ALIASES, PROTEIN_RESIDUES, SOLVENT_RESIDUES, s
 from .errors import HeroBMError
 from .geometry import repair_stereo
 from .mapping import BeadDeformation, SystemMapping, residue_label
-from .model import LoadedModel, load_model, predict_chunked, shipped_models
+from .model import LoadedModel, load_model, model_metadata, predict_chunked, shipped_models
 from .progress import say
 from .reconstruction import PEPTIDE_LINK_MAX, GeometricFit, LipidFit, ProteinFit
 
@@ -152,22 +152,24 @@ def assign_models(cg_topology: mdtraj.Topology, models: list | None = None) -> t
     """[(model, residue indices)] for the non-solvent residues some model knows, and the names no model knows.
 
     ``models`` (paths, names or LoadedModels) are tried in order; default: the shipped
-    models, the one that knows most residue names of the input first.
+    models, the one that knows most residue names of the input first.  A model is loaded only
+    when it gets residues (its metadata says what it knows).
     """
-    loaded = [m if isinstance(m, LoadedModel) else load_model(m) for m in (models or shipped_models())]
+    given = list(models or shipped_models())
+    known = [m.metadata if isinstance(m, LoadedModel) else model_metadata(m)[1] for m in given]
     names = Counter(r.name for r in cg_topology.residues if r.name not in SOLVENT_RESIDUES)
+    order = list(range(len(given)))
     if models is None:
-        loaded.sort(key=lambda m: -len(set(names) & set(m.metadata["molecules"])))
-    owner = {}
-    for name in names:
-        owner[name] = next((m for m in loaded if name in m.metadata["molecules"]), None)
-    plan: dict = {}  # position in `loaded` -> residue indices (LoadedModel is not hashable)
+        order.sort(key=lambda i: -len(set(names) & set(known[i]["molecules"])))
+    owner = {name: next((i for i in order if name in known[i]["molecules"]), None) for name in names}
+    plan: dict = {}  # position in `given` -> residue indices
     for res in cg_topology.residues:
-        model = owner.get(res.name)
-        if model is not None:
-            plan.setdefault(next(i for i, m in enumerate(loaded) if m is model), []).append(res.index)
+        i = owner.get(res.name)
+        if i is not None:
+            plan.setdefault(i, []).append(res.index)
     unknown = Counter({n: c for n, c in names.items() if owner[n] is None})
-    return [(loaded[i], residues) for i, residues in sorted(plan.items())], unknown
+    loaded = {i: given[i] if isinstance(given[i], LoadedModel) else load_model(given[i]) for i in plan}
+    return [(loaded[i], plan[i]) for i in sorted(plan, key=order.index)], unknown
 
 
 def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, trajectory: str | Path | None = None,

@@ -52,6 +52,23 @@ def test_backmap_martinize2_ubiquitin(model, tmp_path):
     assert report["chirality_errors_ca"] == 0 and report["cis_peptides_nonpro"] == 0
 
 
+def test_only_the_models_that_get_residues_are_loaded(monkeypatch):
+    """The shipped models are chosen by their metadata; a protein loads the protein model alone (the
+    lipid model's TorchScript and 44 mapping files were half a second of every protein's start)."""
+    import openmm_herobm.backmapping as backmapping
+
+    loaded = []
+    real = backmapping.load_model
+    monkeypatch.setattr(backmapping, "load_model", lambda m: loaded.append(Path(str(m)).stem) or real(m))
+    plan, unknown = backmapping.assign_models(load_structure(UBQ_CG).topology)
+    assert loaded == ["martini3_protein"] and not unknown
+    assert [(m.path.name, len(r)) for m, r in plan] == [("martini3_protein.pt", 76)]
+    membrane = load_structure(ROOT / "tests" / "data" / "lipids" / "lipidome_membrane_v5_cg.gro.gz").topology
+    loaded.clear()
+    plan, _ = backmapping.assign_models(membrane)
+    assert loaded == ["martini3_lipids"] and [m.path.name for m, _ in plan] == ["martini3_lipids.pt"]
+
+
 def test_backmap_real_test_chain_and_trajectory(model, tmp_path):
     """A held-out chain, three frames in one call: frame k equals a single-frame backmap of frame k."""
     path = DATA / "proteins" / "test" / "pb_7KM8_WPD_A.pdb.gz"

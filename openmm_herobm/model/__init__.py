@@ -13,7 +13,7 @@ _MODULES = {"network": ("HEroBMNetwork",),
             "config": ("ModelConfig", "build_model"),
             "herobm": ("HEroBM", "radius_edges"),
             "deploy": ("LoadedModel", "METADATA", "archive_kind", "attach_side_chains", "load_model",
-                       "shipped_models", "side_chain_extra_files"),
+                       "model_metadata", "shipped_models", "side_chain_extra_files"),
             "inference": ("predict_chunked",)}
 __getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
 __all__ = _names
