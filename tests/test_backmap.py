@@ -55,7 +55,7 @@ def test_backmap_martinize2_ubiquitin(model, tmp_path):
 def test_only_the_models_that_get_residues_are_loaded(monkeypatch):
     """The shipped models are chosen by their metadata; a protein loads the protein model alone (the
     lipid model's TorchScript and 44 mapping files were half a second of every protein's start)."""
-    import openmm_herobm.backmapping as backmapping
+    from openmm_herobm import backmapping
 
     loaded = []
     real = backmapping.load_model
