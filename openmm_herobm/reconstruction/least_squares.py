@@ -261,7 +261,9 @@ class Clashes:
     sigma: float = 0.1
     hbond_relief: float = 0.4
     SKIN = 2.0  # A; also the reach of couplings(): parts closer than this at the start are one problem
-    STRAYS = 32  # atoms re-anchored since the last rebuild, plus 1 in 8 of the atoms; more: rebuild
+    # atoms re-anchored since the last rebuild (plus 1 in 8 of the atoms, at most STRAYS_MAX more); more:
+    # rebuild.  A rebuild costs about six re-anchorings; pairs among re-anchored atoms go as their square
+    STRAYS, STRAYS_MAX = 32, 256
 
     def __post_init__(self):
         self._anchor = None
@@ -335,8 +337,7 @@ class Clashes:
             moved = pos - self._anchor
             stray = (moved * moved).sum(1) > (0.5 * self.SKIN) ** 2
             if stray.any():
-                # a rebuild costs about six re-anchorings
-                if int((self._moved | stray).sum()) > self.STRAYS + len(self.atoms) // 8:
+                if int((self._moved | stray).sum()) > self.STRAYS + min(len(self.atoms) // 8, self.STRAYS_MAX):
                     self._anchor = None
                 else:
                     self._reanchor(pos, stray)
