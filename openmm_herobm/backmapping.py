@@ -28,6 +28,7 @@ from .errors import HeroBMError
 from .geometry import repair_stereo
 from .mapping import BeadDeformation, SystemMapping, residue_label
 from .model import LoadedModel, load_model, model_metadata, predict_chunked, shipped_models
+from .model.inference import plain_execution
 from .progress import say
 from .reconstruction import PEPTIDE_LINK_MAX, GeometricFit, LipidFit, ProteinFit
 
@@ -344,7 +345,7 @@ def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory
     repaired: dict = {}
     undo = BeadDeformation(system) if deformation else None
     next_word = time.perf_counter() + FRAME_PROGRESS_SECONDS
-    with torch.no_grad():
+    with torch.no_grad(), plain_execution():
         for f in range(traj.n_frames):
             if time.perf_counter() >= next_word:  # a long trajectory: where the model is
                 say("  frame %d of %d", f + 1, traj.n_frames)

@@ -11,6 +11,15 @@ import numpy as np
 import torch
 
 
+def plain_execution():
+    """The context to run a deployed module in: TorchScript's profiling executor spends its first
+    two calls of a module profiling and optimising it (0.15 s each for the protein model, on one
+    core) and the optimised graph is no faster for this network (20 ms per 337-bead frame either
+    way, the same numbers bit for bit), so a process that backmaps one structure paid 0.3 s for
+    nothing."""
+    return torch.jit.optimized_execution(False)
+
+
 def predict_chunked(module, pos: torch.Tensor, bead_type: torch.Tensor, cutoff: float,
                     chunk: float = 40.0, max_unchunked: int = 4000):
     """Slot vectors ``(N, S, 3)`` and dihedrals ``(N, 4)`` for every bead (Angstrom).
@@ -19,7 +28,7 @@ def predict_chunked(module, pos: torch.Tensor, bead_type: torch.Tensor, cutoff: 
     of edge ``chunk`` A, each predicted from the beads within ``cutoff`` of the cube.
     """
     n = pos.shape[0]
-    with torch.no_grad():
+    with torch.no_grad(), plain_execution():
         if n <= max_unchunked:
             return module.predict(pos, bead_type, torch.arange(n))
         xyz = pos.numpy()
