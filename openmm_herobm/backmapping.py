@@ -27,8 +27,7 @@ from .chemistry import CG_RESIDUE_ALIASES, PROTEIN_RESIDUES, SOLVENT_RESIDUES, s
 from .errors import HeroBMError
 from .geometry import repair_stereo
 from .mapping import BeadDeformation, SystemMapping, residue_label
-from .model import LoadedModel, load_model, model_metadata, predict_chunked, shipped_models
-from .model.inference import plain_execution
+from .model import LoadedModel, load_model, model_metadata, plain_execution, predict_chunked, shipped_models
 from .progress import say
 from .reconstruction import PEPTIDE_LINK_MAX, GeometricFit, LipidFit, ProteinFit
 

@@ -14,6 +14,6 @@ _MODULES = {"network": ("HEroBMNetwork",),
             "herobm": ("HEroBM", "radius_edges"),
             "deploy": ("LoadedModel", "METADATA", "archive_kind", "attach_side_chains", "load_model",
                        "model_metadata", "shipped_models", "side_chain_extra_files"),
-            "inference": ("predict_chunked",)}
+            "inference": ("plain_execution", "predict_chunked")}
 __getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
 __all__ = _names
