@@ -12,6 +12,7 @@ Each stage's time and the process's peak RSS when it ended come from a reporter
 (``openmm_herobm.ProgressReporter`` prints the same events to stderr as they happen).
 
     python benchmarks/membrane_pipeline.py --tiles 5 3 --out benchmarks/results/membrane_pipeline.json
+    python benchmarks/membrane_pipeline.py --tiles 9 8 --solvent vacuum --no-minimize   # ~100k beads
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def main(argv=None) -> int:
     ap.add_argument("--solvent", default="implicit", choices=("implicit", "vacuum"))
     ap.add_argument("--threads", type=int, default=None, help="torch/OpenMM threads (default: the policy's)")
     ap.add_argument("--output", type=Path, default=None, help="keep the refined structure here (PDB/mmCIF)")
+    ap.add_argument("--no-minimize", action="store_true",
+                    help="stop after the force-field system (the stages before minimisation, at sizes where "
+                         "minimising would take hours)")
     ap.add_argument("--out", type=Path, default=None, help="JSON result")
     args = ap.parse_args(argv)
 
@@ -87,13 +91,15 @@ def main(argv=None) -> int:
         memory = StageMemory()
         start = time.perf_counter()
         result = hb.backmap_and_simulate(str(frame), solvent=None if args.solvent == "vacuum" else "implicit",
-                                         output=args.output, reporters=[hb.ProgressReporter(), memory])
+                                         output=args.output, reporters=[hb.ProgressReporter(), memory],
+                                         minimize=not args.no_minimize)
         total = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{n_beads} beads -> {result.topology.getNumAtoms()} atoms in {total:.0f} s, peak RSS {rss:.0f} MB")
     for row in memory.rows:
         print(f"  {row['stage']:<12} {row['seconds']:>8.1f} s  peak RSS {row['peak_rss_mb']:>6} MB")
     write_result(args.out, tiles=list(args.tiles), solvent=args.solvent, threads=threads, n_beads=n_beads,
+                 minimize=not args.no_minimize,
                  n_atoms=result.topology.getNumAtoms(), seconds=round(total, 1), peak_rss_mb=round(rss),
                  stages=memory.rows, energies_kj_mol=result.energies,
                  report={k: v for k, v in result.report.items() if k not in ("timings_s", "energies_kj_mol")})
