@@ -243,7 +243,8 @@ def run_task(task: Task, output_dir: str, model, options: dict, minimize: bool, 
         if _WORKER.get("threads") != threads:
             configure(threads)
             _WORKER["threads"] = threads
-        written, used = _run(task, Path(output_dir), _model(model), options, minimize, variants)
+        # the model by name: backmap loads what the task needs once per worker process
+        written, used = _run(task, Path(output_dir), model, options, minimize, variants)
         record.update(status="done", outputs=written)
         if used is not None and task.first:
             record["variants"] = used
@@ -253,18 +254,6 @@ def run_task(task: Task, output_dir: str, model, options: dict, minimize: bool, 
         record.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record
-
-
-def _model(spec):
-    # one load per worker process (TorchScript load + metadata: seconds); None: the shipped models
-    key = str(spec)
-    if _WORKER.get("model_key") != key:
-        from .model import load_model, shipped_models
-
-        names = shipped_models() if spec is None else [spec] if isinstance(spec, str) else list(spec)
-        _WORKER["model"] = [load_model(m) for m in names]
-        _WORKER["model_key"] = key
-    return _WORKER["model"]
 
 
 def _run(task: Task, out: Path, model, options: dict, minimize: bool, variants):

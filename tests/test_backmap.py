@@ -54,19 +54,25 @@ def test_backmap_martinize2_ubiquitin(model, tmp_path):
 
 def test_only_the_models_that_get_residues_are_loaded(monkeypatch):
     """The shipped models are chosen by their metadata; a protein loads the protein model alone (the
-    lipid model's TorchScript and 44 mapping files were half a second of every protein's start)."""
+    lipid model's TorchScript and 44 mapping files were half a second of every protein's start), and
+    a model is loaded once per process (a script or an exchange workflow backmaps frame by frame)."""
     from openmm_herobm import backmapping
 
     loaded = []
     real = backmapping.load_model
     monkeypatch.setattr(backmapping, "load_model", lambda m: loaded.append(Path(str(m)).stem) or real(m))
-    plan, unknown = backmapping.assign_models(load_structure(UBQ_CG).topology)
+    monkeypatch.setattr(backmapping, "_LOADED", {})
+    protein = load_structure(UBQ_CG).topology
+    plan, unknown = backmapping.assign_models(protein)
     assert loaded == ["martini3_protein"] and not unknown
     assert [(m.path.name, len(r)) for m, r in plan] == [("martini3_protein.pt", 76)]
+    first = plan[0][0]
     membrane = load_structure(ROOT / "tests" / "data" / "lipids" / "lipidome_membrane_v5_cg.gro.gz").topology
-    loaded.clear()
     plan, _ = backmapping.assign_models(membrane)
-    assert loaded == ["martini3_lipids"] and [m.path.name for m, _ in plan] == ["martini3_lipids.pt"]
+    assert loaded == ["martini3_protein", "martini3_lipids"] and [m.path.name for m, _ in plan] == ["martini3_lipids.pt"]
+    # once per process and file: the next protein reuses the loaded model
+    again, _ = backmapping.assign_models(protein)
+    assert len(loaded) == 2 and again[0][0] is first
 
 
 def test_backmap_real_test_chain_and_trajectory(model, tmp_path):
