@@ -109,6 +109,8 @@ def _double_bond_counts(part) -> dict:
 def rdf(traj, resname: str, names: tuple) -> np.ndarray:
     """g(r) on BINS between atoms ``names`` of different ``resname`` molecules (no periodic images)."""
     idx = np.array([a.index for a in traj.topology.atoms if a.residue.name in (resname, "CHL1") and a.name in names])
+    if len(idx) < 2:  # a bilayer without this lipid (e.g. no cholesterol)
+        return np.zeros(len(BINS) - 1)
     res = np.array([traj.topology.atom(i).residue.index for i in idx])
     xyz = traj.xyz[0, idx].astype(np.float64)
     d = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1)

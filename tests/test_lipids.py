@@ -527,3 +527,54 @@ def test_lipid_fit_second_round_keeps_sound_molecules_in_place(bilayer):
     # 60 steps); drifted RMS 0.034 A
     assert np.sqrt((moved ** 2).mean()) < 0.01 and np.mean(moved < 0.01) > 0.97
     assert np.sqrt((drifted ** 2).mean()) > 5 * np.sqrt((moved ** 2).mean())
+
+
+# -- what the beads leave open (benchmarks/lipid_information_limit.py) ----------------------------
+
+def test_bead_held_charmm36_md_of_a_real_bilayer_keeps_its_energy_and_its_beads():
+    """The measurement behind BENCHMARKS' "what the beads leave open": a real CHARMM36 bilayer gets
+    its OpenMM topology (bonds by distance must match every CHARMM36 template), its Lennard-Jones
+    moved out of the NBFIX pair table without changing the energy, and MD with every lipid bead
+    held keeps the beads where they were while the atoms move."""
+    import importlib.util
+
+    import openmm as mm
+    import openmm.unit as unit
+
+    from openmm_herobm.pipeline.system import load_forcefield
+
+    spec = importlib.util.spec_from_file_location("lipid_information_limit",
+                                                  ROOT / "benchmarks" / "lipid_information_limit.py")
+    limit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(limit)
+    traj = make_whole(load_structure(str(DATA / "lipids" / "charmm36_POPCpure.gro.gz")))
+    top = limit.openmm_topology(traj)
+    system = load_forcefield("charmm36.xml", "explicit").createSystem(
+        top, nonbondedMethod=app.PME, nonbondedCutoff=1.2 * unit.nanometer, switchDistance=1.0 * unit.nanometer,
+        constraints=app.HBonds, hydrogenMass=limit.HYDROGEN_MASS * unit.amu)
+    xyz = traj.xyz[0].astype(np.float64)
+
+    def energy():
+        context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CPU"))
+        context.setPositions(xyz)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    before = energy()
+    assert limit.lennard_jones_in_nonbonded(system) < 1e-9  # no NBFIX pair among POPC and water types
+    assert not any(isinstance(f, mm.CustomNonbondedForce) for f in system.getForces())
+    assert energy() == pytest.approx(before, rel=1e-6)
+
+    weights = hb.map_structure(traj, "martini3_lipids", unmapped="drop").system.weights
+    force, centres = limit.bead_restraints(weights, xyz, 5e5)
+    system.addForce(force)
+    integrator = mm.LangevinMiddleIntegrator(303 * unit.kelvin, 1 / unit.picosecond, 0.004 * unit.picoseconds)
+    integrator.setRandomNumberSeed(1)
+    context = mm.Context(system, integrator, mm.Platform.getPlatformByName("CPU"))
+    context.setPositions(xyz)
+    context.setVelocitiesToTemperature(303 * unit.kelvin, 1)
+    integrator.step(250)  # 1 ps
+    moved = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    beads = np.linalg.norm(weights @ moved - centres, axis=1) * 10.0
+    atoms = np.linalg.norm(moved - xyz, axis=1)[np.asarray(weights.sum(0)).ravel() > 0] * 10.0
+    assert len(beads) == 72 * 12 and beads.max() < 0.15  # A; free beads drift further in 1 ps
+    assert np.sqrt((atoms ** 2).mean()) > 0.2  # the atoms under them do move
