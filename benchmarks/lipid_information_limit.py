@@ -37,10 +37,12 @@ import json
 import os
 import sys
 import time
-from itertools import permutations
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lipid_quality import best_assignment  # a sibling benchmark
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BILAYER = DATA / "lipids" / "charmm36_POPCpure.gro.gz"
@@ -81,22 +83,28 @@ def openmm_topology(traj):
     return top
 
 
+def _script(name: str):
+    """A script of ``scripts/`` imported as a module (its functions, not its command line)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def embed_cholesterol(traj, n: int, seed: int):
     """``traj`` with ``n`` POPC (seeded) replaced by CG2AT2's CHARMM36 cholesterol (all atoms), O3 at
     the POPC's glycerol C2 and O3 -> C25 along its P -> tail-ends axis, randomly spun about it
     (as ``scripts/build_lipid_training_set.py``, but water and box kept)."""
-    import importlib.util
-
     import mdtraj
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "generate_cholesterol_conformers.py"
-    spec = importlib.util.spec_from_file_location("generate_cholesterol_conformers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    chl_top, chl_xyz = module.cholesterol_topology(module.FRAGMENT)
+    conformers, builder = _script("generate_cholesterol_conformers"), _script("build_lipid_training_set")
+    chl_top, chl_xyz = conformers.cholesterol_topology(conformers.FRAGMENT)
     chl_atoms = list(chl_top.atoms())
     names = {a.name: k for k, a in enumerate(chl_atoms)}
     own = chl_xyz[names["C25"]] - chl_xyz[names["O3"]]
+    own /= np.linalg.norm(own)
     rng = np.random.default_rng(seed)
     popc = [r for r in traj.topology.residues if r.name == "POPC"]
     chosen = {popc[k].index for k in rng.choice(len(popc), size=n, replace=False)}
@@ -108,13 +116,8 @@ def embed_cholesterol(traj, n: int, seed: int):
             a = {x.name: x.index for x in res.atoms}
             axis = 0.5 * (xyz[a["C218"]] + xyz[a["C316"]]) - xyz[a["P"]]
             axis /= np.linalg.norm(axis)
-            v, c = np.cross(own / np.linalg.norm(own), axis), float(np.dot(own / np.linalg.norm(own), axis))
-            vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-            onto = np.eye(3) + vx + vx @ vx / (1 + c)
-            angle = rng.uniform(0, 2 * np.pi)
-            kx = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-            spin = np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
-            placed = (chl_xyz - chl_xyz[names["O3"]]) @ (spin @ onto).T + xyz[a["C2"]]
+            rot = builder._spin(axis, rng.uniform(0, 2 * np.pi)) @ builder._rotation(own, axis)
+            placed = (chl_xyz - chl_xyz[names["O3"]]) @ rot.T + xyz[a["C2"]]
             new = top.add_residue("CHL", chain, resSeq=res.resSeq)
             for atom, p in zip(chl_atoms, placed):
                 top.add_atom(atom.name, mdtraj.element.get_by_symbol(atom.element.symbol), new)
@@ -128,14 +131,14 @@ def embed_cholesterol(traj, n: int, seed: int):
                              unitcell_angles=traj.unitcell_angles)
 
 
-def relax(top, system_args: dict, xyz_nm: np.ndarray, ps: float, temperature: float):
+def relax(top, ff, kwargs: dict, xyz_nm: np.ndarray, ps: float, temperature: float):
     """Minimise (no constraints: OpenMM's minimiser is slow with them), then ``ps`` of free NPT MD
-    (membrane barostat, 1 bar, box x = y): a bilayer with new molecules in it settles.  Returns the
-    positions (nm) and the box vectors."""
+    (membrane barostat, 1 bar, box x = y): a bilayer with new molecules in it settles.  ``ff`` and
+    ``kwargs`` make the system (``ForceField.createSystem``).  Returns the positions (nm) and the box
+    vectors."""
     import openmm as mm
     import openmm.unit as unit
 
-    ff, kwargs = system_args["forcefield"], system_args["kwargs"]
     loose = ff.createSystem(top, **{**kwargs, "constraints": None, "rigidWater": False, "hydrogenMass": None})
     lennard_jones_in_nonbonded(loose)
     context = mm.Context(loose, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CPU"))
@@ -204,18 +207,12 @@ def lennard_jones_in_nonbonded(system) -> float:
     return change
 
 
-def _sq_best(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Squared distances (A^2) of equivalent atoms in the assignment that meets best."""
-    best = min(permutations(range(len(true))), key=lambda p: ((pred - true[list(p)]) ** 2).sum())
-    return ((pred - true[list(best)]) ** 2).sum(1)
-
-
 def molecule_rmsd(a: np.ndarray, b: np.ndarray, groups: list) -> tuple[float, float]:
     """Heavy RMSD per name and with equivalent atoms matched (A) of one molecule ``(m, 3)`` A."""
     sq = ((a - b) ** 2).sum(1)
     plain = float(np.sqrt(sq.mean()))
-    for g in groups:
-        sq[list(g)] = _sq_best(a[list(g)], b[list(g)])
+    for g in groups:  # lipid_quality's best assignment, keyed by the atoms' positions in the molecule
+        sq[list(g)] = list(best_assignment(a[list(g)], b[list(g)], tuple(g)).values())
     return plain, float(np.sqrt(sq.mean()))
 
 
@@ -263,7 +260,7 @@ def main(argv=None) -> int:
                   residueTemplates=named_templates(ff, top))  # CHARMM36 has two cholesterols: CHL1 by name
     xyz0 = traj.xyz[0].astype(np.float64)
     if args.free_ps > 0:  # the starting structure (the truth) is where free MD leaves the bilayer
-        xyz0, box = relax(top, {"forcefield": ff, "kwargs": kwargs}, xyz0, args.free_ps, args.temperature)
+        xyz0, box = relax(top, ff, kwargs, xyz0, args.free_ps, args.temperature)
         top.setPeriodicBoxVectors([mm.Vec3(*v) for v in box] * unit.nanometer)
         print(f"  relaxed: {args.free_ps:.0f} ps of free MD, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     system = ff.createSystem(top, **kwargs)
