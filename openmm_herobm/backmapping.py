@@ -29,7 +29,7 @@ from .geometry import repair_stereo
 from .mapping import BeadDeformation, SystemMapping, residue_label
 from .model import LoadedModel, load_model, model_metadata, plain_execution, predict_chunked, shipped_models
 from .progress import say
-from .reconstruction import PEPTIDE_LINK_MAX, GeometricFit, LipidFit, ProteinFit
+from .reconstruction import PEPTIDE_LINK_MAX, GeometricFit, LipidFit, LipidFrameRegression, ProteinFit
 
 #: ``side_chains`` choices of :func:`backmap`: real rotamers chosen with the model's library (the
 #: default), the library's RMSD-optimal conditional mean (an average of rotamers, for analysis), or
@@ -352,6 +352,8 @@ def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory
     targets = traj.xyz[:, system.cg_input_index].astype(np.float64)
     alpha = np.zeros(traj.n_frames)
     fitter = make_fit(system, loaded, side_chains) if fit else None
+    # lipids the model's frame regression knows take its atoms, not the network's (closer to the truth)
+    regression = LipidFrameRegression(system, loaded.lipid_frames) if fit and loaded.lipid_frames else None
     # with the fit, lipid stereo is right by construction: a centre or double bond the network
     # built wrong is put right geometrically (the pipeline's repair, before any output)
     stereo = [(r.name, {a.name: a.index for a in r.atoms}) for r in system.aa_topology.residues
@@ -372,6 +374,8 @@ def _predict(loaded: LoadedModel, system: SystemMapping, traj: mdtraj.Trajectory
             pos = torch.as_tensor(targets[f] * 10.0, dtype=torch.float32)
             vectors, dih = predict_chunked(loaded.module, pos, bead_type, loaded.cutoff, chunk=chunk)
             atoms = loaded.module.reconstruct(pos, bead_type, vectors, slot_atom, system.n_atoms).numpy()
+            if regression is not None and not regression.empty:
+                atoms = regression(atoms, pos.numpy())
             if fitter is not None:
                 atoms = fitter(atoms, pos.numpy(), dih.numpy())
             xyz[f] = atoms / 10.0

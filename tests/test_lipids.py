@@ -29,7 +29,7 @@ DATA = ROOT.parent / "shared" / "data"
 BILAYER = DATA / "lipids" / "charmm36_POPCchol-20pct.gro.gz"
 MEMBRANE = DATA / "cg_real" / "mstool_mix8_419lipids.gro.gz"
 NEW_LIPID_FIXTURE = ROOT / "tests" / "data" / "lipids" / "new_lipids_heavy.pdb"
-NEW_LIPID_RMSD_MAX = 1.4  # A, per type; measured 0.85 (PAPS) - 1.11 (SSM) on these 12 molecules
+NEW_LIPID_RMSD_MAX = 1.4  # A, per type; measured 0.73 (PAPC) - 1.11 (SSM) on these 12 molecules (session 15)
 STEREO_KEYS = ("chirality_errors_popc_c2", "chirality_errors_chol_c3", "chirality_errors_chol_c8",
                "chirality_errors_chol_c9", "chirality_errors_chol_c10", "chirality_errors_chol_c13",
                "chirality_errors_chol_c14", "chirality_errors_chol_c17", "chirality_errors_chol_c20",
@@ -346,8 +346,11 @@ def test_shipped_lipid_model_on_the_new_lipids(new_lipids):
     report = hb.evaluate(result.trajectory, new_lipids)
     per_type = report["rmsd_heavy_per_residue_type"]
     assert stereo_and_double_bond_errors(report) == {}
-    network = hb.evaluate(hb.backmap(cg, fit=False).trajectory)  # what backmap put right
-    assert sum(result.parts[0].stereo_repaired.values()) == sum(stereo_and_double_bond_errors(network).values()) > 0
+    # the network alone builds centres and double bonds wrong; the model's frame regression, which
+    # places these lipids in backmap, builds them right: nothing left for the repair
+    network = hb.evaluate(hb.backmap(cg, fit=False).trajectory)
+    assert sum(stereo_and_double_bond_errors(network).values()) > 10
+    assert sum(result.parts[0].stereo_repaired.values()) == 0
     assert set(per_type) == set(NEW_LIPIDS)
     assert all(v < NEW_LIPID_RMSD_MAX for v in per_type.values()), per_type
 

@@ -12,7 +12,7 @@ from ..faces import lazy_face
 _MODULES = {"network": ("HEroBMNetwork",),
             "config": ("ModelConfig", "build_model"),
             "herobm": ("HEroBM", "radius_edges"),
-            "deploy": ("LoadedModel", "METADATA", "archive_kind", "attach_side_chains", "load_model",
+            "deploy": ("LoadedModel", "METADATA", "archive_kind", "attach_lipid_frames", "attach_side_chains", "load_model",
                        "model_metadata", "shipped_models", "side_chain_extra_files"),
             "inference": ("plain_execution", "predict_chunked")}
 __getattr__, __dir__, _names = lazy_face(__name__, _MODULES)

@@ -9,7 +9,9 @@ A model trained on a user's own mapping set carries its YAML files; loading unpa
 only into this user's cache (:func:`openmm_herobm.resources.cache_dir`), after checking
 their names and hash in memory.  A protein model may also carry a side-chain library
 (``side_chains.npz``, see :mod:`openmm_herobm.reconstruction.side_chain_library`), added by
-``herobm deploy --side-chains`` or :func:`attach_side_chains`.
+``herobm deploy --side-chains`` or :func:`attach_side_chains`; a lipid model the regression of
+its lipids' atoms in local bead frames (``lipid_frames.npz``, see
+:mod:`openmm_herobm.reconstruction.lipid_frames`), added by :func:`attach_lipid_frames`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from ..errors import HeroBMError
 from ..mapping import MappingSet
 from ..reconstruction import EXTRA_FILE as SIDE_CHAINS
-from ..reconstruction import SideChainLibrary
+from ..reconstruction import LIPID_FRAMES, LipidFrames, SideChainLibrary
 from ..resources import cache_dir, models_dir
 
 METADATA = "metadata.json"
@@ -46,6 +48,7 @@ class LoadedModel:
     mapping_set: MappingSet
     path: Path
     side_chains: SideChainLibrary | None = None
+    lipid_frames: LipidFrames | None = None
 
     @property
     def cutoff(self) -> float:
@@ -84,6 +87,32 @@ def attach_side_chains(model: str | Path, library: SideChainLibrary, output: str
     loaded = load_model(model)
     output = Path(output or loaded.path)
     extra = side_chain_extra_files(loaded.metadata, library)
+    if loaded.lipid_frames is not None:
+        extra[LIPID_FRAMES] = loaded.lipid_frames.to_bytes()
+    with atomic_output(output) as tmp:
+        torch.jit.save(loaded.module, tmp, _extra_files=extra)
+    return output
+
+
+def attach_lipid_frames(model: str | Path, frames: LipidFrames, output: str | Path | None = None) -> Path:
+    """Write ``model`` (a deployed file) again with the lipid frame regression ``frames`` inside (its
+    side-chain library, if any, kept), to ``output`` (default: in place)."""
+    from ..io import atomic_output
+
+    loaded = load_model(model)
+    if frames.info.get("mapping_hash", loaded.metadata["mapping_hash"]) != loaded.metadata["mapping_hash"]:
+        raise HeroBMError(f"lipid frames were fitted with mapping set {frames.info.get('mapping_set')}, the model "
+                          f"uses {loaded.metadata['mapping_set']} (another hash); refit them with the model's mapping")
+    unknown = sorted(n for n, m in frames.molecules.items()
+                     if getattr(loaded.mapping_set.for_residue(n), "beads", None) != list(m.bead_names))
+    if unknown:
+        raise HeroBMError(f"lipid frames know {', '.join(unknown)}, which the model's mapping set has not (or "
+                          "with other beads); refit them with the model's mapping")
+    output = Path(output or loaded.path)
+    metadata = dict(loaded.metadata, lipid_frames=dict(frames.info, molecules=sorted(frames.molecules)))
+    extra = (side_chain_extra_files(metadata, loaded.side_chains) if loaded.side_chains is not None
+             else {METADATA: json.dumps(metadata, indent=1)})
+    extra[LIPID_FRAMES] = frames.to_bytes()
     with atomic_output(output) as tmp:
         torch.jit.save(loaded.module, tmp, _extra_files=extra)
     return output
@@ -125,7 +154,7 @@ def load_model(name_or_path: str | Path, mapping: str | Path | MappingSet | None
     mismatch would silently misplace atoms).
     """
     path = resolve_model_path(name_or_path)
-    extra = {METADATA: "", SIDE_CHAINS: ""}
+    extra = {METADATA: "", SIDE_CHAINS: "", LIPID_FRAMES: ""}
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except (RuntimeError, ValueError) as exc:
@@ -153,7 +182,13 @@ def load_model(name_or_path: str | Path, mapping: str | Path | MappingSet | None
             side_chains = SideChainLibrary.from_bytes(extra[SIDE_CHAINS])
         except (ValueError, KeyError) as exc:
             raise HeroBMError(f"{path}: unreadable side-chain library ({exc}); re-create the model file") from None
-    return LoadedModel(module, metadata, mapping_set, path, side_chains)
+    lipid_frames = None
+    if extra[LIPID_FRAMES]:
+        try:
+            lipid_frames = LipidFrames.from_bytes(extra[LIPID_FRAMES])
+        except (ValueError, KeyError) as exc:
+            raise HeroBMError(f"{path}: unreadable lipid frames ({exc}); re-create the model file") from None
+    return LoadedModel(module, metadata, mapping_set, path, side_chains, lipid_frames)
 
 
 def _plain_name(name: str) -> bool:

@@ -13,6 +13,8 @@ _MODULES = {"hierarchical": ("gather_atoms", "place_slots", "reconstruct", "rece
             "geometric_fit": ("GeometricFit", "RAMA_ALLOWED"),
             "protein_fit": ("ProteinFit",),
             "lipid_fit": ("LipidFit",),
+            "lipid_frames": ("LIPID_FRAMES", "LipidFrameRegression", "LipidFrames", "MoleculeFrames", "frame_groups",
+                             "local_frames"),
             "protein_geometry": ("PEPTIDE_LINK_MAX", "RAMA_CLASSES", "RamachandranPotential", "rama_class",
                                  "protein_geometry"),
             "least_squares": ("least_squares",),

@@ -12,6 +12,7 @@ from ..faces import lazy_face
 _MODULES = {"dataset": ("DatasetReport", "ProteinDataset", "build_dataset", "collate", "process_structure"),
             "trainer": ("TrainConfig", "train"),
             "deployment": ("deploy",),
+            "lipid_frames": ("build_lipid_frames", "evaluate_lipid_frames"),
             "cli": ("add_dataset_parser",)}
 __getattr__, __dir__, _names = lazy_face(__name__, _MODULES)
 __all__ = _names
