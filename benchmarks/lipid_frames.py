@@ -50,7 +50,7 @@ def regression_scores(sizes, radii, seed: int = 0) -> list[dict]:
             pick = order[:n]
             fitted = fit_molecule(mappings["POPC"], beads[pick], atoms[pick], radius)
             frames = LipidFrames({"POPC": fitted})
-            row = {"radius": radius, "training_molecules": int(len(pick))}
+            row = {"radius": radius, "training_molecules": len(pick)}
             pred, _ = fitted.predict(beads[pick])
             row["training"] = float(np.sqrt(((pred - atoms[pick]) ** 2).sum(-1).mean(1)).mean())
             for name in HELD_OUT:

@@ -40,7 +40,7 @@ def test_fitted_on_two_bilayers_it_places_a_third_closer_than_the_shipped_networ
 def test_prediction_turns_with_the_molecule_and_keeps_its_handedness(popc_frames):
     from openmm_herobm.training.side_chains import mapped_chain
 
-    system, xyz, beads = mapped_chain(str(LIPIDS / "charmm36_POPCpure.gro.gz"), hb.MappingSet.load("martini3_lipids"))
+    system, _, beads = mapped_chain(str(LIPIDS / "charmm36_POPCpure.gro.gz"), hb.MappingSet.load("martini3_lipids"))
     popc = popc_frames.molecules["POPC"]
     b = np.array([beads[r.beads] for r in system.residues[:5]])
     pred, got = popc.predict(b)

@@ -176,19 +176,19 @@ def load_model(name_or_path: str | Path, mapping: str | Path | MappingSet | None
             f"(hash {mapping_set.files_hash[:12]}) was given; use the matching mapping set or retrain"
         )
     module.eval()
-    side_chains = None
-    if extra[SIDE_CHAINS]:
-        try:
-            side_chains = SideChainLibrary.from_bytes(extra[SIDE_CHAINS])
-        except (ValueError, KeyError) as exc:
-            raise HeroBMError(f"{path}: unreadable side-chain library ({exc}); re-create the model file") from None
-    lipid_frames = None
-    if extra[LIPID_FRAMES]:
-        try:
-            lipid_frames = LipidFrames.from_bytes(extra[LIPID_FRAMES])
-        except (ValueError, KeyError) as exc:
-            raise HeroBMError(f"{path}: unreadable lipid frames ({exc}); re-create the model file") from None
+    side_chains = _library(path, extra[SIDE_CHAINS], SideChainLibrary, "side-chain library")
+    lipid_frames = _library(path, extra[LIPID_FRAMES], LipidFrames, "lipid frames")
     return LoadedModel(module, metadata, mapping_set, path, side_chains, lipid_frames)
+
+
+def _library(path: Path, data: str | bytes, kind, what: str):
+    """A library the model file carries (None when it carries none), or one clear error."""
+    if not data:
+        return None
+    try:
+        return kind.from_bytes(data)
+    except (ValueError, KeyError) as exc:
+        raise HeroBMError(f"{path}: unreadable {what} ({exc}); re-create the model file") from None
 
 
 def _plain_name(name: str) -> bool:

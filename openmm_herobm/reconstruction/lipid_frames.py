@@ -23,11 +23,11 @@ Stored inside the lipid model file (``lipid_frames.npz``, float32), loaded witho
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._packed import pack, unpack
 
 LIPID_FRAMES = "lipid_frames.npz"  # its name inside the model file
 FORMAT = "openmm-herobm-lipid-frames/1"
@@ -104,30 +104,22 @@ class LipidFrames:
         meta = {"format": FORMAT, "info": self.info,
                 "molecules": {n: {"beads": list(m.bead_names), "atoms": list(m.atom_names)}
                               for n, m in self.molecules.items()}}
-        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+        arrays = {}
         for n, m in self.molecules.items():
-            arrays[f"{n}.frames"] = m.frames.astype(np.int16)
-            arrays[f"{n}.inputs"] = m.inputs.astype(np.int16)
-            arrays[f"{n}.outputs"] = m.outputs.astype(np.int16)
-            arrays[f"{n}.weights"] = m.weights.astype(np.float32)
-            arrays[f"{n}.error"] = m.error.astype(np.float32)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        return buffer.getvalue()
+            arrays.update({f"{n}.frames": m.frames.astype(np.int16), f"{n}.inputs": m.inputs.astype(np.int16),
+                           f"{n}.outputs": m.outputs.astype(np.int16), f"{n}.weights": m.weights.astype(np.float32),
+                           f"{n}.error": m.error.astype(np.float32)})
+        return pack(meta, arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LipidFrames:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            meta = json.loads(z["meta"].tobytes().decode())
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"unknown lipid frame format {meta.get('format')!r}")
-            molecules = {}
-            for n, m in meta["molecules"].items():
-                mf = MoleculeFrames(tuple(m["beads"]), tuple(m["atoms"]), z[f"{n}.frames"].astype(np.int64),
-                                    z[f"{n}.inputs"].astype(np.int64), z[f"{n}.outputs"].astype(np.int64),
-                                    z[f"{n}.weights"].astype(np.float64), z[f"{n}.error"].astype(np.float64))
-                _check(n, mf)
-                molecules[n] = mf
+        meta, z = unpack(data, FORMAT, "lipid frame")
+        molecules = {}
+        for n, m in meta["molecules"].items():
+            molecules[n] = MoleculeFrames(tuple(m["beads"]), tuple(m["atoms"]), *(
+                z[f"{n}.{key}"].astype(np.int64) for key in ("frames", "inputs", "outputs")),
+                z[f"{n}.weights"].astype(np.float64), z[f"{n}.error"].astype(np.float64))
+            _check(n, molecules[n])
         return cls(molecules, meta.get("info", {}))
 
 

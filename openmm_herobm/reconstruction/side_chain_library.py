@@ -26,18 +26,18 @@ without pickle.
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..chemistry import NOT_SIDE_CHAIN
+from ._packed import pack, unpack
 from .hierarchical import bead_subset, recenter
 
 NEIGHBOURS = 32
 EXTRA_FILE = "side_chains.npz"
+FORMAT = "openmm-herobm-side-chains/1"
 
 
 def backbone_frame(n: np.ndarray, ca: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -101,26 +101,21 @@ class SideChainLibrary:
         return sum(len(r.keys) for r in self.residues.values())
 
     def to_bytes(self) -> bytes:
-        meta = {"format": "openmm-herobm-side-chains/1", "neighbours": self.neighbours, "info": self.info,
+        meta = {"format": FORMAT, "neighbours": self.neighbours, "info": self.info,
                 "residues": {n: {"atoms": list(r.atom_names), "beads": list(r.bead_names), "weight": r.weight}
                              for n, r in self.residues.items()}}
-        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+        arrays = {}
         for n, r in self.residues.items():
             arrays[f"{n}.keys"] = r.keys.astype(np.float16)
             arrays[f"{n}.atoms"] = r.atoms.astype(np.float16)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        return buffer.getvalue()
+        return pack(meta, arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SideChainLibrary:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            meta = json.loads(z["meta"].tobytes().decode())
-            if meta.get("format") != "openmm-herobm-side-chains/1":
-                raise ValueError(f"unknown side-chain library format {meta.get('format')!r}")
-            residues = {n: ResidueLibrary(z[f"{n}.keys"], z[f"{n}.atoms"], tuple(m["atoms"]), tuple(m["beads"]),
-                                          float(m["weight"]))
-                        for n, m in meta["residues"].items()}
+        meta, z = unpack(data, FORMAT, "side-chain library")
+        residues = {n: ResidueLibrary(z[f"{n}.keys"], z[f"{n}.atoms"], tuple(m["atoms"]), tuple(m["beads"]),
+                                      float(m["weight"]))
+                    for n, m in meta["residues"].items()}
         return cls(residues, int(meta["neighbours"]), meta.get("info", {}))
 
     def with_weights(self, weights: dict[str, float]) -> SideChainLibrary:

@@ -80,9 +80,8 @@ def _frame_samples(mapping, beads: np.ndarray, atoms: np.ndarray, radius: int) -
         outs = np.array([names.index(n) for n in atoms_of[b]])
         ok = np.isfinite(rot).all(axis=(1, 2))
         origin = beads[ok, b][:, None]
-        bead_atoms = lambda k: (mapping.beads[k], atoms_of.get(k, ()))  # noqa: E731
         out.append({"frame": (b, x, p), "inputs": ins, "outputs": outs,
-                    "signature": (tuple(bead_atoms(k) for k in (b, x, p, *ins)), atoms_of[b]),
+                    "signature": (tuple((mapping.beads[k], atoms_of.get(k, ())) for k in (b, x, p, *ins)), atoms_of[b]),
                     "features": np.einsum("nij,nkj->nki", rot[ok], beads[ok][:, ins] - origin).reshape(ok.sum(), -1),
                     "targets": np.einsum("nij,nkj->nki", rot[ok], atoms[ok][:, outs] - origin).reshape(ok.sum(), -1)})
     return out
@@ -179,7 +178,7 @@ def build_lipid_frames(files, mapping: str | MappingSet = "martini3_lipids", rad
             progress(f"{name}: {len(data[name][0])} molecules, {len(m.frames)} frames, "
                      f"training RMS {float(np.sqrt(np.mean(m.error ** 2))):.3f} A per frame")
     meta = dict(info or {}, mapping_set=ms.name, mapping_hash=ms.files_hash, radius=radius, ridge=ridge, pooled=pool,
-                training_molecules={n: int(len(data[n][0])) for n in molecules})
+                training_molecules={n: len(data[n][0]) for n in molecules})
     return LipidFrames(molecules, meta)
 
 
