@@ -204,10 +204,13 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
     ``fit``: after the network, make proteins chemically sound and true to their beads
     (:mod:`openmm_herobm.reconstruction.geometric_fit`: ideal geometry, trans peptides, the
     Ramachandran and rotamer statistics of real proteins, beads as soft targets with a
-    tolerance, chain breaks from the beads) and lipids stereochemically right (every centre and
-    double bond of :data:`~openmm_herobm.chemistry.CHIRALITY_CHECKS` / ``DOUBLE_BOND_CHECKS`` the
-    network built wrong is put right geometrically, :func:`openmm_herobm.geometry.repair_stereo`;
-    counts in ``parts[i].stereo_repaired``); False keeps the raw network output.
+    tolerance, chain breaks from the beads); lipids a model's frame regression knows are placed
+    by it instead of the network (:mod:`openmm_herobm.reconstruction.lipid_frames`), then made
+    stereochemically right (every centre and double bond of
+    :data:`~openmm_herobm.chemistry.CHIRALITY_CHECKS` / ``DOUBLE_BOND_CHECKS`` built wrong is put
+    right geometrically, :func:`openmm_herobm.geometry.repair_stereo`; counts in
+    ``parts[i].stereo_repaired``) and given CHARMM36 bonds and angles
+    (:mod:`openmm_herobm.reconstruction.lipid_fit`); False keeps the raw network output.
     ``side_chains`` (with ``fit``): ``"rotamers"`` (real rotamers chosen with the model's
     side-chain library), ``"network"`` (rotamers without the library) or ``"mean"`` (the
     library's RMSD-optimal average of rotamers, not a physical conformation: for analysis);
