@@ -81,24 +81,15 @@ def side_chain_extra_files(metadata: dict, library: SideChainLibrary) -> dict:
 
 
 def attach_side_chains(model: str | Path, library: SideChainLibrary, output: str | Path | None = None) -> Path:
-    """Write ``model`` (a deployed file) again with ``library`` inside, to ``output`` (default: in place)."""
-    from ..io import atomic_output
-
+    """Write ``model`` (a deployed file) again with ``library`` inside (its lipid frames, if any,
+    kept), to ``output`` (default: in place)."""
     loaded = load_model(model)
-    output = Path(output or loaded.path)
-    extra = side_chain_extra_files(loaded.metadata, library)
-    if loaded.lipid_frames is not None:
-        extra[LIPID_FRAMES] = loaded.lipid_frames.to_bytes()
-    with atomic_output(output) as tmp:
-        torch.jit.save(loaded.module, tmp, _extra_files=extra)
-    return output
+    return _rewrite(loaded, output, loaded.metadata, library, loaded.lipid_frames)
 
 
 def attach_lipid_frames(model: str | Path, frames: LipidFrames, output: str | Path | None = None) -> Path:
     """Write ``model`` (a deployed file) again with the lipid frame regression ``frames`` inside (its
     side-chain library, if any, kept), to ``output`` (default: in place)."""
-    from ..io import atomic_output
-
     loaded = load_model(model)
     if frames.info.get("mapping_hash", loaded.metadata["mapping_hash"]) != loaded.metadata["mapping_hash"]:
         raise HeroBMError(f"lipid frames were fitted with mapping set {frames.info.get('mapping_set')}, the model "
@@ -108,11 +99,20 @@ def attach_lipid_frames(model: str | Path, frames: LipidFrames, output: str | Pa
     if unknown:
         raise HeroBMError(f"lipid frames know {', '.join(unknown)}, which the model's mapping set has not (or "
                           "with other beads); refit them with the model's mapping")
-    output = Path(output or loaded.path)
     metadata = dict(loaded.metadata, lipid_frames=dict(frames.info, molecules=sorted(frames.molecules)))
-    extra = (side_chain_extra_files(metadata, loaded.side_chains) if loaded.side_chains is not None
+    return _rewrite(loaded, output, metadata, loaded.side_chains, frames)
+
+
+def _rewrite(loaded: LoadedModel, output, metadata: dict, side_chains: SideChainLibrary | None,
+             lipid_frames: LipidFrames | None) -> Path:
+    """``loaded``'s network saved to ``output`` (default: its own file, atomically) with these libraries."""
+    from ..io import atomic_output
+
+    extra = (side_chain_extra_files(metadata, side_chains) if side_chains is not None
              else {METADATA: json.dumps(metadata, indent=1)})
-    extra[LIPID_FRAMES] = frames.to_bytes()
+    if lipid_frames is not None:
+        extra[LIPID_FRAMES] = lipid_frames.to_bytes()
+    output = Path(output or loaded.path)
     with atomic_output(output) as tmp:
         torch.jit.save(loaded.module, tmp, _extra_files=extra)
     return output

@@ -135,22 +135,28 @@ def _check(name: str, m: MoleculeFrames) -> None:
         raise ValueError(f"lipid frames of {name}: inconsistent arrays")
 
 
-def frame_groups(system, molecules: dict[str, MoleculeFrames]) -> dict[str, dict]:
-    """Per molecule type the regression knows: the residues of ``system`` with every bead and every
-    predicted atom present, as system indices - ``beads`` ``(q, n_beads)``, ``atoms`` ``(q, n_atoms)``.
-    A residue whose mapping has other bead or atom names than the regression's is left out."""
+def frame_groups(system, molecules: dict) -> dict[str, dict]:
+    """Per molecule type of ``molecules`` (``{name: layout}``, a layout being anything with
+    ``bead_names`` and ``atom_names``, e.g. a :class:`MoleculeFrames`): the residues of ``system``
+    with every bead and every listed atom present, as system indices - ``beads`` ``(q, n_beads)``,
+    ``atoms`` ``(q, n_atoms)``.  A residue whose mapping has other bead or atom names is left out."""
+    where: dict = {}  # per mapping: the rows of the layout's atoms in it, or None
     groups: dict[str, dict] = {}
     for res in system.residues:
-        known = molecules.get(res.mapping.name)
-        if known is None or tuple(res.mapping.beads) != known.bead_names:
+        mapping = res.mapping
+        if id(mapping) not in where:
+            known = molecules.get(mapping.name)
+            names = [a.name for a in mapping.atoms]
+            where[id(mapping)] = (np.array([names.index(a) for a in known.atom_names], np.int64)
+                                  if known is not None and tuple(mapping.beads) == tuple(known.bead_names)
+                                  and set(known.atom_names) <= set(names) else None)
+        rows = where[id(mapping)]
+        if rows is None:
             continue
-        names = [a.name for a in res.mapping.atoms]
-        if not set(known.atom_names) <= set(names):
-            continue
-        index = res.atoms[[names.index(a) for a in known.atom_names]]
+        index = res.atoms[rows]
         if (index < 0).any():
             continue
-        g = groups.setdefault(res.mapping.name, {"beads": [], "atoms": []})
+        g = groups.setdefault(mapping.name, {"beads": [], "atoms": []})
         g["beads"].append(res.beads)
         g["atoms"].append(index)
     return {n: {k: np.array(v, np.int64) for k, v in g.items()} for n, g in groups.items()}

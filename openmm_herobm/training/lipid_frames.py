@@ -8,6 +8,7 @@ residues for).
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -141,21 +142,17 @@ def collect(files, mapping: MappingSet) -> tuple[dict, dict]:
     non-protein molecules of all-atom ``files`` (A), atoms in :func:`design` order."""
     data: dict = defaultdict(lambda: [[], []])
     mappings: dict = {}
+    layouts: dict = {}
     for path in files:
         system, xyz, beads = mapped_chain(str(path), mapping)
-        for res in system.residues:
-            m = res.mapping
-            if m.name in PROTEIN_RESIDUES:
-                continue
-            names = design(m)[0] if m.name not in mappings else mappings[m.name][1]
-            mappings.setdefault(m.name, (m, names))
-            index = res.atoms[[[a.name for a in m.atoms].index(n) for n in names]]
-            if (index < 0).any():
-                continue
-            data[m.name][0].append(beads[res.beads])
-            data[m.name][1].append(xyz[index])
-    return ({n: (np.array(b), np.array(a)) for n, (b, a) in data.items()},
-            {n: m for n, (m, _) in mappings.items()})
+        for m in {id(r.mapping): r.mapping for r in system.residues}.values():
+            if m.name not in PROTEIN_RESIDUES and m.name not in mappings:
+                mappings[m.name] = m
+                layouts[m.name] = SimpleNamespace(bead_names=tuple(m.beads), atom_names=tuple(design(m)[0]))
+        for name, g in frame_groups(system, layouts).items():
+            data[name][0].extend(beads[g["beads"]])
+            data[name][1].extend(xyz[g["atoms"]])
+    return {n: (np.array(b), np.array(a)) for n, (b, a) in data.items()}, mappings
 
 
 def build_lipid_frames(files, mapping: str | MappingSet = "martini3_lipids", radius: int = RADIUS,
