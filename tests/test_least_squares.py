@@ -50,6 +50,26 @@ def test_ramachandran_potential_is_flat_inside_and_differentiable_outside():
     assert num[0] == pytest.approx(dphi[2], rel=1e-4)
 
 
+def test_ramachandran_table_follows_the_fourier_series_it_tabulates():
+    """The potential is interpolated from a table; off the grid it must still be the series (an
+    index or phase slip of one grid step would be ~0.1 kT off, a wrong slope ~1 kT/rad)."""
+    pot = pg.RamachandranPotential(allowed=0.0)  # nothing flattened: the series everywhere
+    rng = np.random.default_rng(5)
+    cls = rng.integers(0, len(pg.RAMA_CLASSES), 500)
+    phi, psi = rng.uniform(-np.pi, np.pi, 500), rng.uniform(-np.pi, np.pi, 500)
+    wave = lambda t: np.exp(1j * np.outer(t + np.pi, pot.m))  # noqa: E731
+    a, b = wave(phi), wave(psi)
+    series = np.einsum("ka,kab,kb->k", a, pot.coef[cls], b).real - pot.offset[cls]
+    d_phi = np.einsum("ka,kab,kb->k", a * 1j * pot.m, pot.coef[cls], b).real
+    d_psi = np.einsum("ka,kab,kb->k", a, pot.coef[cls], b * 1j * pot.m).real
+    e, g_phi, g_psi = pot(cls, phi, psi)
+    on = series > 0  # allowed=0 leaves only the rare points below the lowest level flattened
+    assert on.mean() > 0.95
+    np.testing.assert_allclose(e[on], series[on], atol=1e-5)
+    np.testing.assert_allclose(g_phi[on], d_phi[on], atol=1e-3)
+    np.testing.assert_allclose(g_psi[on], d_psi[on], atol=1e-3)
+
+
 def test_solver_restores_ideal_geometry_and_keeps_fixed_atoms():
     """A distorted butane-like chain: bonds 1.53, angles 112, dihedral trans; atom 0 fixed."""
     rng = np.random.default_rng(3)

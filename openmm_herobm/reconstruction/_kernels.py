@@ -161,6 +161,43 @@ def dihedral_residuals(phi, grads, phi0, sigma, period):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def periodic_bicubic(table, cls, phi, psi):
+    """Bicubic Hermite interpolation of periodic tables ``(classes, n, n, 4)`` (value, d/dphi,
+    d/dpsi, d2/dphi dpsi at phi, psi = -pi + (i, j) 2 pi / n) at ``(cls, phi, psi)`` ``(k,)``
+    radians: ``(value, d/dphi, d/dpsi)``, each ``(k,)``, the derivatives those of the interpolant."""
+    n = table.shape[1]
+    h = 2.0 * math.pi / n
+    k = len(phi)
+    e, dphi, dpsi = np.empty(k), np.empty(k), np.empty(k)
+    for q in range(k):
+        if not (math.isfinite(phi[q]) and math.isfinite(psi[q])):  # a broken trial step: let it show
+            e[q] = dphi[q] = dpsi[q] = math.nan
+            continue
+        u = (phi[q] + math.pi) / h
+        v = (psi[q] + math.pi) / h
+        i0, j0 = math.floor(u), math.floor(v)
+        u -= i0
+        v -= j0
+        # Hermite basis (values at 0 and 1, slopes at 0 and 1) and its derivatives, in u and in v
+        hu = (2 * u ** 3 - 3 * u ** 2 + 1, -2 * u ** 3 + 3 * u ** 2, u ** 3 - 2 * u ** 2 + u, u ** 3 - u ** 2)
+        du = (6 * u ** 2 - 6 * u, -6 * u ** 2 + 6 * u, 3 * u ** 2 - 4 * u + 1, 3 * u ** 2 - 2 * u)
+        hv = (2 * v ** 3 - 3 * v ** 2 + 1, -2 * v ** 3 + 3 * v ** 2, v ** 3 - 2 * v ** 2 + v, v ** 3 - v ** 2)
+        dv = (6 * v ** 2 - 6 * v, -6 * v ** 2 + 6 * v, 3 * v ** 2 - 4 * v + 1, 3 * v ** 2 - 2 * v)
+        f = g_phi = g_psi = 0.0
+        for a in range(2):
+            i = (int(i0) + a) % n
+            for b in range(2):
+                j = (int(j0) + b) % n
+                t = table[cls[q], i, j]
+                c0, c1, c2, c3 = t[0], t[1] * h, t[2] * h, t[3] * h * h
+                f += c0 * hu[a] * hv[b] + c1 * hu[2 + a] * hv[b] + c2 * hu[a] * hv[2 + b] + c3 * hu[2 + a] * hv[2 + b]
+                g_phi += c0 * du[a] * hv[b] + c1 * du[2 + a] * hv[b] + c2 * du[a] * hv[2 + b] + c3 * du[2 + a] * hv[2 + b]
+                g_psi += c0 * hu[a] * dv[b] + c1 * hu[2 + a] * dv[b] + c2 * hu[a] * dv[2 + b] + c3 * hu[2 + a] * dv[2 + b]
+        e[q], dphi[q], dpsi[q] = f, g_phi / h, g_psi / h
+    return e, dphi, dpsi
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def normal_equations(n_atoms, n_rows, rows, atoms, values, r, part):
     """The upper triangle of ``J^T J`` in blocks (``ptr, idx, data``) over ``n_atoms`` atoms and
     ``J^T r`` ``(n_atoms, 3)``, for the Jacobian given by its entries: row ``rows[e]`` depends on
