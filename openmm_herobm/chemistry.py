@@ -144,6 +144,14 @@ PEPTIDE_BOND_MAX = 2.0
 #: A: SG-SG of a disulfide
 DISULFIDE_MAX = 2.5
 
+# --------------------------------------------------------------------------- soundness
+# What the quality checks count as broken, and what the fit keeps stepping to avoid.
+
+#: A: a bond this far from its ideal length is broken
+BOND_OFF = 0.15
+#: A: two heavy atoms further apart than 1-4 in the bond graph and closer than this clash
+CLASH_DISTANCE = 2.2
+
 # --------------------------------------------------------------------------- Martini solvent
 
 #: Martini water beads (residue names); each stands for four waters

@@ -23,7 +23,7 @@ import mdtraj
 import numpy as np
 from scipy.spatial import cKDTree
 
-from openmm_herobm.chemistry import (AMINO_ACIDS, BACKBONE, CHIRALITY_CHECKS, CHOLESTEROL, DISULFIDE_MAX,
+from openmm_herobm.chemistry import (AMINO_ACIDS, BACKBONE, CHIRALITY_CHECKS, CHOLESTEROL, CLASH_DISTANCE, DISULFIDE_MAX,
                                      DOUBLE_BOND_CHECKS, NOT_SIDE_CHAIN, PEPTIDE_BOND_MAX, PROTEIN_CENTRES,
                                      RESIDUE_ALIASES, VARIANT_STANDARD)
 from openmm_herobm.errors import HeroBMError
@@ -55,7 +55,7 @@ ALWAYS_REPORTED = PROTEIN_CENTRES
 # Geometry thresholds (Angstrom / degrees); PEPTIDE_BOND_MAX, DISULFIDE_MAX: chemistry.
 BOND_RANGE = (1.1, 2.2)
 BOND_RANGE_SS = (1.1, 2.3)
-CLASH_DIST = 2.2  # heavy pairs further apart than 1-4 in the bond graph
+CLASH_DIST = CLASH_DISTANCE  # heavy pairs further apart than 1-4 in the bond graph (chemistry)
 CLOSE_CONTACT_DIST = 2.0  # heavy pairs that are not 1-2 or 1-3
 CIS_MAX_DEG = 30.0
 MAX_LISTED = 100  # cap for label lists in the result

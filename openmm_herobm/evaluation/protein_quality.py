@@ -28,11 +28,11 @@ import math
 import mdtraj
 import numpy as np
 
-from ..chemistry import PEPTIDE_BOND_MAX
+from ..chemistry import BOND_OFF, PEPTIDE_BOND_MAX
 from ..reconstruction import least_squares as ls
 from ..reconstruction import protein_geometry as pg
 
-OFF_BOND = 0.15  # A: a bond this far from ideal is counted
+OFF_BOND = BOND_OFF  # A: a bond this far from ideal is counted (chemistry)
 OFF_ROTAMER = math.radians(30.0)
 CA_CA_MAX = 4.0  # A between linked residues (trans: 3.80)
 LINK_MAX = pg.PEPTIDE_LINK_MAX

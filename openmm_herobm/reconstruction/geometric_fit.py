@@ -33,12 +33,13 @@ import numpy as np
 import scipy.sparse
 from scipy.spatial import cKDTree
 
-from ..chemistry import BACKBONE_ANGLES, BACKBONE_BONDS
+from ..chemistry import BACKBONE_ANGLES, BACKBONE_BONDS, BOND_OFF, CLASH_DISTANCE
 from . import least_squares as ls
 from . import protein_geometry as pg
 
 #: A between the SC1 beads of two cysteines: a disulfide (a bead distance; SG-SG is chemistry.DISULFIDE_MAX)
 DISULFIDE_BEADS = 3.0
+DISULFIDE_BOND = 2.04  # A, SG-SG
 PRO_PHI = (-65.0, 15.0)  # deg: median and spread of proline phi in the training split
 #: ideal peptide bond (A, degrees): chemistry's Engh & Huber backbone, and proline's C-N-CD
 PEPTIDE = {"C-N": BACKBONE_BONDS[("C", "+N")], "CA-C-N": BACKBONE_ANGLES[("CA", "C", "+N")],
@@ -61,6 +62,7 @@ WELL_PRIOR = 1.0  # rotamer choice: -log(population) weight for well-built candi
 ITERATIONS_BACKBONE, ITERATIONS_ALL = 15, 12
 OMEGA_SWITCH = math.radians(45.0)  # an X-Pro peptide this far from its isomer after a solve: take the other
 TOLERANCE = 1e-4  # stop a solve when an accepted step lowers the cost by less than this fraction
+EXTRA_SOLVES = 2  # more final solves for a frame that ends them unsound (a bond broken, atoms overlapping)
 WELL_OFFSETS = np.radians([-15.0, 0.0, 15.0])
 LIBRARY_NEIGHBOURS = 64
 SIGMA_TARGET = 0.5  # A: pull of the rebuilt side chains towards the RMSD-optimal estimate (0 = none)
@@ -324,7 +326,7 @@ class GeometricFit:
         terms += self._peptide_terms(link, cis)
         if len(disulfides):
             i, j = disulfides.T
-            terms.append(ls.Bonds(i, j, np.full(len(i), 2.04), 0.02))
+            terms.append(ls.Bonds(i, j, np.full(len(i), DISULFIDE_BOND), 0.02))
             cb_of = {self.per_res[r].get("SG", -2): self.per_res[r].get("CB", -1) for r in self.keep}
             cbi, cbj = np.array([cb_of[a] for a in i]), np.array([cb_of[a] for a in j])
             terms.append(ls.Angles(np.r_[cbi, cbj], np.r_[i, j], np.r_[j, i], np.full(2 * len(i), math.radians(104.0)),
@@ -402,11 +404,34 @@ class GeometricFit:
         # 2. rotamers
         x, chi_terms = self._rotamers(x, b, excluded, x.copy(), sigma)
         # 3. everything, the chosen chi angles as soft targets
-        x = ls.solve(common + chi_terms + [clash, self._bead_term(b, self.all_beads, sigma)], x, moving,
-                     ITERATIONS_ALL, tolerance=TOLERANCE).x
+        final = common + chi_terms + [clash, self._bead_term(b, self.all_beads, sigma)]
+        x = ls.solve(final, x, moving, ITERATIONS_ALL, tolerance=TOLERANCE).x
+        # a hard frame (beads no sound structure meets, a tangle) can end the steps with a bond
+        # broken or atoms overlapping: it gets more steps, at most EXTRA_SOLVES more solves
+        for _ in range(EXTRA_SOLVES):
+            if not np.isfinite(x).all() or self._sound(x, link, disulfides, excluded):
+                break
+            x = ls.solve(final, x, moving, ITERATIONS_ALL, tolerance=TOLERANCE).x
         if not np.isfinite(x).all():
             return np.asarray(xyz)
         return x.astype(np.asarray(xyz).dtype)
+
+    def _sound(self, x: np.ndarray, link: np.ndarray, disulfides: np.ndarray, excluded: np.ndarray) -> bool:
+        """No bond (:meth:`_bond_graph`) more than :data:`~openmm_herobm.chemistry.BOND_OFF` from its
+        ideal length, and no two protein heavy atoms beyond 1-4 (``excluded`` codes) closer than
+        :data:`~openmm_herobm.chemistry.CLASH_DISTANCE`."""
+        bonds = self._bond_graph(link, disulfides)
+        ideal = np.concatenate([self.intra_bond_d0, np.full(len(link), PEPTIDE["C-N"]),
+                                np.full(len(disulfides), DISULFIDE_BOND)])
+        if (np.abs(np.linalg.norm(x[bonds[:, 0]] - x[bonds[:, 1]], axis=1) - ideal) > BOND_OFF).any():
+            return False
+        atoms = self.protein_atoms
+        pairs = cKDTree(x[atoms]).query_pairs(CLASH_DISTANCE, output_type="ndarray")
+        if len(pairs) == 0:
+            return True
+        i, j = atoms[pairs[:, 0]], atoms[pairs[:, 1]]
+        code = np.minimum(i, j).astype(np.int64) * self.n_atoms + np.maximum(i, j)
+        return bool(np.isin(code, excluded).all())
 
     def looseness(self, sigma: np.ndarray) -> float:
         """How loose this frame's beads are: 1 for mapped beads, ~3-5 for a CG simulation frame.
