@@ -156,8 +156,9 @@ def test_restraint_target_input_meets_the_frame_closer_at_a_price(model):
 
 def test_a_frame_the_steps_leave_unsound_gets_more_steps(model, monkeypatch):
     """The fit's steps are capped; a frame that ends them with a bond broken or atoms overlapping is
-    solved again (``EXTRA_SOLVES``).  With the caps cut to 1 / 1 / 6 every frame ends unsound; the
-    extra solves must mend nearly all of it (measured: 417 broken bonds in 16 frames -> 6)."""
+    solved again (``EXTRA_SOLVES``, the last after a clash-aware rotamer choice).  With the caps cut
+    to 1 / 1 / 6 every frame ends unsound; the extra solves must mend it (measured on the fixture's
+    16 frames: 417 broken bonds and 116 clashes -> none)."""
     from openmm_herobm.reconstruction import geometric_fit
 
     folder = FIXTURE / "bm5_2X9A_l_b_B" / "plain"
@@ -176,5 +177,4 @@ def test_a_frame_the_steps_leave_unsound_gets_more_steps(model, monkeypatch):
     extra = geometric_fit.EXTRA_SOLVES
     capped, mended = broken(0), broken(extra)
     assert (capped.sum(1) > 0).all()  # the caps leave every frame unsound ...
-    assert (mended.sum(1) == 0).sum() >= md.n_frames - 1  # ... the extra solves at most one
-    assert mended.sum() * 10 < capped.sum()
+    assert (mended == 0).all()  # ... the extra solves none

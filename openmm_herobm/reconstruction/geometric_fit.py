@@ -62,12 +62,13 @@ WELL_PRIOR = 1.0  # rotamer choice: -log(population) weight for well-built candi
 ITERATIONS_BACKBONE, ITERATIONS_ALL = 15, 12
 OMEGA_SWITCH = math.radians(45.0)  # an X-Pro peptide this far from its isomer after a solve: take the other
 TOLERANCE = 1e-4  # stop a solve when an accepted step lowers the cost by less than this fraction
-EXTRA_SOLVES = 2  # more final solves for a frame that ends them unsound (a bond broken, atoms overlapping)
+EXTRA_SOLVES = 3  # more final solves for a frame that ends them unsound (a bond broken, atoms overlapping)
 WELL_OFFSETS = np.radians([-15.0, 0.0, 15.0])
 LIBRARY_NEIGHBOURS = 64
 SIGMA_TARGET = 0.5  # A: pull of the rebuilt side chains towards the RMSD-optimal estimate (0 = none)
 SCALE_START, SCALE_FACTOR, SCALE_MAX, ITERATIONS_SCALE = 0.1, 1.0, 0.6, 8  # per-frame bead tolerance (A)
 CHOICE_CLASH_WEIGHT = 0.0
+TANGLE_CLASH_WEIGHT = 1.0  # the rotamer choice's clash weight before the last extra solve
 ROTAMER_WEIGHT, ROTAMER_FREE, ROTAMER_SIGMA = 1.0, math.radians(10.0), math.radians(10.0)
 CHOICE_BEAD_SIGMA = 0.1  # A, least bead tolerance when rotamers are compared (else the frame's own)
 
@@ -407,10 +408,15 @@ class GeometricFit:
         final = common + chi_terms + [clash, self._bead_term(b, self.all_beads, sigma)]
         x = ls.solve(final, x, moving, ITERATIONS_ALL, tolerance=TOLERANCE).x
         # a hard frame (beads no sound structure meets, a tangle) can end the steps with a bond
-        # broken or atoms overlapping: it gets more steps, at most EXTRA_SOLVES more solves
-        for _ in range(EXTRA_SOLVES):
+        # broken or atoms overlapping: it gets more steps, at most EXTRA_SOLVES more solves; before
+        # the last, the rotamers are chosen again, each against the others' clashes (a side chain
+        # threaded through a ring is a minimum that more steps do not leave)
+        for attempt in range(EXTRA_SOLVES):
             if not np.isfinite(x).all() or self._sound(x, link, disulfides, excluded):
                 break
+            if attempt == EXTRA_SOLVES - 1:
+                x, chi_terms = self._rotamers(x, b, excluded, x.copy(), sigma, clash_weight=TANGLE_CLASH_WEIGHT)
+                final = common + chi_terms + [clash, self._bead_term(b, self.all_beads, sigma)]
             x = ls.solve(final, x, moving, ITERATIONS_ALL, tolerance=TOLERANCE).x
         if not np.isfinite(x).all():
             return np.asarray(xyz)
@@ -509,8 +515,10 @@ class GeometricFit:
         cand = np.concatenate(parts, axis=1)
         return cand, np.broadcast_to(np.concatenate(priors), cand.shape[:2]), target
 
-    def _rotamers(self, x: np.ndarray, b: np.ndarray, excluded: np.ndarray, start: np.ndarray, sigma: np.ndarray):
-        """Choose a rotamer per rebuilt residue; returns new coordinates and chi target terms."""
+    def _rotamers(self, x: np.ndarray, b: np.ndarray, excluded: np.ndarray, start: np.ndarray, sigma: np.ndarray,
+                  clash_weight: float = CHOICE_CLASH_WEIGHT):
+        """Choose a rotamer per rebuilt residue; returns new coordinates and chi target terms.
+        ``clash_weight`` > 0: then two sweeps re-choose each against the others' clashes."""
         if not self.groups:
             return x, []
         looseness = self.looseness(sigma)
@@ -530,16 +538,16 @@ class GeometricFit:
             costs.append(cost)
         # first choice without side chain - side chain clashes, then two sweeps against each other
         choice = [np.argmin(c, axis=1) for c in costs]
-        for sweep in range(3 if CHOICE_CLASH_WEIGHT > 0 else 1):
+        for sweep in range(3 if clash_weight > 0 else 1):
             for gi, g in enumerate(self.groups):
                 x[g.atoms] = cands[gi][np.arange(len(g.atoms)), choice[gi]]
-            if sweep == 2 or CHOICE_CLASH_WEIGHT <= 0:
+            if sweep == 2 or clash_weight <= 0:
                 break
             env = np.flatnonzero(np.isin(np.arange(self.n_atoms), self.protein_atoms))
             tree = cKDTree(x[env])
             for gi, g in enumerate(self.groups):
                 clash = self._candidate_clashes(g, cands[gi], x, env, tree, excluded)
-                choice[gi] = np.argmin(costs[gi] + CHOICE_CLASH_WEIGHT * clash, axis=1)
+                choice[gi] = np.argmin(costs[gi] + clash_weight * clash, axis=1)
         # the chosen chi angles become soft targets of the final polish; chi1 and chi2 at most
         # ROTAMER_FREE from the centre of their rotamer well (a real rotamer stays one when beads pull)
         terms = []
