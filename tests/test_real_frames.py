@@ -178,3 +178,37 @@ def test_a_frame_the_steps_leave_unsound_gets_more_steps(model, monkeypatch):
     capped, mended = broken(0), broken(extra)
     assert (capped.sum(1) > 0).all()  # the caps leave every frame unsound ...
     assert (mended == 0).all()  # ... the extra solves none
+
+
+@pytest.mark.parametrize("extra", [1, 2])  # 1: the clash-aware rotamer choice first; 2: a plain solve first
+def test_extra_solves_move_only_the_chains_that_need_them(model, monkeypatch, extra):
+    """Two chains in one frame, one of them reported unsound once: the extra solves (and the
+    rotamer choice before the last) must leave the other chain exactly as it was, so a big system
+    pays only for its broken chains and its sound ones keep their answer."""
+    from openmm_herobm.reconstruction import geometric_fit
+
+    folder = FIXTURE / "bm5_2X9A_l_b_B" / "plain"
+    one = mdtraj.load(str(folder / "md.xtc"), top=str(folder / "md.gro"))[0]
+    far = one[:]
+    far.xyz = far.xyz + 10.0  # nm: no contact between the copies
+    two = one.stack(far)
+    assert two.topology.n_chains == 2
+
+    def run(report_once: bool) -> np.ndarray:
+        calls = []
+
+        def unsound(self, x, *args):
+            calls.append(1)
+            bad = np.zeros(self.n_atoms, bool)
+            if report_once and len(calls) == 1:
+                bad[self.protein_atoms[self.chain_of[self.protein_atoms] == 0][:3]] = True
+            return bad
+
+        monkeypatch.setattr(geometric_fit.GeometricFit, "_unsound", unsound)
+        monkeypatch.setattr(geometric_fit, "EXTRA_SOLVES", extra)
+        return hb.backmap(two, model).trajectory
+
+    plain, extra_solved = run(False), run(True)
+    chain = np.array([a.residue.chain.index for a in plain.topology.atoms])
+    np.testing.assert_array_equal(extra_solved.xyz[0, chain == 1], plain.xyz[0, chain == 1])
+    assert np.abs(extra_solved.xyz[0, chain == 0] - plain.xyz[0, chain == 0]).max() > 1e-4  # nm

@@ -148,6 +148,7 @@ class GeometricFit:
         self.radius = np.array([RADIUS.get(e, 1.5) for e in self.element])
         self.polar = np.isin(self.element, ("N", "O"))
         self.residue_of = np.array([a.residue.index for a in top.atoms])
+        self.chain_of = np.array([a.residue.chain.index for a in top.atoms])
         self.groups = self._groups(system, library)
 
     # ------------------------------------------------------------------ setup
@@ -408,36 +409,41 @@ class GeometricFit:
         final = common + chi_terms + [clash, self._bead_term(b, self.all_beads, sigma)]
         x = ls.solve(final, x, moving, ITERATIONS_ALL, tolerance=TOLERANCE).x
         # a hard frame (beads no sound structure meets, a tangle) can end the steps with a bond
-        # broken or atoms overlapping: it gets more steps, at most EXTRA_SOLVES more solves; before
-        # the last, the rotamers are chosen again, each against the others' clashes (a side chain
-        # threaded through a ring is a minimum that more steps do not leave)
+        # broken or atoms overlapping: the chains where that happened get more steps, at most
+        # EXTRA_SOLVES more solves; before the last, their rotamers are chosen again, each against
+        # the others' clashes (a side chain threaded through a ring is a minimum that steps do not leave)
         for attempt in range(EXTRA_SOLVES):
-            if not np.isfinite(x).all() or self._sound(x, link, disulfides, excluded):
+            bad = self._unsound(x, link, disulfides, excluded) if np.isfinite(x).all() else None
+            if bad is None or not bad.any():
                 break
+            region = np.isin(self.chain_of, np.unique(self.chain_of[bad]))
             if attempt == EXTRA_SOLVES - 1:
-                x, chi_terms = self._rotamers(x, b, excluded, x.copy(), sigma, clash_weight=TANGLE_CLASH_WEIGHT)
+                chosen, chi_terms = self._rotamers(x.copy(), b, excluded, x.copy(), sigma,
+                                                   clash_weight=TANGLE_CLASH_WEIGHT)
+                x = np.where(region[:, None], chosen, x)
                 final = common + chi_terms + [clash, self._bead_term(b, self.all_beads, sigma)]
-            x = ls.solve(final, x, moving, ITERATIONS_ALL, tolerance=TOLERANCE).x
+            x = ls.solve(final, x, moving[region[moving]], ITERATIONS_ALL, tolerance=TOLERANCE).x
         if not np.isfinite(x).all():
             return np.asarray(xyz)
         return x.astype(np.asarray(xyz).dtype)
 
-    def _sound(self, x: np.ndarray, link: np.ndarray, disulfides: np.ndarray, excluded: np.ndarray) -> bool:
-        """No bond (:meth:`_bond_graph`) more than :data:`~openmm_herobm.chemistry.BOND_OFF` from its
-        ideal length, and no two protein heavy atoms beyond 1-4 (``excluded`` codes) closer than
-        :data:`~openmm_herobm.chemistry.CLASH_DISTANCE`."""
+    def _unsound(self, x: np.ndarray, link: np.ndarray, disulfides: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+        """``(n_atoms,)`` True at the atoms of a bond (:meth:`_bond_graph`) more than
+        :data:`~openmm_herobm.chemistry.BOND_OFF` from its ideal length and of two protein heavy
+        atoms beyond 1-4 (``excluded`` codes) closer than :data:`~openmm_herobm.chemistry.CLASH_DISTANCE`."""
+        bad = np.zeros(self.n_atoms, bool)
         bonds = self._bond_graph(link, disulfides)
         ideal = np.concatenate([self.intra_bond_d0, np.full(len(link), PEPTIDE["C-N"]),
                                 np.full(len(disulfides), DISULFIDE_BOND)])
-        if (np.abs(np.linalg.norm(x[bonds[:, 0]] - x[bonds[:, 1]], axis=1) - ideal) > BOND_OFF).any():
-            return False
+        off = np.abs(np.linalg.norm(x[bonds[:, 0]] - x[bonds[:, 1]], axis=1) - ideal) > BOND_OFF
+        bad[bonds[off].ravel()] = True
         atoms = self.protein_atoms
         pairs = cKDTree(x[atoms]).query_pairs(CLASH_DISTANCE, output_type="ndarray")
-        if len(pairs) == 0:
-            return True
         i, j = atoms[pairs[:, 0]], atoms[pairs[:, 1]]
         code = np.minimum(i, j).astype(np.int64) * self.n_atoms + np.maximum(i, j)
-        return bool(np.isin(code, excluded).all())
+        clash = ~np.isin(code, excluded)
+        bad[i[clash]] = bad[j[clash]] = True
+        return bad
 
     def looseness(self, sigma: np.ndarray) -> float:
         """How loose this frame's beads are: 1 for mapped beads, ~3-5 for a CG simulation frame.
