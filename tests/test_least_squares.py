@@ -57,8 +57,7 @@ def test_ramachandran_table_follows_the_fourier_series_it_tabulates():
     rng = np.random.default_rng(5)
     cls = rng.integers(0, len(pg.RAMA_CLASSES), 500)
     phi, psi = rng.uniform(-np.pi, np.pi, 500), rng.uniform(-np.pi, np.pi, 500)
-    wave = lambda t: np.exp(1j * np.outer(t + np.pi, pot.m))  # noqa: E731
-    a, b = wave(phi), wave(psi)
+    a, b = (np.exp(1j * np.outer(t + np.pi, pot.m)) for t in (phi, psi))
     series = np.einsum("ka,kab,kb->k", a, pot.coef[cls], b).real - pot.offset[cls]
     d_phi = np.einsum("ka,kab,kb->k", a * 1j * pot.m, pot.coef[cls], b).real
     d_psi = np.einsum("ka,kab,kb->k", a, pot.coef[cls], b * 1j * pot.m).real

@@ -194,7 +194,7 @@ def test_extra_solves_move_only_the_chains_that_need_them(model, monkeypatch, ex
     two = one.stack(far)
     assert two.topology.n_chains == 2
 
-    def run(report_once: bool) -> np.ndarray:
+    def run(report_once: bool) -> mdtraj.Trajectory:
         calls = []
 
         def unsound(self, x, *args):
