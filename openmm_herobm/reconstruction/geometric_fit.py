@@ -286,9 +286,13 @@ class GeometricFit:
                                       np.full(int(pro.sum()), math.radians(PRO_PHI[0])), math.radians(PRO_PHI[1])))
         return terms
 
-    def _bond_graph(self, link: np.ndarray, disulfides: np.ndarray) -> np.ndarray:
+    def _bond_graph(self, link: np.ndarray, disulfides: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This frame's bonds ``(k, 2)`` (residues, peptide links, disulfides) and their ideal lengths ``(k,)`` A."""
         pep = np.stack([self.C[link], self.N[link + 1]], 1)
-        return np.concatenate([self.intra_bonds, pep, disulfides.reshape(-1, 2)])
+        bonds = np.concatenate([self.intra_bonds, pep, disulfides.reshape(-1, 2)])
+        ideal = np.concatenate([self.intra_bond_d0, np.full(len(link), PEPTIDE["C-N"]),
+                                np.full(len(disulfides), DISULFIDE_BOND)])
+        return bonds, ideal
 
     def _disulfides(self, beads: np.ndarray) -> np.ndarray:
         """SG pairs of cysteines whose side-chain beads are close: mapped disulfides have their SC1 beads
@@ -370,7 +374,8 @@ class GeometricFit:
         link = self.links(b)
         disulfides = self._disulfides(b)
         phi_psi = None if dihedrals is None else self.phi_psi(dihedrals)
-        excluded = ls.exclusions(self._bond_graph(link, disulfides), self.n_atoms)
+        graph = self._bond_graph(link, disulfides)
+        excluded = ls.exclusions(graph[0], self.n_atoms)
         moving = self.protein_atoms
         mask = np.zeros(self.n_atoms, bool)
         mask[moving] = True
@@ -413,7 +418,7 @@ class GeometricFit:
         # EXTRA_SOLVES more solves; before the last, their rotamers are chosen again, each against
         # the others' clashes (a side chain threaded through a ring is a minimum that steps do not leave)
         for attempt in range(EXTRA_SOLVES):
-            bad = self._unsound(x, link, disulfides, excluded) if np.isfinite(x).all() else None
+            bad = self._unsound(x, graph, excluded) if np.isfinite(x).all() else None
             if bad is None or not bad.any():
                 break
             region = np.isin(self.chain_of, np.unique(self.chain_of[bad]))
@@ -427,14 +432,12 @@ class GeometricFit:
             return np.asarray(xyz)
         return x.astype(np.asarray(xyz).dtype)
 
-    def _unsound(self, x: np.ndarray, link: np.ndarray, disulfides: np.ndarray, excluded: np.ndarray) -> np.ndarray:
-        """``(n_atoms,)`` True at the atoms of a bond (:meth:`_bond_graph`) more than
+    def _unsound(self, x: np.ndarray, graph: tuple, excluded: np.ndarray) -> np.ndarray:
+        """``(n_atoms,)`` True at the atoms of a bond (``graph``: :meth:`_bond_graph`) more than
         :data:`~openmm_herobm.chemistry.BOND_OFF` from its ideal length and of two protein heavy
         atoms beyond 1-4 (``excluded`` codes) closer than :data:`~openmm_herobm.chemistry.CLASH_DISTANCE`."""
         bad = np.zeros(self.n_atoms, bool)
-        bonds = self._bond_graph(link, disulfides)
-        ideal = np.concatenate([self.intra_bond_d0, np.full(len(link), PEPTIDE["C-N"]),
-                                np.full(len(disulfides), DISULFIDE_BOND)])
+        bonds, ideal = graph
         off = np.abs(np.linalg.norm(x[bonds[:, 0]] - x[bonds[:, 1]], axis=1) - ideal) > BOND_OFF
         bad[bonds[off].ravel()] = True
         atoms = self.protein_atoms
