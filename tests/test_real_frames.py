@@ -20,9 +20,11 @@ import pytest
 import openmm_herobm as hb
 from openmm_herobm.evaluation import evaluate
 from openmm_herobm.evaluation.protein_quality import bead_fidelity, cg_links, protein_quality
+from openmm_herobm.io import load_structure
 from openmm_herobm.mapping import BeadDeformation
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "real_frames" / "test"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RUNS = sorted(p.parent for p in FIXTURE.glob("*/*/md.xtc"))
 
 
@@ -70,14 +72,33 @@ def _x_pro_omegas(traj) -> np.ndarray:
     return np.abs(np.degrees(mdtraj.compute_dihedrals(traj, np.array(quads))))
 
 
-def test_x_pro_peptides_of_simulation_frames_are_planar(run):
-    """The beads hardly tell a proline's cis from its trans; the fit takes the isomer the network
-    suggests and the other one where that one could not be reached, instead of sticking half-way
-    (before: 2-6 of these runs' 8 X-Pro peptides 30-150 deg, neither cis nor trans)."""
+def test_peptides_of_simulation_frames_are_planar(run):
+    """Martini 3 keeps no omega, and a simulation frame's beads pull peptides out of plane.  Every
+    peptide stays within 25 deg of planar (before: up to 28-34 deg in three of these runs), and
+    every X-Pro peptide takes the crystal's isomer, trans here (before: 0-2 of these runs' 8 X-Pro
+    peptides 30-150 deg, neither cis nor trans)."""
     _, _, result = run
-    omega = _x_pro_omegas(result.trajectory)
-    assert omega.size == 8
-    assert ((omega > 30) & (omega < 150)).sum() <= 1
+    omega = np.abs(np.degrees(mdtraj.compute_omega(result.trajectory)[1]))
+    assert (np.minimum(omega, 180.0 - omega) < 25.0).all()
+    x_pro = _x_pro_omegas(result.trajectory)
+    assert x_pro.size == 8
+    assert (x_pro > 150.0).all()
+
+
+def test_cis_prolines_of_mapped_beads_are_cis_and_planar(model):
+    """A validation chain with two cis prolines, its beads mapped from the crystal: both come out
+    cis and planar (before: 19 and 28 deg off planar; a trans target on the carbonyl O fought the
+    cis omega), every other X-Pro trans."""
+    path = DATA / "proteins" / "val" / "bm5_1GHQ_l_b_B.pdb.gz"
+    if not path.is_file():
+        pytest.skip("shared data not found")
+    ref = load_structure(path)
+    ref = ref.atom_slice([a.index for a in ref.topology.atoms if a.element.symbol != "H"])
+    crystal = _x_pro_omegas(ref)[0]
+    out = _x_pro_omegas(hb.backmap(hb.map_structure(ref, "martini3").cg, model).trajectory)[0]
+    assert out.shape == crystal.shape and (crystal < 30.0).sum() == 2
+    assert (out[crystal < 30.0] < 10.0).all()
+    assert (out[crystal > 150.0] > 150.0).all()
 
 
 def test_output_stays_near_its_beads(run):

@@ -48,6 +48,10 @@ PEPTIDE = {"C-N": BACKBONE_BONDS[("C", "+N")], "CA-C-N": BACKBONE_ANGLES[("CA", 
 # tolerances: the spread of each term in the training structures, at least these floors
 SIGMA_BOND, SIGMA_ANGLE, SIGMA_DIHEDRAL = 0.01, math.radians(1.0), math.radians(2.0)
 GEOMETRY_SCALE = 3.0  # multiplies every geometric tolerance
+#: omega's tolerance is GEOMETRY_SCALE's divided by the frame's looseness up to this: at GEOMETRY_SCALE a
+#: simulation frame's beads bent a few peptides per frame 30-40 deg out of plane (chosen on 60 validation
+#: frames: 0.28 such peptides per frame -> 0, angle RMSD +0.1 deg); mapped beads keep GEOMETRY_SCALE
+OMEGA_TIGHTENING = 1.5
 SIGMA_NET, SIGMA_NET_MAX = math.radians(30.0), math.radians(90.0)  # the network's phi/psi (x looseness)
 SIGMA_CHI = math.radians(15.0)  # chosen rotamer's chi angles
 SIGMA_PRIOR, SIGMA_PRIOR_O = 2.0, 0.4  # A, to the network's backbone (x the frame's looseness)
@@ -61,6 +65,10 @@ MEAN_WEIGHT = 10.0  # rotamer choice: squared RMS distance (A^2) to the library 
 WELL_PRIOR = 1.0  # rotamer choice: -log(population) weight for well-built candidates
 ITERATIONS_BACKBONE, ITERATIONS_ALL = 15, 12
 OMEGA_SWITCH = math.radians(45.0)  # an X-Pro peptide this far from its isomer after a solve: take the other
+#: an X-Pro peptide the first solve (omega free) leaves closer than this to cis is held cis: Martini 3 keeps
+#: no omega, and most X-Pro peptides are trans (chosen on 380 X-Pro peptides of 60 validation frames:
+#: isomer right in 325, against 303 at 90 deg and 313, 40 of them half-way, with omega held from the start)
+CIS_OMEGA = math.radians(45.0)
 TOLERANCE = 1e-4  # stop a solve when an accepted step lowers the cost by less than this fraction
 EXTRA_SOLVES = 3  # more final solves for a frame that ends them unsound (a bond broken, atoms overlapping)
 WELL_OFFSETS = np.radians([-15.0, 0.0, 15.0])
@@ -241,22 +249,27 @@ class GeometricFit:
         return pg.peptide_links(beads, self.ca_bead, self.consecutive)
 
     def _cis_prolines(self, x: np.ndarray, link: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
-        """Which peptide bonds ``link`` -> ``link + 1`` are held cis (X-Pro only): those ``x`` has cis
-        (|omega| < 90 deg), or, given the choice ``before`` a solve, that choice unless the solve
+        """Which peptide bonds ``link`` -> ``link + 1`` are held cis (X-Pro only): those ``x`` has within
+        :data:`CIS_OMEGA` of cis, or, given the choice ``before`` a solve, that choice unless the solve
         ended more than :data:`OMEGA_SWITCH` from it.  A proline whose isomer the beads do not tell
-        apart (omega near 90 deg in the network's output) can otherwise stick half-way: 28% of
-        the X-Pro peptides of 40 real frames were 30-150 deg, neither cis nor trans."""
+        apart can otherwise stick half-way: 28% of the X-Pro peptides of 40 real frames were
+        30-150 deg, neither cis nor trans."""
         i, j = link, link + 1
         omega = ls.dihedrals(x, self.CA[i], self.C[i], self.N[j], self.CA[j])[0]
         if before is None:
-            return self.is_pro[j] & (np.abs(omega) < math.pi / 2)
+            return self.is_pro[j] & (np.abs(omega) < CIS_OMEGA)
         stuck = np.abs(ls.wrap(omega - np.where(before, 0.0, math.pi))) > OMEGA_SWITCH
         return before ^ (stuck & self.is_pro[j])
 
-    def _peptide_terms(self, link: np.ndarray, cis: np.ndarray):
+    def _peptide_terms(self, link: np.ndarray, cis: np.ndarray | None, looseness: float):
+        """The peptide bonds ``link`` -> ``link + 1``, those of ``cis`` held cis; ``cis`` None: X-Pro
+        peptides free to turn (no omega, no O in plane), the others trans."""
         i, j = link, link + 1
-        ok_o = self.O[i] >= 0
+        held = np.ones(len(i), bool) if cis is not None else ~self.is_pro[j]
+        cis = np.zeros(len(i), bool) if cis is None else cis
+        ok_o = (self.O[i] >= 0) & held
         sd = {k: v * GEOMETRY_SCALE for k, v in self.peptide_sd.items()}
+        sd["omega"] /= min(looseness, OMEGA_TIGHTENING)
         terms = [ls.Bonds(self.C[i], self.N[j], np.full(len(i), PEPTIDE["C-N"]), sd["C-N"]),
                  ls.Angles(self.CA[i], self.C[i], self.N[j], np.full(len(i), math.radians(PEPTIDE["CA-C-N"])),
                            sd["CA-C-N"]),
@@ -264,12 +277,13 @@ class GeometricFit:
                            sd["C-N-CA"]),
                  ls.Angles(self.O[i][ok_o], self.C[i][ok_o], self.N[j][ok_o],
                            np.full(int(ok_o.sum()), math.radians(PEPTIDE["O-C-N"])), sd["O-C-N"]),
-                 # O in the peptide plane, opposite CA(i+1)
+                 # O in the peptide plane, on CA(i+1)'s side in a trans peptide (opposite CA(i)), on the
+                 # other side in a cis one: a trans target here held cis prolines 30-40 deg off planar
                  ls.Dihedrals(self.O[i][ok_o], self.C[i][ok_o], self.N[j][ok_o], self.CA[j][ok_o],
-                              np.zeros(int(ok_o.sum())), sd["plane"])]
+                              np.where(cis[ok_o], math.pi, 0.0), sd["plane"])]
         # omega: trans, or cis for a proline held cis (_cis_prolines)
-        terms.append(ls.Dihedrals(self.CA[i], self.C[i], self.N[j], self.CA[j], np.where(cis, 0.0, math.pi),
-                                  sd["omega"]))
+        terms.append(ls.Dihedrals(self.CA[i][held], self.C[i][held], self.N[j][held], self.CA[j][held],
+                                  np.where(cis[held], 0.0, math.pi), sd["omega"]))
         pro = self.is_pro[j]
         cd = np.array([self.per_res[self.keep[k]].get("CD", -1) for k in j[pro]], np.int64)
         ok = cd >= 0
@@ -316,9 +330,10 @@ class GeometricFit:
     def _bead_term(self, beads_xyz: np.ndarray, rows: np.ndarray, sigma: np.ndarray) -> ls.Linear:
         return ls.Linear(self.weights[rows], beads_xyz[rows], sigma[rows], BEAD_ROBUST)
 
-    def _geometry_terms(self, cis, link, disulfides, atoms_mask=None):
+    def _geometry_terms(self, cis, link, disulfides, looseness: float = 1.0, atoms_mask=None):
         """Bonds, angles, rigid dihedrals (restricted to terms whose atoms are all in ``atoms_mask``);
-        the peptide bonds of ``cis`` (:meth:`_cis_prolines`) held cis."""
+        the peptide bonds of ``cis`` (:meth:`_cis_prolines`; None: X-Pro free) held cis, planar as
+        tight as the frame's ``looseness`` (:meth:`looseness`) needs."""
         def pick(index):
             return np.ones(len(index), bool) if atoms_mask is None else atoms_mask[index].all(1)
         b, a, d = pick(self.intra_bonds), pick(self.intra_angles), pick(self.intra_dihedrals)
@@ -329,7 +344,7 @@ class GeometricFit:
                           k * self.intra_bond_sd[b]),
                  ls.Angles(*self.intra_angles[a].T, self.intra_angle_t0[a], k * self.intra_angle_sd[a]),
                  ls.Dihedrals(*self.intra_dihedrals[d].T, self.intra_dihedral_t0[d], self.intra_dihedral_sd[d])]
-        terms += self._peptide_terms(link, cis)
+        terms += self._peptide_terms(link, cis, looseness)
         if len(disulfides):
             i, j = disulfides.T
             terms.append(ls.Bonds(i, j, np.full(len(i), DISULFIDE_BOND), 0.02))
@@ -384,8 +399,7 @@ class GeometricFit:
         prior_sigma = np.where(np.isin(self.backbone_atoms, self.O), SIGMA_PRIOR_O, SIGMA_PRIOR)
         prior = ls.Linear(scipy.sparse.identity(self.n_atoms, format="csr")[self.backbone_atoms],
                           x[self.backbone_atoms], prior_sigma)
-        cis = self._cis_prolines(x, link)
-        geometry = self._geometry_terms(cis, link, disulfides)
+        geometry = self._geometry_terms(None, link, disulfides)  # X-Pro isomers: the beads' choice
         common = geometry + self._rama_terms(link, phi_psi, looseness=SIGMA_NET_MAX / SIGMA_NET)
         clash = self._clash_term(moving, mask, excluded)
         # 1. the network's structure made sound: every atom, every bead (side-chain beads orient
@@ -399,15 +413,15 @@ class GeometricFit:
                      ITERATIONS_SCALE, tolerance=TOLERANCE).x
         sigma = self.bead_scale(x, b)
         looseness = self.looseness(sigma)
-        cis = self._cis_prolines(x, link, cis)  # an X-Pro peptide stuck half-way takes the other isomer
-        geometry = self._geometry_terms(cis, link, disulfides)
+        cis = self._cis_prolines(x, link)
+        geometry = self._geometry_terms(cis, link, disulfides, looseness)
         common = geometry + self._rama_terms(link, phi_psi, looseness)
         prior = ls.Linear(prior.matrix, prior.target, prior.sigma * looseness)  # the network's backbone
         x = ls.solve(common + [prior, clash, self._bead_term(b, self.all_beads, sigma)], x, moving,
                      ITERATIONS_BACKBONE, tolerance=TOLERANCE).x
-        again = self._cis_prolines(x, link, cis)  # and once more after the backbone solve
+        again = self._cis_prolines(x, link, cis)  # one stuck half-way takes the other isomer
         if (again != cis).any():
-            common = self._geometry_terms(again, link, disulfides) + self._rama_terms(link, phi_psi, looseness)
+            common = self._geometry_terms(again, link, disulfides, looseness) + self._rama_terms(link, phi_psi, looseness)
         # 2. rotamers
         x, chi_terms = self._rotamers(x, b, excluded, x.copy(), sigma)
         # 3. everything, the chosen chi angles as soft targets
