@@ -82,24 +82,38 @@ class BackmapResult:
         """``(n_residues,)`` bool: residue k of ``trajectory`` is bonded to residue k-1 in the CG input
         (same chain, both with a BB bead, the BB beads closer than ``PEPTIDE_LINK_MAX``).  Chain
         breaks come from here, never from the reconstructed geometry."""
-        linked = np.zeros(self.trajectory.n_residues, bool)
+        pair, close = self._bb_neighbours(frame)
+        return pair & close
+
+    def breaks(self, frame: int = 0) -> np.ndarray:
+        """``(n_residues,)`` bool: residue k starts a new piece of its chain: it and residue k-1 are
+        amino acids of one chain (both with a BB bead) that the CG input does not bond (separate
+        molecules of a GROMACS frame, which has no chains, or a gap in a chain)."""
+        pair, close = self._bb_neighbours(frame)
+        return pair & ~close
+
+    def _bb_neighbours(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per residue k: (k and k-1 both have a BB bead in one chain, their BB beads closer than
+        ``PEPTIDE_LINK_MAX``)."""
+        pair = np.zeros(self.trajectory.n_residues, bool)
+        close = np.zeros(self.trajectory.n_residues, bool)
         if self.cg_xyz is None:
-            return linked
+            return pair, close
         x = self.cg_xyz[frame] * 10.0
         residue0, row0 = 0, 0
         for part in self.parts:
             top = part.system.aa_topology
             prev = None
-            for r, res in enumerate(part.system.residues):
+            for res in part.system.residues:
                 bb = row0 + res.beads[res.mapping.beads.index("BB")] if "BB" in res.mapping.beads else None
                 chain = top.residue(res.aa_residue).chain.index
-                if bb is not None and prev is not None and prev[1] == chain \
-                        and np.linalg.norm(x[bb] - x[prev[0]]) < PEPTIDE_LINK_MAX:
-                    linked[residue0 + res.aa_residue] = True
+                if bb is not None and prev is not None and prev[1] == chain:
+                    pair[residue0 + res.aa_residue] = True
+                    close[residue0 + res.aa_residue] = np.linalg.norm(x[bb] - x[prev[0]]) < PEPTIDE_LINK_MAX
                 prev = (bb, chain) if bb is not None else None
             residue0 += top.n_residues
             row0 += part.system.n_beads
-        return linked
+        return pair, close
 
     # a single-model result reads like before: .system, .model, .dihedrals
     @property
@@ -200,7 +214,9 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
     ``Modeller``/``PDBFile``) of beads (martinize2 / Martini 3 naming).
     Molecules are made whole first.  ``model``: a shipped model name or file (everything
     non-solvent must be known to it), a list of them (each residue name goes to the first
-    that knows it), or None for the shipped models.  Outputs are written atomically.
+    that knows it), or None for the shipped models.  Outputs are written atomically, a chain
+    piece per CG molecule or chain gap (:meth:`BackmapResult.breaks`; TER between them), while
+    ``result.trajectory`` keeps the input's chains.
     ``fit``: after the network, make proteins chemically sound and true to their beads
     (:mod:`openmm_herobm.reconstruction.geometric_fit`: ideal geometry, trans peptides, the
     Ramachandran and rotamer statistics of real proteins, beads as soft targets with a
@@ -271,8 +287,37 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
         out.unitcell_vectors = traj.unitcell_vectors
     box = None if traj.unitcell_vectors is None else traj.unitcell_vectors.astype(np.float64)
     cg_xyz = traj.xyz[:, np.concatenate([p.bead_index for p in parts])]
-    written = write_outputs(_as_refined_names(out), output, trajectory_output) if output or trajectory_output else []
-    return BackmapResult(out, parts, dict(solvent), box, written, cg_xyz)
+    result = BackmapResult(out, parts, dict(solvent), box, [], cg_xyz)
+    if output or trajectory_output:  # a chain piece per CG molecule: a reader must not bond them
+        result.written = write_outputs(split_chains(_as_refined_names(out), result.breaks()), output,
+                                       trajectory_output)
+    return result
+
+
+def split_chains(traj: mdtraj.Trajectory, starts: np.ndarray) -> mdtraj.Trajectory:
+    """``traj`` with a new chain (the same chain id) from every residue where ``starts``
+    ``(n_residues,)`` is True (:meth:`BackmapResult.breaks`), as the refined output has: file
+    writers end a chain with TER, and readers that bond consecutive amino acids of a chain
+    (OpenMM's ``PDBFile``) would otherwise bond separate molecules.  Coordinates are shared."""
+    if not starts.any():
+        return traj
+    top = mdtraj.Topology()
+    atoms = {}
+    for chain in traj.topology.chains:
+        piece = None
+        for residue in chain.residues:
+            if piece is None or starts[residue.index]:
+                piece = top.add_chain(chain_id=getattr(chain, "chain_id", None))
+            new = top.add_residue(residue.name, piece, residue.resSeq, residue.segment_id)
+            if getattr(residue, "insertion_code", ""):
+                new.insertion_code = residue.insertion_code
+            for atom in residue.atoms:
+                atoms[atom.index] = top.add_atom(atom.name, atom.element, new, serial=atom.serial)
+    if [atoms[k].index for k in range(traj.n_atoms)] != list(range(traj.n_atoms)):
+        raise HeroBMError("internal: split_chains needs atoms in chain order")
+    for bond in traj.topology.bonds:
+        top.add_bond(atoms[bond[0].index], atoms[bond[1].index], type=bond.type, order=bond.order)
+    return mdtraj.Trajectory(traj.xyz, top, traj.time, traj.unitcell_lengths, traj.unitcell_angles)
 
 
 def with_aliases(traj: mdtraj.Trajectory, aliases: dict[str, str] | None = None) -> mdtraj.Trajectory:

@@ -26,8 +26,12 @@ def test_glup_is_read_as_protonated_glutamate(tmp_path):
     assert len(names) == 76 and names[15] == "GLH"
     glh = [a.name for a in raw.trajectory.topology.residue(15).atoms]
     assert glh == [a.name for a in plain.trajectory.topology.residue(15).atoms]  # the same heavy atoms
-    # its own bead types (a separate mapping) move the fit a little, nothing more
-    assert np.sqrt(((raw.trajectory.xyz - plain.trajectory.xyz) ** 2).sum(-1).mean()) < 0.03  # nm (0.012 measured)
+    # its own bead types (a separate mapping) move the fit a little, nothing more.  The fit's choices
+    # (rotamers, a carbonyl flipped) are chaotic: 0.002 A of noise on ubiquitin's beads alone moves
+    # the output 0.005-0.016 nm RMS; GLUP against GLU under six such draws 0.016-0.038 nm, CA 0.002-0.010
+    moved = np.sqrt(((raw.trajectory.xyz - plain.trajectory.xyz) ** 2).sum(-1))[0]
+    ca = raw.trajectory.topology.select("name CA")
+    assert np.sqrt((moved ** 2).mean()) < 0.05 and np.sqrt((moved[ca] ** 2).mean()) < 0.02  # nm
     result = hb.backmap_and_simulate(str(cg), minimize=False)
     glu = [r for r in result.topology.residues() if r.id == "16"][0]
     assert glu.name == "GLU" and "HE2" in {a.name for a in glu.atoms()}

@@ -94,6 +94,28 @@ def test_backmap_real_test_chain_and_trajectory(model, tmp_path):
     assert report["rmsd_heavy"] < 0.66 and report["rmsd_backbone"] < 0.47  # 0.606 / 0.424 measured
 
 
+def test_molecules_of_a_gro_frame_are_separate_chains_in_the_raw_output(model, tmp_path):
+    """A GROMACS frame has no chains: two ubiquitins side by side read as one.  The raw output ends
+    each molecule with TER, so OpenMM's PDBFile does not bond one's C-terminus to the other's
+    N-terminus 5 nm away (before: one chain and that bond)."""
+    one = mdtraj.load(str(UBQ_CG))
+    two = one.stack(one)
+    two.xyz[:, one.n_atoms:] += np.float32([5.0, 0.0, 0.0])
+    two.unitcell_vectors = np.diag([12.0, 8.0, 8.0]).astype(np.float32)[None]
+    gro = tmp_path / "two.gro"
+    two.save_gro(str(gro))
+    assert mdtraj.load(str(gro)).topology.n_chains == 1
+    result = hb.backmap(str(gro), model, output=tmp_path / "raw.pdb")
+    assert np.flatnonzero(result.breaks()).tolist() == [76]  # where the second molecule starts
+    assert result.trajectory.topology.n_chains == 1  # in memory: the input's chains
+    pdb = app.PDBFile(str(tmp_path / "raw.pdb"))
+    assert pdb.topology.getNumChains() == 2
+    x = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    length = [np.linalg.norm(x[a.index] - x[b.index]) for a, b in pdb.topology.bonds()]
+    assert max(length) < 0.2
+    np.testing.assert_allclose(x, result.trajectory.xyz[0], atol=6e-4)  # the same atoms, in order
+
+
 def test_backmap_real_condensate_frame_drops_solvent_with_a_report(model, tmp_path, capsys):
     """A real Martini3-IDP simulation frame (54 peptides, W, ION): protein backmapped, solvent listed."""
     frame = tmp_path / "gy23.gro"
