@@ -25,7 +25,8 @@ Per frame (:mod:`openmm_herobm.evaluation.protein_quality` and :func:`~openmm_he
 bond and angle RMSD against ideal geometry and bonds off by > 0.15 A, heavy-atom clashes per 1000
 heavy atoms (pairs < 2.2 A beyond 1-4), Ramachandran outliers (99.8% contour of the training
 split), chi1 / chi2 more than 30 deg from every rotamer well, mean |omega - 180|, cis non-Pro,
-chirality errors (CA, ILE CB, THR CB), CA-CA > 4.0 A and inserted chain breaks between residues
+X-Pro peptides whose isomer is not the crystal's, chirality errors (CA, ILE CB, THR CB), CA-CA >
+4.0 A and inserted chain breaks between residues
 the CG input links (BB beads < 4.6 A), bead fidelity (output forward-mapped vs the frame's beads,
 RMS and max; and vs the frame's beads with the systematic Martini 3 deformation undone,
 :mod:`openmm_herobm.mapping.deformation`, which is what a real structure can meet), and for
@@ -64,6 +65,7 @@ METRICS = [  # (key, label, format)
     ("omega_dev_mean", "mean abs(omega - 180) (deg)", "{:.2f}"),
     ("cis_nonpro", "cis non-Pro peptides", "{:.2f}"),
     ("nonplanar", "peptides neither cis nor trans (|omega| 30-150 deg)", "{:.2f}"),
+    ("x_pro_wrong", "X-Pro peptides not the crystal's isomer", "{:.2f}"),
     ("chirality_errors", "chirality errors (CA, ILE/THR CB)", "{:.2f}"),
     ("ca_ca_long", "CA-CA > 4.0 A", "{:.2f}"),
     ("inserted_breaks", "inserted chain breaks", "{:.2f}"),
@@ -129,6 +131,31 @@ def rmsd_to_crystal(traj, frame: int, crystal) -> float:
     a = mdtraj.Trajectory(traj.xyz[frame][pi][None], None)
     b = mdtraj.Trajectory(crystal.xyz[0][ri][None], None)
     return float(mdtraj.rmsd(a, b)[0] * 10.0)
+
+
+def x_pro_wrong(traj, frame: int, crystal) -> int:
+    """X-Pro peptides cis (|omega| < 90 deg) in ``traj`` and trans in the crystal or the other way,
+    residues matched by position (martinize2 renumbers residues from 1)."""
+    import mdtraj
+
+    def quads(t):
+        out = {}
+        for r in t.topology.residues:
+            if r.name != "PRO" or r.index == 0 or t.topology.residue(r.index - 1).chain != r.chain:
+                continue
+            prev = t.topology.residue(r.index - 1)
+            names = {a.name: a.index for a in prev.atoms} | {"+" + a.name: a.index for a in r.atoms}
+            if all(n in names for n in ("CA", "C", "+N", "+CA")):
+                out[r.index] = [names["CA"], names["C"], names["+N"], names["+CA"]]
+        return out
+
+    p, c = quads(traj), quads(crystal)
+    common = sorted(set(p) & set(c))
+    if not common:
+        return 0
+    cis_p = np.abs(mdtraj.compute_dihedrals(traj[frame], [p[k] for k in common])[0]) < np.pi / 2
+    cis_c = np.abs(mdtraj.compute_dihedrals(crystal[0], [c[k] for k in common])[0]) < np.pi / 2
+    return int((cis_p != cis_c).sum())
 
 
 def heavy(traj):
@@ -303,6 +330,7 @@ def main(argv=None) -> int:
         row = dict(chain=chain, mode="-", method="mapped", frame=0, seconds_per_frame=sec,
                    **frame_metrics(traj, 0, mapped_cg, 0))
         row["rmsd_to_start"] = rmsd_to_crystal(traj, 0, crystal)
+        row["x_pro_wrong"] = x_pro_wrong(traj, 0, crystal)
         rows.append(row)
         for mode in args.modes:
             folder = root / chain / mode
@@ -320,7 +348,7 @@ def main(argv=None) -> int:
             for method, (traj, sec) in outputs.items():
                 for f in range(min(traj.n_frames, md.n_frames)):
                     row = dict(chain=chain, mode=mode, method=method, frame=f, seconds_per_frame=sec,
-                               **frame_metrics(traj, f, md, f, targets))
+                               x_pro_wrong=x_pro_wrong(traj, f, crystal), **frame_metrics(traj, f, md, f, targets))
                     if f == 0:
                         row["rmsd_to_start"] = rmsd_to_crystal(traj, f, crystal)
                     rows.append(row)
