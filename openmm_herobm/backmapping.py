@@ -298,7 +298,7 @@ def split_chains(traj: mdtraj.Trajectory, starts: np.ndarray) -> mdtraj.Trajecto
     """``traj`` with a new chain (the same chain id) from every residue where ``starts``
     ``(n_residues,)`` is True (:meth:`BackmapResult.breaks`), as the refined output has: file
     writers end a chain with TER, and readers that bond consecutive amino acids of a chain
-    (OpenMM's ``PDBFile``) would otherwise bond separate molecules.  Coordinates are shared."""
+    (OpenMM's ``PDBFile``) would otherwise bond separate molecules.  Atoms come in chain order."""
     if not starts.any():
         return traj
     top = mdtraj.Topology()
@@ -313,11 +313,12 @@ def split_chains(traj: mdtraj.Trajectory, starts: np.ndarray) -> mdtraj.Trajecto
                 new.insertion_code = residue.insertion_code
             for atom in residue.atoms:
                 atoms[atom.index] = top.add_atom(atom.name, atom.element, new, serial=atom.serial)
-    if [atoms[k].index for k in range(traj.n_atoms)] != list(range(traj.n_atoms)):
-        raise HeroBMError("internal: split_chains needs atoms in chain order")
     for bond in traj.topology.bonds:
         top.add_bond(atoms[bond[0].index], atoms[bond[1].index], type=bond.type, order=bond.order)
-    return mdtraj.Trajectory(traj.xyz, top, traj.time, traj.unitcell_lengths, traj.unitcell_angles)
+    order = np.empty(traj.n_atoms, np.int64)  # new atom index -> old (the same unless chains interleave)
+    order[[atoms[k].index for k in range(traj.n_atoms)]] = np.arange(traj.n_atoms)
+    xyz = traj.xyz if (order == np.arange(traj.n_atoms)).all() else traj.xyz[:, order]
+    return mdtraj.Trajectory(xyz, top, traj.time, traj.unitcell_lengths, traj.unitcell_angles)
 
 
 def with_aliases(traj: mdtraj.Trajectory, aliases: dict[str, str] | None = None) -> mdtraj.Trajectory:

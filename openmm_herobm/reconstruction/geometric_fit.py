@@ -6,7 +6,8 @@ fidelity.  Here chemistry is (nearly) hard and beads are soft, each term a negat
 likelihood in units of its tolerance:
 
 * ideal bonds (0.01 A), angles (1.5 deg), rigid dihedrals (rings, planar groups, the impropers
-  of CA / ILE CB / THR CB), trans peptides (cis only for a proline the network puts cis):
+  of CA / ILE CB / THR CB), planar peptides, trans (cis only for an X-Pro peptide that a first
+  solve with its omega free ends near cis):
   :mod:`~openmm_herobm.reconstruction.protein_geometry`, from the training split;
 * the Ramachandran statistical potential of the training split (per class) and the network's
   predicted phi/psi (``SIGMA_NET``);
@@ -421,7 +422,8 @@ class GeometricFit:
                      ITERATIONS_BACKBONE, tolerance=TOLERANCE).x
         again = self._cis_prolines(x, link, cis)  # one stuck half-way takes the other isomer
         if (again != cis).any():
-            common = self._geometry_terms(again, link, disulfides, looseness) + self._rama_terms(link, phi_psi, looseness)
+            common = (self._geometry_terms(again, link, disulfides, looseness)
+                      + self._rama_terms(link, phi_psi, looseness))
         # 2. rotamers
         x, chi_terms = self._rotamers(x, b, excluded, x.copy(), sigma)
         # 3. everything, the chosen chi angles as soft targets
