@@ -218,7 +218,8 @@ def backmap(cg, model: str | Path | LoadedModel | list | None = None, *, traject
     piece per CG molecule or chain gap (:meth:`BackmapResult.breaks`; TER between them), while
     ``result.trajectory`` keeps the input's chains.
     ``fit``: after the network, make proteins chemically sound and true to their beads
-    (:mod:`openmm_herobm.reconstruction.geometric_fit`: ideal geometry, trans peptides, the
+    (:mod:`openmm_herobm.reconstruction.geometric_fit`: ideal geometry, planar peptides (trans, or
+    cis for an X-Pro peptide the beads put cis), the
     Ramachandran and rotamer statistics of real proteins, beads as soft targets with a
     tolerance, chain breaks from the beads); lipids a model's frame regression knows are placed
     by it instead of the network (:mod:`openmm_herobm.reconstruction.lipid_frames`), then made

@@ -23,9 +23,9 @@ import mdtraj
 import numpy as np
 from scipy.spatial import cKDTree
 
-from openmm_herobm.chemistry import (AMINO_ACIDS, BACKBONE, CHIRALITY_CHECKS, CHOLESTEROL, CLASH_DISTANCE, DISULFIDE_MAX,
-                                     DOUBLE_BOND_CHECKS, NOT_SIDE_CHAIN, PEPTIDE_BOND_MAX, PROTEIN_CENTRES,
-                                     RESIDUE_ALIASES, VARIANT_STANDARD)
+from openmm_herobm.chemistry import (AMINO_ACIDS, BACKBONE, CHIRALITY_CHECKS, CHOLESTEROL, CLASH_DISTANCE,
+                                     DISULFIDE_MAX, DOUBLE_BOND_CHECKS, NOT_SIDE_CHAIN, PEPTIDE_BOND_MAX,
+                                     PROTEIN_CENTRES, RESIDUE_ALIASES, VARIANT_STANDARD)
 from openmm_herobm.errors import HeroBMError
 from openmm_herobm.geometry import angle_of, dihedral_of, signed_volume_of
 
@@ -52,10 +52,9 @@ ATOM_ALIASES = {
 # result only when the structure has such a centre; the protein keys always do.
 ALWAYS_REPORTED = PROTEIN_CENTRES
 
-# Geometry thresholds (Angstrom / degrees); PEPTIDE_BOND_MAX, DISULFIDE_MAX: chemistry.
+# Geometry thresholds (Angstrom / degrees); PEPTIDE_BOND_MAX, DISULFIDE_MAX, CLASH_DISTANCE: chemistry.
 BOND_RANGE = (1.1, 2.2)
 BOND_RANGE_SS = (1.1, 2.3)
-CLASH_DIST = CLASH_DISTANCE  # heavy pairs further apart than 1-4 in the bond graph (chemistry)
 CLOSE_CONTACT_DIST = 2.0  # heavy pairs that are not 1-2 or 1-3
 CIS_MAX_DEG = 30.0
 MAX_LISTED = 100  # cap for label lists in the result
@@ -372,7 +371,7 @@ def _geometry(p: _Struct, ref_xyz, ref_box, matched) -> dict:
         out["bond_angle_mae"] = float(dang.mean()) if am.any() else None
 
     # clashes: KD-tree on heavy atoms, minus bonded / 1-3 / 1-4 pairs
-    pairs = _tree(p.xyz, p.box).query_pairs(CLASH_DIST, output_type="ndarray").reshape(-1, 2)
+    pairs = _tree(p.xyz, p.box).query_pairs(CLASH_DISTANCE, output_type="ndarray").reshape(-1, 2)
     code = _pair_code(pairs, n)
     in12_13 = np.isin(code, np.concatenate([_pair_code(bonds, n), _pair_code(p13, n)]))
     in14 = np.isin(code, _pair_code(p14, n))
@@ -385,7 +384,7 @@ def _geometry(p: _Struct, ref_xyz, ref_box, matched) -> dict:
     if ref_xyz is not None:
         # clashes that the reference has too (e.g. ion coordination, bad input)
         cm = clash & matched[pairs].all(1)
-        out["n_clashes_in_ref"] = int((_dist(ref_xyz, pairs[cm, 0], pairs[cm, 1], ref_box) < CLASH_DIST).sum())
+        out["n_clashes_in_ref"] = int((_dist(ref_xyz, pairs[cm, 0], pairs[cm, 1], ref_box) < CLASH_DISTANCE).sum())
     out["clash_pairs"] = [
         f"{_atom_label(p, i)} - {_atom_label(p, j)}: {dd:.2f}"
         for (i, j), dd in zip(pairs[clash][:MAX_LISTED], d[clash][:MAX_LISTED])

@@ -32,7 +32,6 @@ from ..chemistry import BOND_OFF, PEPTIDE_BOND_MAX
 from ..reconstruction import least_squares as ls
 from ..reconstruction import protein_geometry as pg
 
-OFF_BOND = BOND_OFF  # A: a bond this far from ideal is counted (chemistry)
 OFF_ROTAMER = math.radians(30.0)
 CA_CA_MAX = 4.0  # A between linked residues (trans: 3.80)
 LINK_MAX = pg.PEPTIDE_LINK_MAX
@@ -131,7 +130,7 @@ def protein_quality(traj: mdtraj.Trajectory, frame: int = 0, links: set | None =
                    ca_ca_long=int((np.linalg.norm(x[ca] - x[ca1], axis=1)[~cis] > CA_CA_MAX).sum()))
     bond_dev, angle_dev = np.array(bond_dev), np.array(angle_dev)
     out.update(n_bonds=len(bond_dev), bond_rmsd=float(np.sqrt((bond_dev ** 2).mean())),
-               bonds_off=int((np.abs(bond_dev) > OFF_BOND).sum()),
+               bonds_off=int((np.abs(bond_dev) > BOND_OFF).sum()),
                bond_max_dev=float(np.abs(bond_dev).max()) if len(bond_dev) else 0.0,
                n_angles=len(angle_dev), angle_rmsd=float(np.sqrt((angle_dev ** 2).mean())))
     out.update(_ramachandran(x, atoms, names, linked_next))
