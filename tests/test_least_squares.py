@@ -215,10 +215,10 @@ def test_compiled_terms_compute_the_numpy_formulas_on_a_real_chain(real_chain):
         assert list(rows[::n]) == [0] * (len(atoms) // n) and (rows[:n] == np.arange(n)).all()
 
 
-def test_clash_neighbour_list_finds_every_contact_as_atoms_stray(real_chain):
+def test_clash_search_finds_every_contact_as_atoms_stray(real_chain):
     """The clash term's residuals equal a brute-force search over all atom pairs, after a few
-    atoms moved far (re-anchored: looked up on their own), moved again, back, or next to other
-    re-anchored atoms, and after many did (the list rebuilt)."""
+    atoms moved far, moved again, back, or next to other moved atoms, and after many did (the
+    bounding box and the cells grow)."""
     x, bonds, _, _ = real_chain
     n = len(x)
     radius = np.full(n, 1.6)
@@ -255,6 +255,34 @@ def test_clash_neighbour_list_finds_every_contact_as_atoms_stray(real_chain):
         np.testing.assert_allclose(np.sort(r), brute(y))
         pairs = np.stack([atoms[:len(r)], atoms[len(r):]], 1)
         assert (np.diff(pairs[:, 0] * n + pairs[:, 1]) > 0).all()  # the list's row order, whatever strayed
+
+
+def test_clash_search_in_a_sparse_box_and_with_an_atom_thrown_far():
+    """Atoms spread thinly (more cells than the search allows: it makes its cells larger), and one
+    thrown 10,000 A away, as a damping trial can: the contacts still equal a brute-force search."""
+    rng = np.random.default_rng(3)
+    n = 400
+    x = rng.uniform(0.0, 300.0, size=(n, 3))
+    x[1::2] = x[::2] + rng.normal(scale=1.5, size=(n // 2, 3))  # close pairs, some in contact
+    radius = rng.choice([1.35, 1.4, 1.5, 1.7], n)
+    polar = rng.random(n) < 0.4
+    moving = rng.random(n) < 0.8
+    excluded = np.sort(rng.choice(np.arange(0, n, 2), 20, replace=False) * n + np.arange(1, 41, 2))
+    term = ls.Clashes(np.arange(n), radius, polar, excluded, moving, 0.05, 0.35)
+
+    def brute(y):
+        i, j = np.triu_indices(n, 1)
+        d = np.linalg.norm(y[i] - y[j], axis=1)
+        d0 = radius[i] + radius[j] - 0.35 * (polar[i] & polar[j])
+        on = (d < d0) & ~np.isin(i * n + j, excluded) & (moving[i] | moving[j])
+        return np.stack([i[on], j[on]], 1), (d0[on] - d[on]) / 0.05
+
+    for y in (x, np.r_[x[:-1], [[1e4, 0.0, 0.0]]]):
+        pairs, expected = brute(y)
+        assert len(pairs) > 10
+        r, (_, atoms, _) = term(y)
+        np.testing.assert_array_equal(np.stack([atoms[:len(r)], atoms[len(r):]], 1), pairs)
+        np.testing.assert_allclose(r, expected)
 
 
 def test_block_normal_equations_and_factor_solve_the_dense_system(real_chain):

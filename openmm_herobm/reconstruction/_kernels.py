@@ -505,3 +505,127 @@ def ldl_solve(Cp, Ci, where, etree, Lnz, perm, data, b):
     for i in range(n):
         out[perm[i]] = x[i]
     return out
+
+
+# ------------------------------------------------------------------ clash neighbour list
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _scan(x, atoms, extra, radius, polar, relief, moving, ex_ptr, ex_idx, cell, dims, head, nxt,
+          out_i, out_j, dist, con):
+    """:func:`close_pairs`' search over its cell list: the number of pairs found, the first
+    ``len(out_i)`` of them written to the ``out_*`` arrays (arrays grown inside the loop made it
+    20x slower)."""
+    stamp = np.full(len(radius), -1, np.int64)
+    cap = len(out_i)
+    m = 0
+    for p in range(len(atoms)):
+        i0 = atoms[p]
+        for e in range(ex_ptr[i0], ex_ptr[i0 + 1]):  # i0's excluded partners, marked
+            stamp[ex_idx[e]] = i0
+        for shift in range(14):  # the cell itself, then its 13 forward neighbours
+            if shift == 0:
+                dx, dy, dz = 0, 0, 0
+            else:
+                t = shift + 13  # offsets (-1..1)^3 numbered 0..26, 13 the cell itself
+                dx, dy, dz = t // 9 - 1, (t // 3) % 3 - 1, t % 3 - 1
+            cx, cy, cz = cell[p, 0] + dx, cell[p, 1] + dy, cell[p, 2] + dz
+            if cx < 0 or cy < 0 or cz < 0 or cx >= dims[0] or cy >= dims[1] or cz >= dims[2]:
+                continue
+            q = nxt[p] if shift == 0 else head[(cx * dims[1] + cy) * dims[2] + cz]
+            while q != -1:
+                j0 = atoms[q]
+                q = nxt[q]
+                c = radius[i0] + radius[j0]
+                if polar[i0] and polar[j0]:
+                    c -= relief
+                d2 = 0.0
+                for a in range(3):
+                    v = x[i0, a] - x[j0, a]
+                    d2 += v * v
+                if d2 > (c + extra) * (c + extra) * (1.0 + 1e-9):  # far: no square root (most pairs)
+                    continue
+                if stamp[j0] == i0:
+                    continue
+                i, j = (i0, j0) if i0 < j0 else (j0, i0)
+                if not (moving[i] or moving[j]):
+                    continue
+                d2 = 0.0  # again in the pair's order: the same bits whichever atom came first
+                for a in range(3):
+                    v = x[i, a] - x[j, a]
+                    d2 += v * v
+                d = math.sqrt(d2)
+                if d >= c + extra:
+                    continue
+                if m < cap:
+                    out_i[m] = i
+                    out_j[m] = j
+                    dist[m] = d
+                    con[m] = c
+                m += 1
+    return m
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def close_pairs(x, atoms, extra, radius, polar, relief, moving, ex_ptr, ex_idx):
+    """The pairs of ``atoms`` closer than their contact distance plus ``extra`` (A), one of them
+    ``moving``, not excluded (``ex_idx[ex_ptr[i]:ex_ptr[i + 1]]``: the atoms excluded with atom
+    i, both ways): atom numbers ``(i, j)`` (i < j, sorted by pair), distances and contact distances.
+
+    A cell list over the atoms' bounding box (cells of the largest contact distance plus
+    ``extra``, made larger if the box would need more than ~8 cells per atom), each cell searched
+    against itself and its 13 forward neighbours: every pair once."""
+    n = len(atoms)
+    big = 0.0
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for p in range(n):
+        big = max(big, radius[atoms[p]])
+        for a in range(3):
+            lo[a] = min(lo[a], x[atoms[p], a])
+            hi[a] = max(hi[a], x[atoms[p], a])
+    size = max(2.0 * big + extra, 1e-3)
+    dims = np.ones(3, np.int64)
+    while n:
+        for a in range(3):
+            dims[a] = int((hi[a] - lo[a]) / size) + 1
+        if dims[0] * dims[1] * dims[2] <= 8 * n + 1000:
+            break
+        size *= 1.25
+    head = np.full(dims[0] * dims[1] * dims[2], -1, np.int64)
+    nxt = np.empty(n, np.int64)
+    cell = np.empty((n, 3), np.int64)
+    for p in range(n):
+        for a in range(3):
+            cell[p, a] = min(int((x[atoms[p], a] - lo[a]) / size), dims[a] - 1)
+        k = (cell[p, 0] * dims[1] + cell[p, 1]) * dims[2] + cell[p, 2]
+        nxt[p] = head[k]
+        head[k] = p
+    cap = n + 64
+    while True:  # once, unless more pairs than room
+        out_i, out_j = np.empty(cap, np.int64), np.empty(cap, np.int64)
+        dist, con = np.empty(cap), np.empty(cap)
+        m = _scan(x, atoms, extra, radius, polar, relief, moving, ex_ptr, ex_idx, cell, dims, head, nxt,
+                  out_i, out_j, dist, con)
+        if m <= cap:
+            break
+        cap = m
+    order = np.argsort(out_i[:m] * len(radius) + out_j[:m])
+    return out_i[order], out_j[order], dist[order], con[order]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def clash_rows(x, i, j, d, d0, sigma):
+    """Residuals ``(d0 - d) / sigma`` ``(m,)`` of the pairs ``(i, j)`` at distances ``d`` and their
+    values ``(2m, 3)`` (atom i's rows, then atom j's)."""
+    m = len(i)
+    r = np.empty(m)
+    values = np.empty((2 * m, 3))
+    for t in range(m):
+        dm = max(d[t], 1e-9)
+        r[t] = (d0[t] - d[t]) / sigma
+        for a in range(3):
+            g = -((x[i[t], a] - x[j[t], a]) / dm) / sigma
+            values[t, a] = g
+            values[m + t, a] = -g
+    return r, values

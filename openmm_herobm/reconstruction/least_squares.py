@@ -22,7 +22,6 @@ import numpy as np
 import qdldl
 import scipy.sparse
 import scipy.sparse.csgraph
-from scipy.spatial import cKDTree
 
 from ..geometry import cross
 from . import _kernels
@@ -101,6 +100,9 @@ def _subset(term, keep: np.ndarray, atoms: tuple[str, ...], per_row: tuple[str, 
     return dataclasses.replace(term, **{f: _rows(getattr(term, f), on) for f in atoms + per_row})
 
 
+_DIAGONAL = np.arange(3)
+
+
 @dataclass
 class Linear:
     """Residuals ``(sum_a w_ba x_a - target_b) / sigma_b`` for rows b of a sparse (rows, n_atoms) matrix.
@@ -118,6 +120,9 @@ class Linear:
         coo = self.matrix.tocoo()
         self._rows, self._cols = coo.row, coo.col
         self._vals = coo.data / self.sigma[coo.row]
+        # the Jacobian's layout: entry (row b, atom a) is the 3 x 3 block vals * I, rows 3b, 3b+1, 3b+2
+        self._jac_rows = ((self._rows * 3)[:, None] + np.arange(3)).ravel()
+        self._jac_atoms = np.repeat(self._cols, 3)
 
     def subset(self, keep: np.ndarray) -> "Linear":
         on = (abs(self.matrix) @ (~keep).astype(float)) == 0
@@ -132,11 +137,9 @@ class Linear:
             rho = c2 * np.log1p(s / c2)
             r = r * np.sqrt(rho / np.maximum(s, 1e-12))[:, None]
             vals = vals * np.sqrt(1.0 / (1.0 + s / c2))[self._rows]
-        n = len(self._rows)
-        rows = (self._rows * 3)[:, None] + np.arange(3)
-        values = np.zeros((n, 3, 3))
-        values[:, np.arange(3), np.arange(3)] = vals[:, None]
-        return r.ravel(), (rows.ravel(), np.repeat(self._cols, 3), values.reshape(-1, 3))
+        values = np.zeros((len(vals), 3, 3))
+        values[:, _DIAGONAL, _DIAGONAL] = vals[:, None]
+        return r.ravel(), (self._jac_rows, self._jac_atoms, values.reshape(-1, 3))
 
 
 @dataclass
@@ -244,15 +247,11 @@ class Clashes:
     ``radius`` ``(n_atoms,)``: contact distance of a pair = radius_i + radius_j (minus
     ``hbond_relief`` when both are N/O: hydrogen bonds are allowed); pairs in ``excluded``
     (codes ``i * n + j``, i < j: 1-2, 1-3, 1-4 pairs) and pairs of two fixed atoms never count.
-    Candidate pairs come from a neighbour list (KD-tree over ``atoms``, contact distance plus
-    ``SKIN``).  An atom that has moved more than half the skin from where the list has it is
-    re-anchored: its pairs are looked up anew at its new place (from the tree, and directly among
-    the re-anchored atoms), and it keeps them until it strays again; the list is rebuilt only when
-    many atoms have been re-anchored.  (Rebuilding whenever any atom had moved was 682 rebuilds per
-    20 frames of a 150-residue chain: a damping trial that throws a few loose atoms 5-20 A away is
-    common; looking the strays up on every call instead was a third of the term's time.)  The rows
-    come in the order of their pairs ``(i, j)``, so the result does not depend on what the list
-    holds beyond the contacts."""
+    The contacts are found anew on every call, by a compiled cell list over ``atoms``
+    (:func:`_kernels.close_pairs`): a neighbour list kept between calls went stale on most of
+    them (the atoms of a fit move several A, a damping trial throws loose atoms 5-20 A away), and
+    keeping it up to date cost three times the search.  The rows come in the order of their
+    pairs ``(i, j)``."""
     atoms: np.ndarray
     radius: np.ndarray
     polar: np.ndarray
@@ -260,60 +259,23 @@ class Clashes:
     moving_mask: np.ndarray
     sigma: float = 0.1
     hbond_relief: float = 0.4
-    SKIN = 2.0  # A; also the reach of couplings(): parts closer than this at the start are one problem
-    # atoms re-anchored since the last rebuild (plus 1 in 8 of the atoms, at most STRAYS_MAX more); more:
-    # rebuild.  A rebuild costs about six re-anchorings; pairs among re-anchored atoms go as their square
-    STRAYS, STRAYS_MAX = 32, 256
+    SKIN = 2.0  # A: the reach of couplings(): parts closer than this at the start are one problem
 
     def __post_init__(self):
-        self._anchor = None
-        self._excluded = np.sort(self.excluded)
-        self._reach = 2.0 * float(self.radius[self.atoms].max()) if len(self.atoms) else 0.0
+        self.atoms = np.ascontiguousarray(self.atoms, np.int64)
+        self._excluded = np.sort(np.asarray(self.excluded, np.int64))
+        n = len(self.radius)
+        i, j = np.divmod(self._excluded, n)  # each atom's excluded partners, both ways
+        ex = scipy.sparse.csr_matrix((np.ones(2 * len(i), np.int8), (np.r_[i, j], np.r_[j, i])), shape=(n, n))
+        self._ex_ptr, self._ex_idx = ex.indptr.astype(np.int64), ex.indices.astype(np.int64)
+        self._radius = np.ascontiguousarray(self.radius, np.float64)
+        self._polar = np.ascontiguousarray(self.polar, np.bool_)
+        self._moving = np.ascontiguousarray(self.moving_mask, np.bool_)
+        self._near = None
 
-    def _candidates(self, i: np.ndarray, j: np.ndarray):
-        """The pairs (i < j) of atom pairs ``(i, j)`` that may clash (not excluded, one atom moving)
-        and their contact distances."""
-        i, j = np.minimum(i, j), np.maximum(i, j)
-        code = i.astype(np.int64) * len(self.radius) + j
-        at = np.searchsorted(self._excluded, code)
-        excluded = (at < len(self._excluded)) & (self._excluded[np.minimum(at, len(self._excluded) - 1)] == code)
-        keep = (self.moving_mask[i] | self.moving_mask[j]) & ~excluded
-        i, j = i[keep], j[keep]
-        both_polar = self.polar[i] & self.polar[j]
-        return i, j, self.radius[i] + self.radius[j] - self.hbond_relief * both_polar
-
-    def _rebuild(self, x):
-        pos = x[self.atoms]
-        self._tree = cKDTree(pos)
-        p = self._tree.query_pairs(self._reach + self.SKIN, output_type="ndarray")
-        self._i, self._j, self._d0 = self._candidates(self.atoms[p[:, 0]], self.atoms[p[:, 1]])
-        self._anchor = pos.copy()
-        self._moved = np.zeros(len(self.atoms), bool)  # re-anchored since the tree was built
-
-    def _reanchor(self, pos: np.ndarray, stray: np.ndarray):
-        """The atoms ``stray`` (boolean over ``atoms``) anchored where they are now, their pairs
-        looked up anew: with the atoms still at the tree's places, from the tree within the contact
-        distance plus the skin (each within half the skin of its anchor: a contact is in there);
-        with the other re-anchored atoms, those whose anchors are that close.  Every other pair
-        of the list stays as it is."""
-        self._anchor[stray] = pos[stray]
-        self._moved |= stray
-        atom_stray = np.zeros(len(self.radius), bool)
-        atom_stray[self.atoms[stray]] = True
-        kept = ~(atom_stray[self._i] | atom_stray[self._j])
-        s = np.flatnonzero(stray)
-        near = self._tree.query_ball_point(pos[s], self._reach + self.SKIN)
-        count = np.fromiter(map(len, near), np.int64, len(s))
-        other = np.concatenate(near).astype(np.int64) if count.sum() else np.zeros(0, np.int64)
-        mine = np.repeat(s, count)
-        on = ~self._moved[other]
-        m = np.flatnonzero(self._moved)
-        a, b = np.repeat(s, len(m)), np.tile(m, len(s))
-        pair = (a != b) & (~stray[b] | (a < b))  # each pair of re-anchored atoms once
-        gap = self._anchor[a] - self._anchor[b]
-        pair &= (gap * gap).sum(1) <= (self._reach + self.SKIN) ** 2
-        i, j, d0 = self._candidates(self.atoms[np.r_[mine[on], a[pair]]], self.atoms[np.r_[other[on], b[pair]]])
-        self._i, self._j, self._d0 = np.r_[self._i[kept], i], np.r_[self._j[kept], j], np.r_[self._d0[kept], d0]
+    def _pairs(self, x: np.ndarray, extra: float):
+        return _kernels.close_pairs(np.ascontiguousarray(x, np.float64), self.atoms, float(extra), self._radius,
+                                    self._polar, float(self.hbond_relief), self._moving, self._ex_ptr, self._ex_idx)
 
     def subset(self, keep: np.ndarray) -> "Clashes":
         excluded = self._excluded[keep[self._excluded // len(self.radius)]]  # still sorted
@@ -328,25 +290,15 @@ class Clashes:
                        self.sigma, self.hbond_relief)
 
     def couplings(self):
-        """The atom pairs ``(i, j)`` this term may put a residual on: the neighbour list's candidates."""
-        return self._i, self._j
+        """The atom pairs ``(i, j)`` this term may put a residual on: those within their contact
+        distance plus ``SKIN`` where the term was first called."""
+        return self._near
 
     def __call__(self, x):
-        pos = x[self.atoms]
-        if self._anchor is not None:
-            moved = pos - self._anchor
-            stray = (moved * moved).sum(1) > (0.5 * self.SKIN) ** 2
-            if stray.any():
-                if int((self._moved | stray).sum()) > self.STRAYS + min(len(self.atoms) // 8, self.STRAYS_MAX):
-                    self._anchor = None
-                else:
-                    self._reanchor(pos, stray)
-        if self._anchor is None:
-            self._rebuild(x)
-        on, r, values = _kernels.clashes(x, self._i, self._j, self._d0, float(self.sigma))
-        i, j = self._i[on], self._j[on]
-        order = np.lexsort((j, i))  # a fixed row order: the same sums whatever else the list holds
-        i, j, r, values = i[order], j[order], r[order], values[np.r_[order, len(order) + order]]
+        if self._near is None:
+            self._near = self._pairs(x, self.SKIN)[:2]
+        i, j, d, d0 = self._pairs(x, 0.0)
+        r, values = _kernels.clash_rows(np.ascontiguousarray(x, np.float64), i, j, d, d0, float(self.sigma))
         return r, (np.tile(np.arange(len(r)), 2), np.concatenate([i, j]), values)
 
 
