@@ -250,8 +250,8 @@ class Clashes:
     The contacts are found anew on every call, by a compiled cell list over ``atoms``
     (:func:`_kernels.close_pairs`): a neighbour list kept between calls went stale on most of
     them (the atoms of a fit move several A, a damping trial throws loose atoms 5-20 A away), and
-    keeping it up to date cost three times the search.  The rows come in the order of their
-    pairs ``(i, j)``."""
+    keeping it up to date (strays looked up again, rebuilds) took 17 ms per 264-bead frame where
+    searching anew takes 8.  The rows come in the order of their pairs ``(i, j)``."""
     atoms: np.ndarray
     radius: np.ndarray
     polar: np.ndarray
