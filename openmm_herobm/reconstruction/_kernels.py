@@ -39,37 +39,6 @@ def bonds(x, i, j, d0, sigma):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def clashes(x, i, j, d0, sigma):
-    """The candidate pairs closer than ``d0``: their row numbers ``(m,)`` in the candidate list, the
-    residuals ``(d0 - d) / sigma (m,)`` and values ``(2m, 3)``."""
-    n = len(i)
-    on = np.empty(n, np.int64)
-    dist = np.empty(n)
-    m = 0
-    for k in range(n):
-        v0 = x[i[k], 0] - x[j[k], 0]
-        v1 = x[i[k], 1] - x[j[k], 1]
-        v2 = x[i[k], 2] - x[j[k], 2]
-        d = math.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
-        if d < d0[k]:
-            on[m] = k
-            dist[m] = d
-            m += 1
-    r = np.empty(m)
-    values = np.empty((2 * m, 3))
-    for q in range(m):
-        k = on[q]
-        d = dist[q]
-        dm = max(d, 1e-9)
-        r[q] = (d0[k] - d) / sigma
-        for a in range(3):
-            g = -((x[i[k], a] - x[j[k], a]) / dm) / sigma
-            values[q, a] = g
-            values[m + q, a] = -g
-    return on[:m], r, values
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def angles(x, i, j, k, theta0, sigma):
     """``((theta_ijk - theta0) / sigma (n,), values (3n, 3))``."""
     n = len(i)
@@ -507,7 +476,7 @@ def ldl_solve(Cp, Ci, where, etree, Lnz, perm, data, b):
     return out
 
 
-# ------------------------------------------------------------------ clash neighbour list
+# ------------------------------------------------------------------ clash search (cell list)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

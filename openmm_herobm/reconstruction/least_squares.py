@@ -274,8 +274,9 @@ class Clashes:
         self._near = None
 
     def _pairs(self, x: np.ndarray, extra: float):
-        return _kernels.close_pairs(np.ascontiguousarray(x, np.float64), self.atoms, float(extra), self._radius,
-                                    self._polar, float(self.hbond_relief), self._moving, self._ex_ptr, self._ex_idx)
+        """``x`` a contiguous float64 ``(n_atoms, 3)`` array."""
+        return _kernels.close_pairs(x, self.atoms, float(extra), self._radius, self._polar, float(self.hbond_relief),
+                                    self._moving, self._ex_ptr, self._ex_idx)
 
     def subset(self, keep: np.ndarray) -> "Clashes":
         excluded = self._excluded[keep[self._excluded // len(self.radius)]]  # still sorted
@@ -295,10 +296,11 @@ class Clashes:
         return self._near
 
     def __call__(self, x):
+        x = np.ascontiguousarray(x, np.float64)
         if self._near is None:
             self._near = self._pairs(x, self.SKIN)[:2]
         i, j, d, d0 = self._pairs(x, 0.0)
-        r, values = _kernels.clash_rows(np.ascontiguousarray(x, np.float64), i, j, d, d0, float(self.sigma))
+        r, values = _kernels.clash_rows(x, i, j, d, d0, float(self.sigma))
         return r, (np.tile(np.arange(len(r)), 2), np.concatenate([i, j]), values)
 
 
